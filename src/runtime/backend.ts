@@ -36,6 +36,21 @@ export interface AttentionBatch {
   readonly maxBlocksPerSeq: number;
 }
 
+/**
+ * Dual Chunk Attention constants (long-context-attention.md §2). With L = chunkLen, C = chunkSize:
+ * keys are cached rotated at (k mod L); a query at absolute position p is rotated at
+ *   p mod L                 for keys in its own DCA chunk (floor(k/L) == floor(p/L)), causal,
+ *   min(p mod L + L, C)     for keys in the previous chunk,
+ *   min(2L - 1, C)          for keys in older chunks,
+ * all in one softmax (fp32 statistics). Plain RoPE attention is the special case of one chunk.
+ */
+export interface DcaParams {
+  readonly chunkLen: number; // L = chunk_size - local_size, > 0
+  readonly chunkSize: number; // C = chunk_size, >= L
+  readonly ropeTheta: number;
+  readonly rotaryDim: number; // == headDim for Qwen2
+}
+
 export interface Backend {
   /** 'reference' | 'cpu' | 'cuda' */
   readonly name: string;
@@ -92,6 +107,25 @@ export interface Backend {
    * Query head h reads KV head floor(h / (numHeads / numKvHeads)). logits = scale · q·k, softmax in fp32.
    */
   attention(q: Tensor, cache: KvCacheLayer, batch: AttentionBatch, scale: number, out: Tensor): void;
+
+  /**
+   * DCA attention over the paged cache. q [T, numHeads, headDim] f32 is NOT rotated (the op rotates each
+   * query row three ways per DcaParams, at positions[t]); cached keys were rotated at (k mod L) and are
+   * stored unscaled. Logits = scale · seqLogitScale[s] · q_rot·k, where seqLogitScale [numSeqs] carries the
+   * attention temperature product s_q·s_k of sequence s (1 for sequences within the training length).
+   * Masking, GQA and the batch layout are as in attention(); positions [T] must equal the causal
+   * positions the batch implies. (Optional only until every backend implements it.)
+   */
+  attentionDca?(
+    q: Tensor,
+    cache: KvCacheLayer,
+    batch: AttentionBatch,
+    positions: Int32Array,
+    dca: DcaParams,
+    scale: number,
+    seqLogitScale: Float32Array,
+    out: Tensor,
+  ): void;
 
   /** out[r, :] = x[rows[r], :].   x [T, H] f32, rows [R], out [R, H] f32. */
   gatherRows(x: Tensor, rows: Int32Array, out: Tensor): void;

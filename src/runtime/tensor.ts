@@ -95,3 +95,11 @@ export function fromF32(dtype: DType, shape: readonly number[], values: ArrayLik
   for (let i = 0; i < values.length; i++) out[i] = conv(values[i]);
   return makeTensor(dtype, shape, out);
 }
+
+/** The same storage seen with another shape (numel must match). No copy. */
+export function reshape(t: Tensor, shape: readonly number[]): Tensor {
+  if (numel(shape) !== numel(t.shape)) {
+    throw new Error(`cannot reshape [${t.shape.join(', ')}] to [${shape.join(', ')}]`);
+  }
+  return { dtype: t.dtype, shape: [...shape], data: t.data };
+}

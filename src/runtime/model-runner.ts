@@ -1,0 +1,94 @@
+// The model runner: owns a backend, the uploaded weights, the graph and the paged KV caches of all
+// layers; turns flat step inputs into logits on the host. One runner per loaded model. It never sees
+// requests or sampling policy (those live in engine/ and sampling/). dispose() frees everything.
+import type { Backend, KvCacheLayer } from './backend.js';
+import type { ModelConfig } from '../model/config-types.js';
+import type { LayerWeights, ModelWeights } from '../model/weights-types.js';
+import { Qwen2Graph, type StepInputs } from '../model/qwen2.js';
+
+export interface RunnerOptions {
+  numBlocks: number; // KV pool size in blocks (per layer)
+  blockSize: number; // tokens per block
+}
+
+/** Uploads every weight tensor to the backend (host backends keep the arrays; tied lm_head stays shared). */
+export function uploadWeights(backend: Backend, w: ModelWeights): ModelWeights {
+  const up = backend.upload.bind(backend);
+  const opt = (t: LayerWeights['qBias']) => (t ? up(t) : null);
+  const embed = up(w.embed);
+  return {
+    embed,
+    norm: up(w.norm),
+    lmHead: w.lmHead === w.embed ? embed : up(w.lmHead),
+    layers: w.layers.map((l) => ({
+      inputNorm: up(l.inputNorm),
+      q: up(l.q),
+      k: up(l.k),
+      v: up(l.v),
+      qBias: opt(l.qBias),
+      kBias: opt(l.kBias),
+      vBias: opt(l.vBias),
+      o: up(l.o),
+      postNorm: up(l.postNorm),
+      gateUp: up(l.gateUp),
+      down: up(l.down),
+    })),
+  };
+}
+
+export class ModelRunner {
+  readonly graph: Qwen2Graph;
+  readonly caches: KvCacheLayer[];
+  private disposed = false;
+
+  constructor(
+    readonly backend: Backend,
+    readonly config: ModelConfig,
+    weights: ModelWeights,
+    readonly options: RunnerOptions,
+  ) {
+    this.graph = new Qwen2Graph(backend, config, uploadWeights(backend, weights));
+    this.caches = this.graph.allocateKvCache(options.numBlocks, options.blockSize);
+  }
+
+  /** Runs one step; returns logits [R, vocab] row-major on the host. */
+  step(inputs: StepInputs): Float32Array {
+    if (this.disposed) throw new Error('ModelRunner used after dispose()');
+    const logits = this.graph.forward(inputs, this.caches);
+    const host = this.backend.read(logits);
+    this.backend.free(logits);
+    return host;
+  }
+
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    this.backend.dispose();
+  }
+}
+
+/**
+ * Step inputs for ONE sequence whose blocks are 0, 1, 2, ... (a contiguous table): tokens
+ * [start, start + ids.length) of the sequence, logits for the last token. For tests and simple drivers.
+ */
+export function singleSequenceStep(ids: ArrayLike<number>, start: number, blockSize: number, maxBlocks: number): StepInputs {
+  const T = ids.length;
+  const contextLen = start + T;
+  const numBlocksNeeded = Math.ceil(contextLen / blockSize);
+  if (numBlocksNeeded > maxBlocks) throw new Error(`sequence of ${contextLen} tokens needs ${numBlocksNeeded} blocks, pool has ${maxBlocks}`);
+  const blockTables = new Int32Array(numBlocksNeeded).map((_, i) => i);
+  const positions = new Int32Array(T).map((_, i) => start + i);
+  return {
+    tokenIds: Int32Array.from(ids),
+    positions,
+    slotMapping: positions.slice(), // block i holds slots [i*blockSize, (i+1)*blockSize): slot = position
+    batch: {
+      numSeqs: 1,
+      queryStart: Int32Array.from([0, T]),
+      contextLens: Int32Array.from([contextLen]),
+      blockTables,
+      maxBlocksPerSeq: numBlocksNeeded,
+    },
+    sampleRows: Int32Array.from([T - 1]),
+  };
+}
