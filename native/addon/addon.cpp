@@ -1,0 +1,413 @@
+// N-API glue of longctx_cpu.node: the CpuContext class (a thread pool plus one method per op) whose
+// methods take TypedArrays, integer dims and doubles, check every length, dtype and aliasing rule, and
+// call the kernels in native/cpu. Invariant: no kernel is called with a buffer shorter than its contract
+// needs; any mismatch is a JS TypeError (wrong kind of value) or RangeError (wrong size or index), never
+// a crash. No math here. The JS-facing signatures are documented in src/runtime/native-addon.ts.
+#include <napi.h>
+
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "cpu-ops.h"
+#include "thread-pool.h"
+
+namespace {
+
+using longctx::ThreadPool;
+namespace cpu = longctx::cpu;
+
+constexpr int64_t kMaxDim = (int64_t{1} << 31) - 1;
+
+// A typed array argument: its base pointer, element count and byte span (for aliasing checks).
+template <typename T>
+struct ArrayArg {
+  T* data = nullptr;
+  int64_t length = 0;
+  const char* name = "";
+  uintptr_t begin() const { return reinterpret_cast<uintptr_t>(data); }
+  uintptr_t end() const { return begin() + static_cast<uintptr_t>(length) * sizeof(T); }
+};
+
+// Reads the arguments of one call, naming the op and argument in every error.
+class Args {
+ public:
+  Args(const Napi::CallbackInfo& info, const char* op, size_t count) : info_(info), op_(op) {
+    if (info.Length() != count)
+      throw Napi::TypeError::New(env(), prefix() + "expected " + std::to_string(count) + " arguments, got " +
+                                            std::to_string(info.Length()));
+  }
+
+  Napi::Env env() const { return info_.Env(); }
+  std::string prefix() const { return std::string(op_) + ": "; }
+
+  template <typename T, napi_typedarray_type Kind>
+  ArrayArg<T> array(size_t i, const char* name, const char* jsType) const {
+    const Napi::Value v = info_[i];
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != Kind)
+      throw Napi::TypeError::New(env(), prefix() + "argument '" + name + "' must be a " + jsType);
+    Napi::TypedArrayOf<T> arr = v.As<Napi::TypedArrayOf<T>>();
+    return ArrayArg<T>{arr.Data(), static_cast<int64_t>(arr.ElementLength()), name};
+  }
+  ArrayArg<float> f32(size_t i, const char* name) const {
+    return array<float, napi_float32_array>(i, name, "Float32Array");
+  }
+  ArrayArg<uint16_t> u16(size_t i, const char* name) const {
+    return array<uint16_t, napi_uint16_array>(i, name, "Uint16Array");
+  }
+  ArrayArg<int32_t> i32(size_t i, const char* name) const {
+    return array<int32_t, napi_int32_array>(i, name, "Int32Array");
+  }
+  bool isNull(size_t i) const { return info_[i].IsNull() || info_[i].IsUndefined(); }
+
+  // An integer in [minValue, 2^31 - 1].
+  int64_t dim(size_t i, const char* name, int64_t minValue = 0) const {
+    const Napi::Value v = info_[i];
+    if (!v.IsNumber()) throw Napi::TypeError::New(env(), prefix() + "argument '" + name + "' must be a number");
+    const double d = v.As<Napi::Number>().DoubleValue();
+    if (!(d >= static_cast<double>(minValue) && d <= static_cast<double>(kMaxDim)) || std::floor(d) != d)
+      throw Napi::RangeError::New(env(), prefix() + "argument '" + name + "' must be an integer in [" +
+                                             std::to_string(minValue) + ", " + std::to_string(kMaxDim) + "], got " +
+                                             Napi::Value(v).ToString().Utf8Value());
+    return static_cast<int64_t>(d);
+  }
+
+  double number(size_t i, const char* name) const {
+    const Napi::Value v = info_[i];
+    if (!v.IsNumber()) throw Napi::TypeError::New(env(), prefix() + "argument '" + name + "' must be a number");
+    const double d = v.As<Napi::Number>().DoubleValue();
+    if (!std::isfinite(d)) throw Napi::RangeError::New(env(), prefix() + "argument '" + name + "' must be finite");
+    return d;
+  }
+
+  cpu::DType dtype(size_t i, const char* name) const {
+    const int64_t code = dim(i, name);
+    if (code > 2)
+      throw Napi::RangeError::New(env(), prefix() + "argument '" + name + "' must be a dtype code 0 (f32), 1 (bf16) "
+                                                                           "or 2 (f16), got " + std::to_string(code));
+    return static_cast<cpu::DType>(code);
+  }
+
+  // Throws unless arr.length == product of dims (described as e.g. "T*K = 3*4").
+  template <typename T>
+  void expectLength(const ArrayArg<T>& arr, std::initializer_list<int64_t> dims, const char* formula) const {
+    int64_t n = 1;
+    std::string values;
+    for (int64_t d : dims) {
+      if (__builtin_mul_overflow(n, d, &n))
+        throw Napi::RangeError::New(env(), prefix() + std::string(arr.name) + " size " + formula + " overflows");
+      values += (values.empty() ? "" : "*") + std::to_string(d);
+    }
+    if (arr.length != n)
+      throw Napi::RangeError::New(env(), prefix() + std::string(arr.name) + " has " + std::to_string(arr.length) +
+                                             " elements, expected " + formula + " = " + values + " = " +
+                                             std::to_string(n));
+  }
+
+  // Throws if the byte ranges of a and b overlap (allowSame: unless they are exactly the same range).
+  template <typename A, typename B>
+  void disjoint(const ArrayArg<A>& a, const ArrayArg<B>& b, bool allowSame = false) const {
+    if (a.length == 0 || b.length == 0) return;
+    if (allowSame && a.begin() == b.begin() && a.end() == b.end()) return;
+    if (a.begin() < b.end() && b.begin() < a.end())
+      throw Napi::RangeError::New(env(), prefix() + std::string(a.name) + " and " + b.name + " overlap in memory" +
+                                             (allowSame ? " (only exact aliasing is allowed)" : ""));
+  }
+
+ private:
+  const Napi::CallbackInfo& info_;
+  const char* op_;
+};
+
+// Runs an op, turning kernel exceptions into JS errors (index problems are RangeErrors).
+template <typename Fn>
+void guarded(Napi::Env env, Fn&& fn) {
+  try {
+    fn();
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const cpu::OpError& e) {
+    throw Napi::RangeError::New(env, e.what());
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
+}
+
+class CpuContext : public Napi::ObjectWrap<CpuContext> {
+ public:
+  static Napi::Function define(Napi::Env env) {
+    return DefineClass(env, "CpuContext",
+                       {
+                           InstanceAccessor<&CpuContext::numThreads>("numThreads"),
+                           InstanceMethod<&CpuContext::dispose>("dispose"),
+                           InstanceMethod<&CpuContext::matmul>("matmul"),
+                           InstanceMethod<&CpuContext::rmsnorm>("rmsnorm"),
+                           InstanceMethod<&CpuContext::add>("add"),
+                           InstanceMethod<&CpuContext::siluMul>("siluMul"),
+                           InstanceMethod<&CpuContext::rope>("rope"),
+                           InstanceMethod<&CpuContext::embedding>("embedding"),
+                           InstanceMethod<&CpuContext::gatherRows>("gatherRows"),
+                           InstanceMethod<&CpuContext::writeKv>("writeKv"),
+                           InstanceMethod<&CpuContext::attention>("attention"),
+                       });
+  }
+
+  explicit CpuContext(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CpuContext>(info) {
+    Args a(info, "CpuContext", 1);
+    const int64_t numThreads = a.dim(0, "numThreads", 0);
+    if (numThreads > 1024) throw Napi::RangeError::New(info.Env(), "CpuContext: numThreads must be <= 1024");
+    pool_ = std::make_unique<ThreadPool>(static_cast<int>(numThreads));
+  }
+
+ private:
+  ThreadPool& pool(Napi::Env env) {
+    if (!pool_) throw Napi::Error::New(env, "CpuContext is disposed");
+    return *pool_;
+  }
+
+  Napi::Value numThreads(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), pool_ ? pool_->numThreads() : 0);
+  }
+
+  void dispose(const Napi::CallbackInfo&) { pool_.reset(); }
+
+  // matmul(x, T, K, w, wDtype, N, bias | null, out)
+  void matmul(const Napi::CallbackInfo& info) {
+    Args a(info, "matmul", 8);
+    ThreadPool& p = pool(info.Env());
+    const auto x = a.f32(0, "x");
+    const int64_t T = a.dim(1, "T"), K = a.dim(2, "K");
+    const cpu::DType wDtype = a.dtype(4, "wDtype");
+    const int64_t N = a.dim(5, "N");
+    const void* w;
+    if (wDtype == cpu::DType::F32) {
+      const auto wf = a.f32(3, "w");
+      a.expectLength(wf, {N, K}, "N*K");
+      w = wf.data;
+    } else {
+      const auto wh = a.u16(3, "w");
+      a.expectLength(wh, {N, K}, "N*K");
+      w = wh.data;
+    }
+    const auto out = a.f32(7, "out");
+    a.expectLength(x, {T, K}, "T*K");
+    a.expectLength(out, {T, N}, "T*N");
+    a.disjoint(out, x);
+    a.disjoint(out, ArrayArg<const char>{static_cast<const char*>(w),
+                                         N * K * (wDtype == cpu::DType::F32 ? 4 : 2), "w"});
+    const float* bias = nullptr;
+    if (!a.isNull(6)) {
+      const auto b = a.f32(6, "bias");
+      a.expectLength(b, {N}, "N");
+      a.disjoint(out, b);
+      bias = b.data;
+    }
+    guarded(info.Env(), [&] { cpu::matmul(p, x.data, T, K, w, wDtype, N, bias, out.data); });
+  }
+
+  // rmsnorm(x, T, H, weight, eps, out)
+  void rmsnorm(const Napi::CallbackInfo& info) {
+    Args a(info, "rmsnorm", 6);
+    ThreadPool& p = pool(info.Env());
+    const auto x = a.f32(0, "x");
+    const int64_t T = a.dim(1, "T"), H = a.dim(2, "H");
+    const auto weight = a.f32(3, "weight");
+    const double eps = a.number(4, "eps");
+    const auto out = a.f32(5, "out");
+    a.expectLength(x, {T, H}, "T*H");
+    a.expectLength(weight, {H}, "H");
+    a.expectLength(out, {T, H}, "T*H");
+    a.disjoint(out, x, true);
+    a.disjoint(out, weight);
+    guarded(info.Env(), [&] { cpu::rmsnorm(p, x.data, T, H, weight.data, static_cast<float>(eps), out.data); });
+  }
+
+  // add(a, b, out)
+  void add(const Napi::CallbackInfo& info) {
+    Args a(info, "add", 3);
+    ThreadPool& p = pool(info.Env());
+    const auto x = a.f32(0, "a");
+    const auto y = a.f32(1, "b");
+    const auto out = a.f32(2, "out");
+    a.expectLength(y, {x.length}, "length of a");
+    a.expectLength(out, {x.length}, "length of a");
+    a.disjoint(out, x, true);
+    a.disjoint(out, y, true);
+    guarded(info.Env(), [&] { cpu::add(p, x.data, y.data, x.length, out.data); });
+  }
+
+  // siluMul(gateUp, T, I, out)
+  void siluMul(const Napi::CallbackInfo& info) {
+    Args a(info, "siluMul", 4);
+    ThreadPool& p = pool(info.Env());
+    const auto gateUp = a.f32(0, "gateUp");
+    const int64_t T = a.dim(1, "T"), I = a.dim(2, "I");
+    const auto out = a.f32(3, "out");
+    a.expectLength(gateUp, {T, 2, I}, "T*2*I");
+    a.expectLength(out, {T, I}, "T*I");
+    a.disjoint(out, gateUp);
+    guarded(info.Env(), [&] { cpu::siluMul(p, gateUp.data, T, I, out.data); });
+  }
+
+  // rope(x, T, numHeads, headDim, positions, theta, rotaryDim)
+  void rope(const Napi::CallbackInfo& info) {
+    Args a(info, "rope", 7);
+    ThreadPool& p = pool(info.Env());
+    const auto x = a.f32(0, "x");
+    const int64_t T = a.dim(1, "T"), numHeads = a.dim(2, "numHeads"), headDim = a.dim(3, "headDim");
+    const auto positions = a.i32(4, "positions");
+    const double theta = a.number(5, "theta");
+    const int64_t rotaryDim = a.dim(6, "rotaryDim", 2);
+    a.expectLength(x, {T, numHeads, headDim}, "T*numHeads*headDim");
+    a.expectLength(positions, {T}, "T");
+    a.disjoint(x, positions);
+    if (rotaryDim % 2 != 0 || rotaryDim > headDim)
+      throw Napi::RangeError::New(info.Env(), "rope: rotaryDim = " + std::to_string(rotaryDim) +
+                                                  " must be even and <= headDim = " + std::to_string(headDim));
+    if (!(theta > 0)) throw Napi::RangeError::New(info.Env(), "rope: theta must be > 0");
+    guarded(info.Env(), [&] { cpu::rope(p, x.data, T, numHeads, headDim, positions.data, theta, rotaryDim); });
+  }
+
+  // embedding(table, dtype, vocab, hidden, ids, out)
+  void embedding(const Napi::CallbackInfo& info) {
+    Args a(info, "embedding", 6);
+    ThreadPool& p = pool(info.Env());
+    const cpu::DType dtype = a.dtype(1, "dtype");
+    const int64_t vocab = a.dim(2, "vocab"), hidden = a.dim(3, "hidden");
+    const auto ids = a.i32(4, "ids");
+    const auto out = a.f32(5, "out");
+    const void* table;
+    if (dtype == cpu::DType::F32) {
+      const auto t = a.f32(0, "table");
+      a.expectLength(t, {vocab, hidden}, "vocab*hidden");
+      a.disjoint(out, t);
+      table = t.data;
+    } else {
+      const auto t = a.u16(0, "table");
+      a.expectLength(t, {vocab, hidden}, "vocab*hidden");
+      a.disjoint(out, t);
+      table = t.data;
+    }
+    a.expectLength(out, {ids.length, hidden}, "numIds*hidden");
+    a.disjoint(out, ids);
+    guarded(info.Env(), [&] { cpu::embedding(p, table, dtype, vocab, hidden, ids.data, ids.length, out.data); });
+  }
+
+  // gatherRows(x, T, H, rows, out)
+  void gatherRows(const Napi::CallbackInfo& info) {
+    Args a(info, "gatherRows", 5);
+    ThreadPool& p = pool(info.Env());
+    const auto x = a.f32(0, "x");
+    const int64_t T = a.dim(1, "T"), H = a.dim(2, "H");
+    const auto rows = a.i32(3, "rows");
+    const auto out = a.f32(4, "out");
+    a.expectLength(x, {T, H}, "T*H");
+    a.expectLength(out, {rows.length, H}, "numRows*H");
+    a.disjoint(out, x);
+    a.disjoint(out, rows);
+    guarded(info.Env(), [&] { cpu::gatherRows(p, x.data, T, H, rows.data, rows.length, out.data); });
+  }
+
+  // Cache arguments shared by writeKv and attention: kCache, vCache, numBlocks, blockSize, numKvHeads, headDim.
+  static cpu::KvCacheView cacheArgs(const Args& a, size_t first, ArrayArg<float>& k, ArrayArg<float>& v) {
+    k = a.f32(first, "kCache");
+    v = a.f32(first + 1, "vCache");
+    cpu::KvCacheView c{};
+    c.numBlocks = a.dim(first + 2, "numBlocks");
+    c.blockSize = a.dim(first + 3, "blockSize", 1);
+    c.numKvHeads = a.dim(first + 4, "numKvHeads", 1);
+    c.headDim = a.dim(first + 5, "headDim", 1);
+    a.expectLength(k, {c.numBlocks, c.blockSize, c.numKvHeads, c.headDim}, "numBlocks*blockSize*numKvHeads*headDim");
+    a.expectLength(v, {c.numBlocks, c.blockSize, c.numKvHeads, c.headDim}, "numBlocks*blockSize*numKvHeads*headDim");
+    a.disjoint(k, v);
+    c.k = k.data;
+    c.v = v.data;
+    return c;
+  }
+
+  // writeKv(k, v, T, slotMapping, kCache, vCache, numBlocks, blockSize, numKvHeads, headDim)
+  void writeKv(const Napi::CallbackInfo& info) {
+    Args a(info, "writeKv", 10);
+    pool(info.Env());  // disposed contexts refuse every op
+    const auto k = a.f32(0, "k");
+    const auto v = a.f32(1, "v");
+    const int64_t T = a.dim(2, "T");
+    const auto slots = a.i32(3, "slotMapping");
+    ArrayArg<float> kCache, vCache;
+    const cpu::KvCacheView cache = cacheArgs(a, 4, kCache, vCache);
+    a.expectLength(k, {T, cache.numKvHeads, cache.headDim}, "T*numKvHeads*headDim");
+    a.expectLength(v, {T, cache.numKvHeads, cache.headDim}, "T*numKvHeads*headDim");
+    a.expectLength(slots, {T}, "T");
+    for (const ArrayArg<float>* c : {&kCache, &vCache}) {
+      a.disjoint(*c, k);
+      a.disjoint(*c, v);
+      a.disjoint(*c, slots);
+    }
+    guarded(info.Env(), [&] { cpu::writeKv(k.data, v.data, T, slots.data, cache); });
+  }
+
+  // attention(q, T, numHeads, kCache, vCache, numBlocks, blockSize, numKvHeads, headDim,
+  //           numSeqs, queryStart, contextLens, blockTables, maxBlocksPerSeq, scale, out)
+  void attention(const Napi::CallbackInfo& info) {
+    Args a(info, "attention", 16);
+    ThreadPool& p = pool(info.Env());
+    const auto q = a.f32(0, "q");
+    const int64_t T = a.dim(1, "T"), numHeads = a.dim(2, "numHeads", 1);
+    ArrayArg<float> kCache, vCache;
+    const cpu::KvCacheView cache = cacheArgs(a, 3, kCache, vCache);
+    cpu::AttentionBatchView batch{};
+    batch.numSeqs = a.dim(9, "numSeqs");
+    const auto queryStart = a.i32(10, "queryStart");
+    const auto contextLens = a.i32(11, "contextLens");
+    const auto blockTables = a.i32(12, "blockTables");
+    batch.maxBlocksPerSeq = a.dim(13, "maxBlocksPerSeq");
+    const double scale = a.number(14, "scale");
+    const auto out = a.f32(15, "out");
+    if (numHeads % cache.numKvHeads != 0)
+      throw Napi::RangeError::New(info.Env(), "attention: numHeads = " + std::to_string(numHeads) +
+                                                  " is not a multiple of numKvHeads = " +
+                                                  std::to_string(cache.numKvHeads));
+    a.expectLength(q, {T, numHeads, cache.headDim}, "T*numHeads*headDim");
+    a.expectLength(out, {T, numHeads, cache.headDim}, "T*numHeads*headDim");
+    a.expectLength(queryStart, {batch.numSeqs + 1}, "numSeqs+1");
+    a.expectLength(contextLens, {batch.numSeqs}, "numSeqs");
+    a.expectLength(blockTables, {batch.numSeqs, batch.maxBlocksPerSeq}, "numSeqs*maxBlocksPerSeq");
+    a.disjoint(out, q);
+    a.disjoint(out, kCache);
+    a.disjoint(out, vCache);
+    a.disjoint(out, queryStart);
+    a.disjoint(out, contextLens);
+    a.disjoint(out, blockTables);
+    batch.queryStart = queryStart.data;
+    batch.contextLens = contextLens.data;
+    batch.blockTables = blockTables.data;
+    guarded(info.Env(),
+            [&] { cpu::attention(p, q.data, T, numHeads, cache, batch, static_cast<float>(scale), out.data); });
+  }
+
+  std::unique_ptr<ThreadPool> pool_;
+};
+
+const char* simdLevel() {
+#if defined(__AVX512F__)
+  return "avx512";
+#elif defined(__AVX2__) && defined(__FMA__)
+  return "avx2";
+#elif defined(__aarch64__)
+  return "neon";
+#else
+  return "generic";
+#endif
+}
+
+Napi::Object init(Napi::Env env, Napi::Object exports) {
+  exports.Set("CpuContext", CpuContext::define(env));
+  exports.Set("simdLevel", Napi::String::New(env, simdLevel()));
+  exports.Set("hardwareConcurrency", Napi::Number::New(env, std::thread::hardware_concurrency()));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(longctx_cpu, init)

@@ -1,0 +1,179 @@
+// The native CPU Backend: every op checks shapes and dtypes (throwing Error with the shapes: a mismatch is
+// a programming error) and then calls the addon on the tensors' own typed arrays. Host tensors are shared,
+// never copied: upload() returns its argument, and the addon reads and writes the same memory.
+// Must not do math in TypeScript; the kernels live in native/cpu and are documented in native/include.
+import type { AttentionBatch, Backend, KvCacheLayer } from './backend.js';
+import { DTYPE_CODE, loadNativeAddon, type NativeCpuContext } from './native-addon.js';
+import { makeTensor, numel, toF32, type Tensor } from './tensor.js';
+
+export interface CpuBackendOptions {
+  /** Threads for the ops, the caller's included. Default (or 0): all hardware threads. */
+  numThreads?: number;
+}
+
+const fmt = (shape: readonly number[]): string => `[${shape.join(', ')}]`;
+
+function fail(op: string, message: string): never {
+  throw new Error(`cpu backend ${op}: ${message}`);
+}
+
+function f32Data(op: string, name: string, t: Tensor): Float32Array {
+  if (t.dtype !== 'f32' || !(t.data instanceof Float32Array)) fail(op, `${name} must be f32, got ${t.dtype}`);
+  if (t.data.length !== numel(t.shape)) fail(op, `${name} has ${t.data.length} elements for shape ${fmt(t.shape)}`);
+  return t.data;
+}
+
+function expectShape(op: string, name: string, t: Tensor, expected: readonly number[]): void {
+  if (t.shape.length !== expected.length || t.shape.some((d, i) => d !== expected[i])) {
+    fail(op, `${name} has shape ${fmt(t.shape)}, expected ${fmt(expected)}`);
+  }
+}
+
+function expectRank(op: string, name: string, t: Tensor, rank: number, what: string): void {
+  if (t.shape.length !== rank) fail(op, `${name} must be ${what}, got shape ${fmt(t.shape)}`);
+}
+
+/** [rows, lastDim] of a tensor of rank >= 1, leading dims flattened. */
+function rowsAndCols(op: string, name: string, t: Tensor): [number, number] {
+  if (t.shape.length === 0) fail(op, `${name} must have at least one dimension`);
+  return [numel(t.shape.slice(0, -1)), t.shape[t.shape.length - 1]];
+}
+
+function checkCache(op: string, cache: KvCacheLayer): void {
+  const shape = [cache.numBlocks, cache.blockSize, cache.numKvHeads, cache.headDim];
+  f32Data(op, 'cache.k', cache.k);
+  f32Data(op, 'cache.v', cache.v);
+  expectShape(op, 'cache.k', cache.k, shape);
+  expectShape(op, 'cache.v', cache.v, shape);
+}
+
+export function createCpuBackend(opts: CpuBackendOptions = {}): Backend {
+  const numThreads = opts.numThreads ?? 0;
+  if (!Number.isInteger(numThreads) || numThreads < 0) {
+    throw new Error(`cpu backend: numThreads must be a non-negative integer, got ${numThreads}`);
+  }
+  const ctx: NativeCpuContext = new (loadNativeAddon().CpuContext)(numThreads);
+
+  return {
+    name: 'cpu',
+
+    upload(t: Tensor): Tensor {
+      if (t.data.length !== numel(t.shape)) fail('upload', `data has ${t.data.length} elements for shape ${fmt(t.shape)}`);
+      return t;
+    },
+
+    zeros(shape: readonly number[]): Tensor {
+      return makeTensor('f32', shape);
+    },
+
+    read(t: Tensor): Float32Array {
+      return toF32(t);
+    },
+
+    write(t: Tensor, values: Float32Array): void {
+      const data = f32Data('write', 't', t);
+      if (values.length !== data.length) fail('write', `${values.length} values for a tensor of shape ${fmt(t.shape)}`);
+      data.set(values);
+    },
+
+    free(): void {},
+
+    dispose(): void {
+      ctx.dispose();
+    },
+
+    embedding(table: Tensor, ids: Int32Array, out: Tensor): void {
+      expectRank('embedding', 'table', table, 2, '[vocab, hidden]');
+      const [vocab, hidden] = table.shape;
+      if (table.data.length !== vocab * hidden) fail('embedding', `table data does not match shape ${fmt(table.shape)}`);
+      expectShape('embedding', 'out', out, [ids.length, hidden]);
+      ctx.embedding(table.data, DTYPE_CODE[table.dtype], vocab, hidden, ids, f32Data('embedding', 'out', out));
+    },
+
+    matmul(x: Tensor, w: Tensor, bias: Tensor | null, out: Tensor): void {
+      expectRank('matmul', 'w', w, 2, '[N, K]');
+      const [N, K] = w.shape;
+      if (w.data.length !== N * K) fail('matmul', `w data does not match shape ${fmt(w.shape)}`);
+      const [T, xCols] = rowsAndCols('matmul', 'x', x);
+      if (xCols !== K) fail('matmul', `x ${fmt(x.shape)} does not match w ${fmt(w.shape)} (K)`);
+      expectShape('matmul', 'out', out, [...x.shape.slice(0, -1), N]);
+      let biasData: Float32Array | null = null;
+      if (bias) {
+        expectShape('matmul', 'bias', bias, [N]);
+        biasData = f32Data('matmul', 'bias', bias);
+      }
+      ctx.matmul(f32Data('matmul', 'x', x), T, K, w.data, DTYPE_CODE[w.dtype], N, biasData,
+        f32Data('matmul', 'out', out));
+    },
+
+    rmsnorm(x: Tensor, weight: Tensor, eps: number, out: Tensor): void {
+      const [T, H] = rowsAndCols('rmsnorm', 'x', x);
+      expectShape('rmsnorm', 'weight', weight, [H]);
+      expectShape('rmsnorm', 'out', out, x.shape);
+      ctx.rmsnorm(f32Data('rmsnorm', 'x', x), T, H, f32Data('rmsnorm', 'weight', weight), eps,
+        f32Data('rmsnorm', 'out', out));
+    },
+
+    add(a: Tensor, b: Tensor, out: Tensor): void {
+      expectShape('add', 'b', b, a.shape);
+      expectShape('add', 'out', out, a.shape);
+      ctx.add(f32Data('add', 'a', a), f32Data('add', 'b', b), f32Data('add', 'out', out));
+    },
+
+    rope(x: Tensor, positions: Int32Array, theta: number, rotaryDim: number): void {
+      expectRank('rope', 'x', x, 3, '[T, numHeads, headDim]');
+      const [T, numHeads, headDim] = x.shape;
+      if (positions.length !== T) fail('rope', `${positions.length} positions for x ${fmt(x.shape)}`);
+      if (!Number.isInteger(rotaryDim) || rotaryDim <= 0 || rotaryDim % 2 !== 0 || rotaryDim > headDim) {
+        fail('rope', `rotaryDim ${rotaryDim} must be even and in (0, headDim = ${headDim}]`);
+      }
+      ctx.rope(f32Data('rope', 'x', x), T, numHeads, headDim, positions, theta, rotaryDim);
+    },
+
+    siluMul(gateUp: Tensor, out: Tensor): void {
+      const [T, twoI] = rowsAndCols('siluMul', 'gateUp', gateUp);
+      if (twoI % 2 !== 0) fail('siluMul', `gateUp ${fmt(gateUp.shape)} has an odd last dimension`);
+      expectShape('siluMul', 'out', out, [...gateUp.shape.slice(0, -1), twoI / 2]);
+      ctx.siluMul(f32Data('siluMul', 'gateUp', gateUp), T, twoI / 2, f32Data('siluMul', 'out', out));
+    },
+
+    writeKv(k: Tensor, v: Tensor, cache: KvCacheLayer, slotMapping: Int32Array): void {
+      checkCache('writeKv', cache);
+      const shape = [slotMapping.length, cache.numKvHeads, cache.headDim];
+      expectShape('writeKv', 'k', k, shape);
+      expectShape('writeKv', 'v', v, shape);
+      ctx.writeKv(f32Data('writeKv', 'k', k), f32Data('writeKv', 'v', v), slotMapping.length, slotMapping,
+        cache.k.data as Float32Array, cache.v.data as Float32Array,
+        cache.numBlocks, cache.blockSize, cache.numKvHeads, cache.headDim);
+    },
+
+    attention(q: Tensor, cache: KvCacheLayer, batch: AttentionBatch, scale: number, out: Tensor): void {
+      checkCache('attention', cache);
+      expectRank('attention', 'q', q, 3, '[T, numHeads, headDim]');
+      const [T, numHeads, headDim] = q.shape;
+      if (headDim !== cache.headDim) fail('attention', `q ${fmt(q.shape)} has headDim != cache.headDim ${cache.headDim}`);
+      if (numHeads % cache.numKvHeads !== 0) {
+        fail('attention', `numHeads ${numHeads} is not a multiple of numKvHeads ${cache.numKvHeads}`);
+      }
+      expectShape('attention', 'out', out, q.shape);
+      const { numSeqs, queryStart, contextLens, blockTables, maxBlocksPerSeq } = batch;
+      if (queryStart.length !== numSeqs + 1 || contextLens.length !== numSeqs
+        || blockTables.length !== numSeqs * maxBlocksPerSeq) {
+        fail('attention', `batch arrays (queryStart ${queryStart.length}, contextLens ${contextLens.length}, `
+          + `blockTables ${blockTables.length}) do not match numSeqs ${numSeqs}, maxBlocksPerSeq ${maxBlocksPerSeq}`);
+      }
+      ctx.attention(f32Data('attention', 'q', q), T, numHeads,
+        cache.k.data as Float32Array, cache.v.data as Float32Array,
+        cache.numBlocks, cache.blockSize, cache.numKvHeads, cache.headDim,
+        numSeqs, queryStart, contextLens, blockTables, maxBlocksPerSeq, scale,
+        f32Data('attention', 'out', out));
+    },
+
+    gatherRows(x: Tensor, rows: Int32Array, out: Tensor): void {
+      const [T, H] = rowsAndCols('gatherRows', 'x', x);
+      expectRank('gatherRows', 'x', x, 2, '[T, H]');
+      expectShape('gatherRows', 'out', out, [rows.length, H]);
+      ctx.gatherRows(f32Data('gatherRows', 'x', x), T, H, rows, f32Data('gatherRows', 'out', out));
+    },
+  };
+}

@@ -1,0 +1,249 @@
+// Backend.attentionDca conformance, run by every backend (reference, cpu, cuda): batches over shuffled
+// paged caches checked against the float64 references of test/ref/dca-f64.ts with an fp32 tolerance,
+// DCA == plain RoPE for p <= L + W, and the dca-toy.py oracle table (test/fixtures/dca-toy-tables.txt).
+// Invariant: the op must write only `out`, leave q and the cache bit-identical, and never read unused
+// blocks (NaN-poisoned) or tail slots past a sequence's context (poisoned with a large V).
+import { after, before, describe, test } from 'node:test';
+import fs from 'node:fs';
+import type { AttentionBatch, Backend, DcaParams, KvCacheLayer } from '../../src/runtime/backend.js';
+import { makeTensor } from '../../src/runtime/tensor.js';
+import { assertBitsEqual, assertClose, makeRng, randomF32, U } from '../ref/f64.js';
+import { dcaAttentionF64, dcaRotateKeysF64, dcaTolerance, plainRopeAttentionF64, tableAttentionF64, type DcaShape } from '../ref/dca-f64.js';
+
+export interface DcaSeqSpec {
+  readonly contextLen: number; // keys in the cache; queries are the last numQueries positions
+  readonly numQueries: number;
+  readonly logitScale: number; // seqLogitScale of this sequence
+}
+
+export interface DcaCase {
+  readonly label: string;
+  readonly chunkSize: number; // C
+  readonly localSize: number; // W; L = C − W
+  readonly theta: number;
+  readonly numHeads: number;
+  readonly numKvHeads: number;
+  readonly headDim: number;
+  readonly rotaryDim?: number; // default headDim
+  readonly blockSize: number;
+  readonly seqs: readonly DcaSeqSpec[];
+  readonly qScale?: number; // |q| magnitude (larger = sharper softmax), default 1
+  readonly seed: number;
+  /** What the backend is compared with: the §2.8 reference (default), plain RoPE, or the toy oracle table. */
+  readonly against?: 'dca-f64' | 'plain-rope' | 'toy-oracle';
+}
+
+const TOY = { chunkSize: 8, localSize: 2 } as const; // L = 6, C = 8, W = 2 (§2.5)
+const TINY = { chunkSize: 64, localSize: 16 } as const; // L = 48, C = 64, W = 16
+const QWEN = { chunkSize: 262144, localSize: 8192 } as const; // L = 253,952
+const decodeAt = (p: number, logitScale = 1): DcaSeqSpec => ({ contextLen: p + 1, numQueries: 1, logitScale });
+
+export const DCA_CASES: readonly DcaCase[] = [
+  { label: 'toy: one prefill over 5 DCA chunks, MHA, headDim 8, block 1', ...TOY, theta: 100, numHeads: 2, numKvHeads: 2, headDim: 8, blockSize: 1, seed: 1, seqs: [{ contextLen: 27, numQueries: 27, logitScale: 1 }] },
+  {
+    label: 'toy: decodes at every boundary (L-1, L, L+W, L+W+1, 2L-1, 2L, 3L+1, ...), GQA 2, block 2',
+    ...TOY, theta: 100, numHeads: 4, numKvHeads: 2, headDim: 8, blockSize: 2, seed: 2, qScale: 2,
+    seqs: [0, 5, 6, 7, 8, 9, 11, 12, 13, 17, 18, 19, 24, 31].map((p, i) => decodeAt(p, [1, 1.0135, 1.2857, 1.1][i % 4])),
+  },
+  {
+    label: 'toy: chunked prefill at offsets straddling DCA boundaries, GQA 4, headDim 16, block 3',
+    ...TOY, theta: 100, numHeads: 4, numKvHeads: 1, headDim: 16, blockSize: 3, seed: 3, qScale: 2,
+    seqs: [
+      { contextLen: 14, numQueries: 5, logitScale: 1 }, // rows 9..13 cross 12 = 2L
+      { contextLen: 25, numQueries: 9, logitScale: 1.3 }, // rows 16..24 cross 18 and 24
+      { contextLen: 7, numQueries: 2, logitScale: 1.05 }, // rows 5, 6 cross L
+      { contextLen: 30, numQueries: 30, logitScale: 1 },
+      { contextLen: 11, numQueries: 0, logitScale: 1 }, // in the batch with no query rows this step
+    ],
+  },
+  { label: 'tiny (L=48): one prefill over 5 DCA chunks, GQA 4, headDim 16, block 16', ...TINY, theta: 10000, numHeads: 4, numKvHeads: 1, headDim: 16, blockSize: 16, seed: 4, qScale: 2, seqs: [{ contextLen: 200, numQueries: 200, logitScale: 1.07 }] },
+  {
+    label: 'tiny: mixed batch of boundary decodes and scheduler chunks crossing DCA boundaries, GQA 7, headDim 32, block 16',
+    ...TINY, theta: 10000, numHeads: 7, numKvHeads: 1, headDim: 32, blockSize: 16, seed: 5, qScale: 1.5,
+    seqs: [
+      ...[47, 48, 64, 65, 95, 96, 145, 192].map((p, i) => decodeAt(p, i % 2 === 0 ? 1 : 1.2)),
+      { contextLen: 110, numQueries: 30, logitScale: 1.0135 }, // rows 80..109 cross 96 = 2L
+      { contextLen: 150, numQueries: 50, logitScale: 1 }, // rows 100..149 cross 144 = 3L
+      { contextLen: 60, numQueries: 13, logitScale: 1.13 }, // rows 47..59 cross L and L+W
+      { contextLen: 230, numQueries: 1, logitScale: 1.29 },
+    ],
+  },
+  {
+    label: 'tiny: long chunked prefill at offset 120 beside a short prompt, GQA 2, headDim 16, block 2',
+    ...TINY, theta: 10000, numHeads: 4, numKvHeads: 2, headDim: 16, blockSize: 2, seed: 6, qScale: 2,
+    seqs: [{ contextLen: 245, numQueries: 125, logitScale: 1.1 }, { contextLen: 49, numQueries: 49, logitScale: 1 }],
+  },
+  {
+    label: 'tiny: partial rotary (rotaryDim 8 of headDim 16), MHA, block 1',
+    ...TINY, theta: 10000, numHeads: 3, numKvHeads: 3, headDim: 16, rotaryDim: 8, blockSize: 1, seed: 7, qScale: 2,
+    seqs: [{ contextLen: 150, numQueries: 20, logitScale: 1 }, decodeAt(96, 1.05)],
+  },
+  {
+    label: 'Qwen constants (L=253,952, C=262,144, theta 1e7): rows 2L+W (exact) and 2L+W+1 (clamped) over 3 chunks, block 16',
+    ...QWEN, theta: 1e7, numHeads: 2, numKvHeads: 1, headDim: 8, blockSize: 16, seed: 8, qScale: 30,
+    seqs: [{ contextLen: 2 * 253952 + 8192 + 2, numQueries: 2, logitScale: 1.2857 }],
+  },
+];
+
+export const PLAIN_ROPE_CASES: readonly DcaCase[] = [
+  { label: 'toy: DCA equals plain RoPE for p <= L + W', ...TOY, theta: 100, numHeads: 2, numKvHeads: 1, headDim: 8, blockSize: 1, seed: 11, qScale: 2, against: 'plain-rope', seqs: [{ contextLen: 9, numQueries: 9, logitScale: 1 }, decodeAt(8, 1.2)] },
+  { label: 'tiny: DCA equals plain RoPE for p <= L + W', ...TINY, theta: 10000, numHeads: 4, numKvHeads: 2, headDim: 16, blockSize: 16, seed: 12, qScale: 2, against: 'plain-rope', seqs: [{ contextLen: 65, numQueries: 65, logitScale: 1 }, decodeAt(40, 1.1)] },
+];
+
+export const ORACLE_CASE: DcaCase = { label: 'toy: matches the dca-toy.py rotation tables (20 tokens)', ...TOY, theta: 100, numHeads: 2, numKvHeads: 2, headDim: 8, blockSize: 2, seed: 13, qScale: 2, against: 'toy-oracle', seqs: [{ contextLen: 20, numQueries: 20, logitScale: 1 }] };
+
+// ---------- the dca-toy.py oracle ----------
+
+export interface ToyOracle {
+  readonly L: number;
+  readonly C: number;
+  readonly W: number;
+  readonly keyPositions: number[]; // k -> k mod L
+  readonly queryPositions: { intra: number; succ: number; inter: number; succCrit: number; interCrit: number }[]; // by p
+  readonly rel: (string | null)[][]; // [p][k] like '7S', null when k > p
+  readonly crit: (string | null)[][]; // selection-time table, same format
+}
+
+/** Parses test/fixtures/dca-toy-tables.txt (the verbatim dca-toy.py output below a '#' header). */
+export function readToyOracle(): ToyOracle {
+  const text = fs.readFileSync(new URL('../fixtures/dca-toy-tables.txt', import.meta.url), 'utf8');
+  const lines = text.split('\n').filter((line) => !line.startsWith('#'));
+  const sizes = /chunk_size=(\d+) local_size=(\d+) chunk_len=(\d+)/.exec(lines[0]);
+  if (sizes === null) throw new Error('dca-toy-tables.txt: no size line');
+  const keyLine = lines.find((line) => line.startsWith('key rotated positions:'));
+  const keyPositions = JSON.parse(keyLine!.slice(keyLine!.indexOf('['))) as number[];
+  const queryPositions = lines
+    .filter((line) => /^\d+ : \d+ \d+ \d+ \| \d+ \d+$/.test(line))
+    .map((line) => {
+      const [intra, succ, inter, succCrit, interCrit] = line.split(':')[1].replace('|', ' ').trim().split(/\s+/).map(Number);
+      return { intra, succ, inter, succCrit, interCrit };
+    });
+  const tables: (string | null)[][][] = [];
+  for (let i = 0; i < lines.length; i++) {
+    if (!lines[i].startsWith('p\\k')) continue;
+    const table: (string | null)[][] = [];
+    for (let r = i + 1; r < lines.length && /^\s*\d+\s/.test(lines[r]); r++) table.push(lines[r].trim().split(/\s+/).slice(1).map((cell) => (cell === '.' ? null : cell)));
+    tables.push(table);
+  }
+  return { L: Number(sizes[3]), C: Number(sizes[1]), W: Number(sizes[2]), keyPositions, queryPositions, rel: tables[0], crit: tables[1] };
+}
+
+// ---------- one case ----------
+
+const TAIL_V = 1e3; // values in a sequence's last block past its context: any weight on them shows
+
+interface SeqData {
+  q: Float32Array; // [numQueries, numHeads, headDim]
+  k: Float32Array; // [contextLen, numKvHeads, headDim], un-rotated
+  v: Float32Array;
+}
+
+/** Runs one case on `backend` and asserts it against its reference; throws (AssertionError) on mismatch. */
+export function checkDcaCase(backend: Backend, c: DcaCase): void {
+  if (backend.attentionDca === undefined) throw new Error(`${backend.name} has no attentionDca`);
+  const rng = makeRng(c.seed);
+  const { numHeads, numKvHeads, headDim, blockSize } = c;
+  const shape: DcaShape = { numHeads, numKvHeads, headDim };
+  const rotaryDim = c.rotaryDim ?? headDim;
+  const L = c.chunkSize - c.localSize;
+  const params = { chunkLen: L, chunkSize: c.chunkSize, theta: c.theta, rotaryDim };
+  const dca: DcaParams = { chunkLen: L, chunkSize: c.chunkSize, ropeTheta: c.theta, rotaryDim };
+  const scale = 1 / Math.sqrt(headDim);
+  const rowLen = numKvHeads * headDim;
+  const seqs: SeqData[] = c.seqs.map((s) => ({
+    q: randomF32(rng, s.numQueries * numHeads * headDim, c.qScale ?? 1),
+    k: randomF32(rng, s.contextLen * rowLen),
+    v: randomF32(rng, s.contextLen * rowLen),
+  }));
+
+  // Paged layout: shuffled physical blocks, 3 never-used blocks, one -1 entry at the end of every table.
+  const blocksPerSeq = c.seqs.map((s) => Math.ceil(s.contextLen / blockSize));
+  const numBlocks = blocksPerSeq.reduce((a, b) => a + b, 0) + 3;
+  const physical = rng.shuffle(Array.from({ length: numBlocks }, (_, i) => i));
+  const maxBlocksPerSeq = Math.max(...blocksPerSeq) + 1;
+  const blockTables = new Int32Array(c.seqs.length * maxBlocksPerSeq).fill(-1);
+  const kCache = new Float32Array(numBlocks * blockSize * rowLen).fill(NaN);
+  const vCache = new Float32Array(numBlocks * blockSize * rowLen).fill(NaN);
+  let next = 0;
+  c.seqs.forEach((s, si) => {
+    for (let b = 0; b < blocksPerSeq[si]; b++) blockTables[si * maxBlocksPerSeq + b] = physical[next++];
+    const kRot = dcaRotateKeysF64(seqs[si].k, shape, params); // cached keys: rotated at j mod L (§2.2)
+    for (let j = 0; j < blocksPerSeq[si] * blockSize; j++) {
+      const at = (blockTables[si * maxBlocksPerSeq + Math.floor(j / blockSize)] * blockSize + (j % blockSize)) * rowLen;
+      for (let e = 0; e < rowLen; e++) {
+        kCache[at + e] = j < s.contextLen ? kRot[j * rowLen + e] : 0;
+        vCache[at + e] = j < s.contextLen ? seqs[si].v[j * rowLen + e] : TAIL_V;
+      }
+    }
+  });
+
+  const numTokens = c.seqs.reduce((a, s) => a + s.numQueries, 0);
+  const queryStart = new Int32Array(c.seqs.length + 1);
+  c.seqs.forEach((s, si) => (queryStart[si + 1] = queryStart[si] + s.numQueries));
+  const qHost = new Float32Array(numTokens * numHeads * headDim);
+  seqs.forEach((s, si) => qHost.set(s.q, queryStart[si] * numHeads * headDim));
+  const positions = new Int32Array(numTokens);
+  c.seqs.forEach((s, si) => {
+    for (let i = 0; i < s.numQueries; i++) positions[queryStart[si] + i] = s.contextLen - s.numQueries + i;
+  });
+  const batch: AttentionBatch = { numSeqs: c.seqs.length, queryStart, contextLens: Int32Array.from(c.seqs, (s) => s.contextLen), blockTables, maxBlocksPerSeq };
+  const cacheShape = [numBlocks, blockSize, numKvHeads, headDim];
+  const cache: KvCacheLayer = {
+    k: backend.upload(makeTensor('f32', cacheShape, kCache.slice())),
+    v: backend.upload(makeTensor('f32', cacheShape, vCache.slice())),
+    numBlocks, blockSize, numKvHeads, headDim,
+  };
+  const q = backend.upload(makeTensor('f32', [numTokens, numHeads, headDim], qHost.slice()));
+  const out = backend.zeros([numTokens, numHeads, headDim]);
+  backend.write(out, new Float32Array(numTokens * numHeads * headDim).fill(NaN)); // rows left unwritten show
+  const seqLogitScale = Float32Array.from(c.seqs, (s) => s.logitScale);
+  try {
+    backend.attentionDca(q, cache, batch, positions, dca, scale, seqLogitScale, out);
+    const got = backend.read(out);
+    assertBitsEqual(backend.read(q), qHost, `${c.label}: q must be left unchanged`);
+    assertBitsEqual(backend.read(cache.k), kCache, `${c.label}: cache K must be left unchanged`);
+    assertBitsEqual(backend.read(cache.v), vCache, `${c.label}: cache V must be left unchanged`);
+    const oracle = c.against === 'toy-oracle' ? readToyOracle() : null;
+    c.seqs.forEach((s, si) => {
+      const { q: qs, k: ks, v: vs } = seqs[si];
+      const logitScale = scale * Math.fround(s.logitScale);
+      let expected: Float64Array;
+      let angleError = 0;
+      if (c.against === 'plain-rope') {
+        expected = plainRopeAttentionF64(qs, ks, vs, shape, c.theta, rotaryDim, logitScale);
+        angleError = 4 * U * s.contextLen; // fp32 angles at p, k vs at p mod L, k mod L (inv_freq <= 1)
+      } else if (oracle !== null) {
+        const qPos = (p: number, j: number) => Number.parseInt(oracle.rel[p][j]!, 10) + oracle.keyPositions[j]; // rel + k mod L
+        expected = tableAttentionF64(qs, ks, vs, shape, c.theta, rotaryDim, logitScale, qPos, (j) => oracle.keyPositions[j]);
+      } else {
+        expected = dcaAttentionF64(qs, ks, vs, shape, params, logitScale);
+      }
+      const tol = dcaTolerance(qs, ks, vs, shape, rotaryDim, logitScale, angleError);
+      const from = queryStart[si] * numHeads * headDim;
+      const label = `${c.label}: sequence ${si} (${s.contextLen} keys, ${s.numQueries} queries)`;
+      assertClose(got.subarray(from, from + qs.length), expected, tol, label, [s.numQueries, numHeads, headDim]);
+    });
+  } finally {
+    for (const t of [q, out, cache.k, cache.v]) backend.free(t);
+  }
+}
+
+/** Registers the attentionDca conformance tests for one backend (node:test). */
+export function runDcaConformance(name: string, makeBackend: () => Backend | Promise<Backend>): void {
+  describe(`attentionDca conformance: ${name}`, () => {
+    let backend: Backend | undefined;
+    before(async () => {
+      backend = await makeBackend();
+    });
+    after(() => backend?.dispose());
+    for (const c of [...DCA_CASES, ...PLAIN_ROPE_CASES, ORACLE_CASE]) {
+      test(c.label, (t) => {
+        if (backend?.attentionDca === undefined) {
+          t.skip(`backend ${name} does not implement attentionDca yet (optional in the Backend contract)`);
+          return;
+        }
+        checkDcaCase(backend, c);
+      });
+    }
+  });
+}

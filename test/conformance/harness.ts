@@ -1,0 +1,66 @@
+// Shared plumbing of the backend conformance suite: one backend per suite run, NaN-poisoned outputs, and
+// a case runner that checks every case of a grid and reports all failing cases, not just the first.
+// Invariant: tests touch a backend only through the Backend interface (upload/zeros/write/read), so the
+// same cases run unchanged on device backends. Must not: hold any expected values or op math.
+import assert from 'node:assert/strict';
+import { after, before } from 'node:test';
+import type { Backend } from '../../src/runtime/backend.js';
+import { makeTensor, numel, type Tensor } from '../../src/runtime/tensor.js';
+
+/** Creates the backend before the enclosing describe's tests and disposes it after them. */
+export function useBackend(makeBackend: () => Backend): () => Backend {
+  let backend: Backend | null = null;
+  before(() => {
+    backend = makeBackend();
+  });
+  after(() => {
+    backend?.dispose();
+    backend = null;
+  });
+  return () => {
+    if (backend === null) throw new Error('backend used outside its describe block');
+    return backend;
+  };
+}
+
+/** An f32 tensor on the backend holding `values`. */
+export function uploadF32(be: Backend, shape: readonly number[], values: Float32Array): Tensor {
+  return be.upload(makeTensor('f32', shape, Float32Array.from(values)));
+}
+
+/** An output tensor filled with NaN, so any element the op fails to write fails the comparison. */
+export function poisonedOut(be: Backend, shape: readonly number[]): Tensor {
+  const out = be.zeros(shape);
+  be.write(out, new Float32Array(numel(shape)).fill(NaN));
+  return out;
+}
+
+/**
+ * Runs `check` on every case, then fails once listing every failing case (label + message), so one run
+ * of the suite shows the whole failure pattern of a grid (e.g. only K % 8 != 0, only bf16).
+ */
+export function checkEach<C>(cases: readonly C[], label: (c: C) => string, check: (c: C, label: string) => void): void {
+  assert.ok(cases.length > 0, 'a grid with no cases checks nothing');
+  const failures: string[] = [];
+  for (const c of cases) {
+    const name = label(c);
+    try {
+      check(c, name);
+    } catch (e) {
+      const message = e instanceof Error ? e.message : String(e);
+      failures.push(message.startsWith(name) ? message : `${name}: ${message}`);
+    }
+  }
+  if (failures.length > 0) {
+    assert.fail(`${failures.length} of ${cases.length} cases failed:\n  ${failures.join('\n  ')}`);
+  }
+}
+
+/** Every combination of the given axes, in order (the first axis varies slowest). */
+export function grid<T extends Record<string, readonly unknown[]>>(axes: T): { [K in keyof T]: T[K][number] }[] {
+  let rows: Record<string, unknown>[] = [{}];
+  for (const [key, values] of Object.entries(axes)) {
+    rows = rows.flatMap((row) => values.map((value) => ({ ...row, [key]: value })));
+  }
+  return rows as { [K in keyof T]: T[K][number] }[];
+}
