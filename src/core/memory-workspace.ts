@@ -1,0 +1,278 @@
+// The byte formulas of the memory plan, per device: weight shards, KV bytes per token, and every buffer the
+// engine allocates besides weights and the KV pool, each item carrying its shape formula. Invariant: every
+// count is an exact integer computed from shapes; the only estimates are the named reserves (CUDA context,
+// NCCL, graph pool), which say so in their formula. Must not: decide fit or policy (memory-plan.ts), do I/O.
+import type { ModelConfig } from '../model/config-types.js';
+
+export type WeightDtype = 'bf16' | 'fp8';
+export type KvCacheDtype = 'bf16' | 'fp8';
+type ElemType = 'fp32' | 'bf16' | 'fp8' | 'int32';
+const ELEM_BYTES: Record<ElemType, number> = { fp32: 4, bf16: 2, fp8: 1, int32: 4 };
+
+/**
+ * Where an item lives. weights: the weight slab. static: tables built once at startup. arena: the one
+ * activation arena (see layoutArena). library: workspaces we hand to cuBLAS/cuBLASLt and the CUDA-graph
+ * pool. runtime: memory the CUDA driver and NCCL take outside our allocator (estimates, still under the cap).
+ */
+export type ItemGroup = 'weights' | 'static' | 'arena' | 'library' | 'runtime';
+
+/**
+ * Arena phases. persistent items live for the whole step (or across steps); the other phases never overlap
+ * in time within a step (attention of a layer, then its MLP, then logits after the last layer), so they
+ * share one region sized by the largest phase.
+ */
+export type ArenaPhase = 'persistent' | 'attention' | 'mlp' | 'logits';
+
+export interface PlanItem {
+  readonly name: string;
+  readonly group: ItemGroup;
+  readonly phase: ArenaPhase | null; // arena items only
+  readonly bytes: number; // exact; arena items are rounded up to ARENA_ALIGN_BYTES
+  readonly formula: string; // shape and element type, e.g. "[T=8192, H=3584] fp32"
+  readonly offsetBytes: number | null; // arena items: byte offset inside the arena
+}
+
+export const MiB = 1024 * 1024;
+export const GiB = 1024 * MiB;
+export const ARENA_ALIGN_BYTES = 256;
+/** Most split-KV partitions one decode sequence may use (the decode kernel must cap its splits at this). */
+export const MAX_DECODE_SPLITS = 32;
+/** Largest decode batch captured as a CUDA graph. */
+export const MAX_GRAPH_BATCH = 512;
+/** Workspace handed to cuBLAS (cublasSetWorkspace) and to cuBLASLt matmuls: 32 MiB each (Hopper guidance). */
+export const CUBLAS_WORKSPACE_BYTES = 32 * MiB;
+export const CUBLASLT_WORKSPACE_BYTES = 32 * MiB;
+/** CUDA context + module images outside our allocator: measured 685 MiB for a PyTorch process after its first
+ * cuBLAS GEMM on H100 and H200 (driver 580); rounded up. */
+export const CUDA_CONTEXT_RESERVE_BYTES = 768 * MiB;
+/** NCCL communicator buffers when tensor parallel: measured 840 MiB on 2 x H200 (NVLink, NVLS off); rounded up. */
+export const NCCL_RESERVE_BYTES = 1024 * MiB;
+/** CUDA graph pool: a base plus a per-captured-graph estimate (our graphs allocate nothing: all buffers are planned). */
+export const GRAPH_POOL_BASE_BYTES = 64 * MiB;
+export const GRAPH_BYTES_PER_CAPTURE = 2 * MiB;
+
+/** Per-device shapes under tensor parallelism of degree tp (heads split evenly; MLP and vocab rows padded up). */
+export interface DeviceShape {
+  readonly tp: number;
+  readonly numLayers: number; // L
+  readonly hiddenSize: number; // H (replicated)
+  readonly headDim: number; // D
+  readonly numHeads: number; // h = numHeads / tp
+  readonly numKvHeads: number; // g = numKvHeads / tp (no KV-head replication: tp must divide numKvHeads)
+  readonly intermediateSize: number; // I_d = ceil(I / tp)
+  readonly vocabSize: number; // V (full vocabulary: logits are gathered for sampling)
+  readonly vocabShard: number; // V_d = ceil(V / tp) (vocab-parallel embedding and lm_head)
+}
+
+export function deviceShape(config: ModelConfig, tp: number): DeviceShape {
+  return {
+    tp,
+    numLayers: config.numLayers,
+    hiddenSize: config.hiddenSize,
+    headDim: config.headDim,
+    numHeads: config.numHeads / tp,
+    numKvHeads: config.numKvHeads / tp,
+    intermediateSize: Math.ceil(config.intermediateSize / tp),
+    vocabSize: config.vocabSize,
+    vocabShard: Math.ceil(config.vocabSize / tp),
+  };
+}
+
+function checked(n: number, what: string): number {
+  if (!Number.isSafeInteger(n) || n < 0) throw new Error(`memory plan: ${what} is not a safe byte count (${n})`);
+  return n;
+}
+
+function alignUp(n: number, a: number): number {
+  return Math.ceil(n / a) * a;
+}
+
+/** One buffer of shape `dims` (labelled) and element type: bytes = product(dims) x sizeof(elem). */
+function tensor(name: string, group: ItemGroup, phase: ArenaPhase | null, dims: [string, number][], elem: ElemType, note = ''): PlanItem {
+  const elems = dims.reduce((p, [, n]) => p * n, 1);
+  const bytes = checked(elems * ELEM_BYTES[elem], name);
+  const shape = `[${dims.map(([k, n]) => (k === String(n) ? k : `${k}=${n}`)).join(', ')}] ${elem}`;
+  return { name, group, phase, bytes, formula: note ? `${shape}; ${note}` : shape, offsetBytes: null };
+}
+
+function fixed(name: string, group: ItemGroup, bytes: number, formula: string): PlanItem {
+  return { name, group, phase: null, bytes: checked(bytes, name), formula, offsetBytes: null };
+}
+
+/**
+ * KV bytes per token: numLayers x numKvHeads x headDim x 2 (K and V) x bytes(dtype); fp8 = 1 byte per
+ * element. Per-head fp8 scales are static per (layer, K/V, head), so they are not per token (see
+ * workspaceItems). With tp > 1 this is the per-device share (numKvHeads / tp heads).
+ */
+export function kvCacheBytesPerToken(config: ModelConfig, dtype: KvCacheDtype, tp = 1): number {
+  return config.numLayers * (config.numKvHeads / tp) * config.headDim * 2 * ELEM_BYTES[dtype];
+}
+
+/**
+ * The weight shard of one device. Matrices are [out, in] in the weight dtype (fp8: 1 byte plus one fp32
+ * scale per output row); norms and biases stay fp32, as the loader keeps them (src/model/weights-types.ts).
+ * Sharding: q/k/v/gate/up split by output rows, o/down by input columns, embedding and lm_head
+ * vocab-parallel (V_d rows each; they stay bf16 under fp8 quantization, as vLLM's fp8 does), norms
+ * replicated. lm_head is absent when tied to the embedding.
+ */
+export function weightItems(config: ModelConfig, shape: DeviceShape, dtype: WeightDtype): PlanItem[] {
+  const { numLayers: L, hiddenSize: H, headDim: D, numHeads: h, numKvHeads: g, intermediateSize: I, vocabShard: Vd } = shape;
+  const mat: ElemType = dtype === 'fp8' ? 'fp8' : 'bf16';
+  const qkvRows = (h + 2 * g) * D;
+  const items: PlanItem[] = [
+    tensor('embed_tokens (vocab-parallel)', 'weights', null, [['V_d', Vd], ['H', H]], 'bf16'),
+  ];
+  if (!config.tieWordEmbeddings) items.push(tensor('lm_head (vocab-parallel)', 'weights', null, [['V_d', Vd], ['H', H]], 'bf16'));
+  const attn = L * (qkvRows * H + H * h * D) * ELEM_BYTES[mat];
+  items.push(fixed('attention q/k/v/o matrices', 'weights', attn, `L=${L} x ([(h+2g)*D=${qkvRows}, H=${H}] + [H=${H}, h*D=${h * D}]) ${mat}`));
+  const mlp = L * (2 * I * H + H * I) * ELEM_BYTES[mat];
+  items.push(fixed('MLP gate/up/down matrices', 'weights', mlp, `L=${L} x ([2*I_d=${2 * I}, H=${H}] + [H=${H}, I_d=${I}]) ${mat}`));
+  if (config.attentionBias) items.push(tensor('q/k/v biases', 'weights', null, [['L', L], ['(h+2g)*D', qkvRows]], 'fp32'));
+  items.push(tensor('RMSNorm weights', 'weights', null, [['2L+1', 2 * L + 1], ['H', H]], 'fp32', 'replicated'));
+  if (dtype === 'fp8') {
+    const rows = qkvRows + H + 2 * I + H; // output rows of qkv, o, gate/up, down
+    items.push(tensor('fp8 per-row weight scales', 'weights', null, [['L', L], ['rows', rows]], 'fp32', 'rows = (h+2g)*D + H + 2*I_d + H'));
+  }
+  return items;
+}
+
+export interface WorkspaceParams {
+  readonly maxNumBatchedTokens: number; // T
+  readonly maxNumSeqs: number; // S
+  readonly maxModelLen: number; // N
+  readonly blockSize: number; // B
+  readonly kvCacheDtype: KvCacheDtype;
+  readonly cudaGraphs: boolean;
+  readonly sparse: { maxVerticalSize: number; maxSlashSize: number } | null; // null: sparse prefill not planned
+}
+
+/** Positions the rope table covers: N without DCA; with DCA keys use k mod L < L and queries at most p mod L + C. */
+export function ropeTablePositions(config: ModelConfig, maxModelLen: number): number {
+  const dca = config.dca;
+  if (!dca || maxModelLen <= dca.chunkLen) return maxModelLen;
+  return dca.chunkSize + dca.chunkLen;
+}
+
+/** Decode batch sizes captured as CUDA graphs: 1, 2, 4, then multiples of 8, up to min(S, 512). */
+export function graphBatchSizes(maxNumSeqs: number): number[] {
+  const top = Math.min(maxNumSeqs, MAX_GRAPH_BATCH);
+  const sizes = new Set<number>([1, 2, 4].filter((n) => n <= top));
+  for (let n = 8; n <= top; n += 8) sizes.add(n);
+  sizes.add(top);
+  return [...sizes].sort((a, b) => a - b);
+}
+
+/**
+ * Every non-weight, non-KV buffer of one device, unlaid (offsetBytes null). Notation: T tokens per step,
+ * S sequences, R = min(S, T) sampled rows, N max_model_len, B block size, nb = ceil(N / B), and the
+ * per-device h, g, D, H, I_d, V, V_d of DeviceShape. Activations are bf16, the residual stream and all
+ * softmax statistics fp32. Attention kernels read K/V from the paged cache directly (no gathered or
+ * GQA-expanded copies, no materialized query rotations: long-context-attention.md §3.5).
+ */
+export function workspaceItems(config: ModelConfig, shape: DeviceShape, p: WorkspaceParams): PlanItem[] {
+  const { numLayers: L, hiddenSize: H, headDim: D, numHeads: h, numKvHeads: g, intermediateSize: I, vocabSize: V, vocabShard: Vd } = shape;
+  const T = p.maxNumBatchedTokens;
+  const S = p.maxNumSeqs;
+  const R = Math.min(S, T);
+  const N = p.maxModelLen;
+  const nb = Math.ceil(N / p.blockSize);
+  const items: PlanItem[] = [];
+
+  // static tables
+  const P = ropeTablePositions(config, N);
+  const ropeNote = config.dca ? `P = ${N <= config.dca.chunkLen ? 'N' : 'C + L'} (DCA), cos and sin of D/2 angles each` : 'P = N, cos and sin of D/2 angles each';
+  items.push(tensor('rope cos/sin table', 'static', null, [['P', P], ['D', D]], 'fp32', ropeNote));
+  if (p.kvCacheDtype === 'fp8') items.push(tensor('fp8 KV per-head scales', 'static', null, [['L', L], ['K/V', 2], ['g', g]], 'fp32'));
+
+  // arena, persistent
+  items.push(tensor('residual stream', 'arena', 'persistent', [['T', T], ['H', H]], 'fp32'));
+  items.push(tensor('normed hidden', 'arena', 'persistent', [['T', T], ['H', H]], 'bf16'));
+  items.push(tensor('o_proj/down_proj output', 'arena', 'persistent', [['T', T], ['H', H]], 'bf16', 'the all-reduce buffer'));
+  items.push(tensor('step inputs', 'arena', 'persistent', [['3', 3], ['T', T]], 'int32', 'token ids, positions, slots'));
+  items.push(tensor('sequence metadata', 'arena', 'persistent', [['S+1', S + 1], ['16', 16]], 'int32', 'query starts, lengths, sample rows, sampling state'));
+  if (config.dca) items.push(tensor('DCA sequence metadata', 'arena', 'persistent', [['S', S], ['4', 4]], 'int32', 'range starts, logit scale'));
+  items.push(tensor('block tables', 'arena', 'persistent', [['S', S], ['nb', nb]], 'int32', `nb = ceil(N=${N} / B=${p.blockSize})`));
+  items.push(tensor('penalty token counts', 'arena', 'persistent', [['S', S], ['V', V]], 'int32', 'repetition/presence/frequency penalties'));
+
+  // arena, attention phase
+  items.push(tensor('qkv projection', 'arena', 'attention', [['T', T], ['(h+2g)*D', (h + 2 * g) * D]], 'bf16'));
+  items.push(tensor('prefill attention accumulator', 'arena', 'attention', [['T', T], ['h', h], ['D', D]], 'fp32', 'LSE merge across the DCA ranges'));
+  items.push(tensor('prefill attention LSE', 'arena', 'attention', [['T', T], ['h', h]], 'fp32'));
+  items.push(tensor('attention output', 'arena', 'attention', [['T', T], ['h*D', h * D]], 'bf16'));
+  items.push(
+    tensor('decode split-KV partials', 'arena', 'attention', [['S', S], ['h', h], ['splits', MAX_DECODE_SPLITS], ['D+2', D + 2]], 'fp32', 'acc + max + sum per split'),
+  );
+  const sparseOn = p.sparse !== null && config.dca !== null && N > (config.dca.sparseAttentionThreshold ?? 32768);
+  if (sparseOn && p.sparse) {
+    const q = config.dca?.sparseAttentionLastQ ?? 64;
+    items.push(tensor('sparse estimation queries', 'arena', 'attention', [['3', 3], ['last_q', q], ['h', h], ['D', D]], 'bf16', 'intra + the two critical rotations'));
+    items.push(tensor('sparse column and diagonal scores', 'arena', 'attention', [['2', 2], ['h', h], ['N', N]], 'fp32', 'streamed sums, no last_q x N matrix'));
+    items.push(tensor('sparse top-k scratch', 'arena', 'attention', [['h', h], ['N', N], ['2', 2]], 'fp32', 'key/index pairs'));
+    const vs = p.sparse.maxVerticalSize + p.sparse.maxSlashSize;
+    items.push(tensor('sparse index lists', 'arena', 'attention', [['h', h], ['v+s', vs]], 'int32', 'block windows are derived in-kernel'));
+  }
+
+  // arena, MLP phase
+  items.push(tensor('MLP gate/up output', 'arena', 'mlp', [['T', T], ['2*I_d', 2 * I]], 'bf16'));
+  items.push(tensor('MLP activation', 'arena', 'mlp', [['T', T], ['I_d', I]], 'bf16'));
+
+  // arena, logits phase
+  items.push(tensor('sampled hidden rows', 'arena', 'logits', [['2', 2], ['R', R], ['H', H]], 'bf16', 'gathered and normed; R = min(S, T)'));
+  items.push(tensor('logits shard', 'arena', 'logits', [['R', R], ['V_d', Vd]], 'fp32'));
+  if (shape.tp > 1) items.push(tensor('gathered logits', 'arena', 'logits', [['R', R], ['V', V]], 'fp32'));
+  items.push(tensor('sampling scratch', 'arena', 'logits', [['R', R], ['256', 256]], 'fp32', 'sort-free top-k/top-p, logprobs'));
+
+  // library workspaces and runtime reserves
+  items.push(fixed('cuBLAS workspace', 'library', CUBLAS_WORKSPACE_BYTES, '32 MiB, ours (cublasSetWorkspace)'));
+  items.push(fixed('cuBLASLt workspace', 'library', CUBLASLT_WORKSPACE_BYTES, '32 MiB, ours (matmul preference)'));
+  if (p.cudaGraphs) {
+    const n = graphBatchSizes(S).length;
+    items.push(fixed('CUDA graph pool', 'library', GRAPH_POOL_BASE_BYTES + n * GRAPH_BYTES_PER_CAPTURE, `estimate: 64 MiB + ${n} decode graphs x 2 MiB`));
+  }
+  items.push(fixed('CUDA context and modules', 'runtime', CUDA_CONTEXT_RESERVE_BYTES, 'estimate: 768 MiB (measured 685 MiB, H100/H200)'));
+  if (shape.tp > 1) items.push(fixed('NCCL buffers', 'runtime', NCCL_RESERVE_BYTES, 'estimate: 1 GiB (measured 840 MiB, 2 x H200)'));
+  return items;
+}
+
+export interface ArenaLayout {
+  readonly items: PlanItem[]; // all items, arena ones with offsets
+  readonly arenaBytes: number;
+  readonly persistentBytes: number;
+  readonly phaseBytes: Record<Exclude<ArenaPhase, 'persistent'>, number>;
+}
+
+/**
+ * Lays the arena out: persistent items back to back from offset 0, then one shared phase region starting at
+ * persistentBytes in which each phase lays its items from the region's start. Arena size = persistent +
+ * max over phases. Every item is aligned to 256 bytes (its bytes rounded up).
+ */
+export function layoutArena(items: readonly PlanItem[]): ArenaLayout {
+  const offsets = new Array<number | null>(items.length).fill(null);
+  const sizes = items.map((it) => (it.group === 'arena' ? alignUp(it.bytes, ARENA_ALIGN_BYTES) : it.bytes));
+  let persistent = 0;
+  items.forEach((it, i) => {
+    if (it.group !== 'arena' || it.phase !== 'persistent') return;
+    offsets[i] = persistent;
+    persistent += sizes[i];
+  });
+  const phaseBytes = { attention: 0, mlp: 0, logits: 0 };
+  items.forEach((it, i) => {
+    if (it.group !== 'arena' || it.phase === null || it.phase === 'persistent') return;
+    offsets[i] = persistent + phaseBytes[it.phase];
+    phaseBytes[it.phase] += sizes[i];
+  });
+  const out = items.map((it, i) => (it.group === 'arena' ? { ...it, bytes: sizes[i], offsetBytes: offsets[i] } : it));
+  const arenaBytes = persistent + Math.max(phaseBytes.attention, phaseBytes.mlp, phaseBytes.logits);
+  return { items: out, arenaBytes, persistentBytes: persistent, phaseBytes };
+}
+
+/** Total workspace bytes: static + arena (phases shared) + library + runtime. */
+export function workspaceBytes(layout: ArenaLayout): number {
+  let sum = layout.arenaBytes;
+  for (const it of layout.items) if (it.group !== 'arena') sum += it.bytes;
+  return sum;
+}
+
+export function sumBytes(items: readonly PlanItem[]): number {
+  return items.reduce((s, it) => s + it.bytes, 0);
+}
