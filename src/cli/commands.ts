@@ -1,6 +1,12 @@
 // The list of subcommands. Each lives in its own file and exports register<Name>(program).
 import type { Command } from 'commander';
+import { registerServe } from './serve.js';
+import { registerInitModel } from './init-model.js';
+import { registerPlan } from './plan.js';
 
 export function registerCommands(program: Command): void {
   void program;
+  registerInitModel(program);
+  registerPlan(program);
+  registerServe(program);
 }
