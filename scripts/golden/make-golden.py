@@ -42,8 +42,11 @@ def main():
     args = ap.parse_args()
 
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(args.model_dir, torch_dtype=torch.float32,
-                                                 attn_implementation="eager")
+    try:  # transformers >= 5 names it dtype; older releases torch_dtype
+        model = AutoModelForCausalLM.from_pretrained(args.model_dir, dtype=torch.float32, attn_implementation="eager")
+    except TypeError:
+        model = AutoModelForCausalLM.from_pretrained(args.model_dir, torch_dtype=torch.float32,
+                                                     attn_implementation="eager")
     model.eval()
     vocab = model.config.vocab_size
     g = torch.Generator().manual_seed(1234)

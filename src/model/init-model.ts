@@ -24,6 +24,7 @@ export interface InitModelOptions {
   force?: boolean; // allow a non-empty directory (replaces our files, removes stale weight shards)
   progress?: boolean; // byte progress bar on stderr for large presets
   maxShardBytes?: number; // shard above this many bytes of tensor data per file (default 2 GiB)
+  tokenizer?: boolean; // write the Qwen2.5 tokenizer files (default true; false: weights and configs only)
 }
 
 export interface InitModelResult {
@@ -127,7 +128,9 @@ export async function initModel(dir: string, opts: InitModelOptions = {}): Promi
   } finally {
     bar.stop();
   }
-  writeQwen25TokenizerFiles(dir, preset.maxPositionEmbeddings);
-  files.push('tokenizer.json', 'tokenizer_config.json');
+  if (opts.tokenizer !== false) {
+    writeQwen25TokenizerFiles(dir, preset.maxPositionEmbeddings);
+    files.push('tokenizer.json', 'tokenizer_config.json');
+  }
   return { dir, preset: presetName, config, numParams, weightBytes, files };
 }
