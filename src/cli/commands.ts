@@ -3,10 +3,11 @@ import type { Command } from 'commander';
 import { registerServe } from './serve.js';
 import { registerInitModel } from './init-model.js';
 import { registerPlan } from './plan.js';
+import { registerGenerate } from './generate.js';
 
 export function registerCommands(program: Command): void {
-  void program;
   registerInitModel(program);
+  registerGenerate(program);
   registerPlan(program);
   registerServe(program);
 }

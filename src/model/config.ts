@@ -158,6 +158,20 @@ export function parseModelConfig(json: unknown, file: string): ModelConfig {
   if (cfg.rope_scaling !== undefined && cfg.rope_scaling !== null) {
     f.fail('rope_scaling', `${show(cfg.rope_scaling)} is not supported: longctx implements plain RoPE and dual_chunk_attention_config; set it to null`);
   }
+  // transformers >= 5 writes rope_parameters {rope_type, rope_theta} instead of rope_theta / rope_scaling
+  let ropeTheta: number;
+  if (cfg.rope_parameters !== undefined && cfg.rope_parameters !== null) {
+    const rp = cfg.rope_parameters;
+    if (!isObject(rp)) f.fail('rope_parameters', `must be an object like {"rope_type": "default", "rope_theta": 1000000}, got ${show(rp)}`);
+    const rf: Fields = new Fields(rp, file, 'rope_parameters.');
+    const type = rp.rope_type ?? rp.type ?? 'default';
+    if (type !== 'default') {
+      rf.fail('rope_type', `${show(type)} is not supported: longctx implements plain RoPE and dual_chunk_attention_config; use "default"`);
+    }
+    ropeTheta = rf.has('rope_theta') ? rf.posNumber('rope_theta', 10000) : f.posNumber('rope_theta', 10000);
+  } else {
+    ropeTheta = f.posNumber('rope_theta', 10000);
+  }
   if (cfg.use_sliding_window === true) {
     f.fail('use_sliding_window', 'is true: sliding-window attention is not supported; set it to false');
   }
@@ -175,7 +189,7 @@ export function parseModelConfig(json: unknown, file: string): ModelConfig {
     numHeads,
     numKvHeads,
     headDim,
-    ropeTheta: f.posNumber('rope_theta', 10000),
+    ropeTheta,
     rmsNormEps: f.posNumber('rms_norm_eps', 1e-6),
     maxPositionEmbeddings: f.posInt('max_position_embeddings', isQwen2 ? 32768 : 2048),
     tieWordEmbeddings: f.bool('tie_word_embeddings', false),

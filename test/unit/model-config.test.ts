@@ -149,10 +149,20 @@ describe('parseModelConfig', () => {
     throwsUser(() => parseModelConfig({ ...qwen2, hidden_act: 'gelu' }, 'config.json'), 'hidden_act', 'silu');
     throwsUser(() => parseModelConfig({ ...qwen2, rope_scaling: { type: 'yarn', factor: 4 } }, 'config.json'), 'rope_scaling', 'not supported');
     throwsUser(() => parseModelConfig({ ...qwen2, use_sliding_window: true }, 'config.json'), 'use_sliding_window');
+    throwsUser(() => parseModelConfig({ ...qwen2, rope_parameters: { rope_type: 'yarn', factor: 4 } }, 'config.json'), 'rope_parameters.rope_type', 'not supported');
+    throwsUser(() => parseModelConfig({ ...qwen2, rope_parameters: 5 }, 'config.json'), 'rope_parameters', 'object');
     throwsUser(() => parseModelConfig({ ...qwen2, eos_token_id: [1, 'x'] }, 'config.json'), 'eos_token_id');
     throwsUser(() => parseModelConfig({ ...qwen2, torch_dtype: 'int8' }, 'config.json'), 'torch_dtype');
     throwsUser(() => parseModelConfig([1, 2], 'config.json'), 'config.json', 'JSON object');
     throwsUser(() => parseModelConfig({ ...qwen2, architectures: [] }, 'config.json'), 'architectures');
+  });
+
+  it('reads rope_theta from rope_parameters (transformers 5 config.json)', () => {
+    const { rope_theta, rope_scaling, ...rest } = qwen2;
+    void [rope_theta, rope_scaling];
+    const c = parseModelConfig({ ...rest, dtype: 'bfloat16', rope_parameters: { rope_theta: 5e6, rope_type: 'default' } }, 'config.json');
+    assert.equal(c.ropeTheta, 5e6);
+    assert.equal(c.torchDtype, 'bfloat16');
   });
 
   it('falls back to model_type when architectures is absent', () => {

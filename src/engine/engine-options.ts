@@ -1,0 +1,114 @@
+// Options of the in-process engine and their resolution against a model's config: context length, the KV
+// pool size (from a byte budget on host backends), step limits. Invariant: a resolved config always holds
+// at least one sequence of maxModelLen tokens; anything that cannot is a UserError with the numbers and
+// the fix. Must not: allocate, load weights or read files.
+import { UserError } from '../errors.js';
+import type { ModelConfig } from '../model/config-types.js';
+import { DEFAULT_BLOCK_SIZE } from '../core/scheduler-config.js';
+
+export type BackendKind = 'cpu' | 'reference';
+
+export interface EngineOptions {
+  /** Model directory (config.json, safetensors, tokenizer.json). */
+  model: string;
+  /** Largest prompt + generated tokens of one request. Default: the model's max_position_embeddings, capped to what the KV budget holds. */
+  maxModelLen?: number;
+  /** Per-step token budget (prefill chunk size). Default 2048. */
+  maxNumBatchedTokens?: number;
+  /** Sequences running at once (each choice of an n > 1 request counts). Default 64. */
+  maxNumSeqs?: number;
+  /** Tokens per KV block. Default 16. */
+  blockSize?: number;
+  /** Bytes of KV cache to allocate (host memory on the CPU backends). Default 1 GiB. */
+  kvCacheMemoryBytes?: number;
+  /** Exact KV pool size in blocks (overrides kvCacheMemoryBytes). */
+  numKvBlocks?: number;
+  /** Reuse KV of identical prompt prefixes. Default true. */
+  enablePrefixCaching?: boolean;
+  /** Compute backend. Default 'cpu' (the native addon). */
+  backend?: BackendKind;
+  /** Threads of the CPU backend (0: all cores). Default 0. */
+  numThreads?: number;
+  /** Name reported by the server (default: the model directory's basename). */
+  modelName?: string;
+  /** Progress bar on stderr while loading large weights. Default false. */
+  progress?: boolean;
+}
+
+export interface ResolvedEngineLimits {
+  maxModelLen: number;
+  maxNumBatchedTokens: number;
+  maxNumSeqs: number;
+  blockSize: number;
+  numKvBlocks: number;
+  enablePrefixCaching: boolean;
+  kvBytesPerToken: number;
+}
+
+export const DEFAULT_KV_CACHE_MEMORY_BYTES = 1024 ** 3;
+export const DEFAULT_MAX_NUM_BATCHED_TOKENS = 2048;
+export const DEFAULT_MAX_NUM_SEQS = 64;
+
+const fmtInt = (n: number) => n.toLocaleString('en-US');
+
+function positiveInt(name: string, v: number | undefined, dflt: number): number {
+  if (v === undefined) return dflt;
+  if (!Number.isSafeInteger(v) || v < 1) throw new UserError(`${name} must be an integer >= 1, got ${v}`);
+  return v;
+}
+
+/** KV bytes per token on a host backend: K and V, every layer, float32. */
+export function hostKvBytesPerToken(c: Pick<ModelConfig, 'numLayers' | 'numKvHeads' | 'headDim'>): number {
+  return 2 * c.numLayers * c.numKvHeads * c.headDim * 4;
+}
+
+export function resolveEngineLimits(opts: EngineOptions, config: ModelConfig): ResolvedEngineLimits {
+  const blockSize = positiveInt('blockSize', opts.blockSize, DEFAULT_BLOCK_SIZE);
+  const maxNumSeqs = positiveInt('maxNumSeqs', opts.maxNumSeqs, DEFAULT_MAX_NUM_SEQS);
+  const kvBytesPerToken = hostKvBytesPerToken(config);
+  const bytesPerBlock = kvBytesPerToken * blockSize;
+  let numKvBlocks: number;
+  if (opts.numKvBlocks !== undefined) {
+    numKvBlocks = positiveInt('numKvBlocks', opts.numKvBlocks, 1);
+  } else {
+    const budget = opts.kvCacheMemoryBytes ?? DEFAULT_KV_CACHE_MEMORY_BYTES;
+    if (!Number.isFinite(budget) || budget <= 0) throw new UserError(`kvCacheMemoryBytes must be a positive number, got ${budget}`);
+    numKvBlocks = Math.floor(budget / bytesPerBlock);
+    if (numKvBlocks < 1) {
+      throw new UserError(`a KV cache of ${fmtInt(budget)} bytes holds no block of ${blockSize} tokens (${fmtInt(bytesPerBlock)} bytes): raise the KV cache memory`);
+    }
+  }
+  // The last token of a sequence is never fed, so maxModelLen tokens need ceil((maxModelLen - 1) / blockSize) blocks.
+  const fitLen = numKvBlocks * blockSize + 1;
+  const modelMax = config.maxPositionEmbeddings;
+  let maxModelLen: number;
+  if (opts.maxModelLen === undefined) {
+    maxModelLen = Math.min(modelMax, fitLen);
+  } else {
+    maxModelLen = positiveInt('maxModelLen', opts.maxModelLen, modelMax);
+    if (maxModelLen > modelMax) {
+      const why = config.dca
+        ? `this model's max_position_embeddings`
+        : `this model has no dual_chunk_attention_config, so positions past max_position_embeddings would silently lose quality`;
+      throw new UserError(`max model len ${fmtInt(maxModelLen)} is over ${fmtInt(modelMax)} (${why}): use --max-model-len ${fmtInt(modelMax)} or less`);
+    }
+    if (maxModelLen > fitLen) {
+      const need = Math.ceil((maxModelLen - 1) / blockSize) * bytesPerBlock;
+      throw new UserError(
+        `max model len ${fmtInt(maxModelLen)} needs ${fmtInt(need)} bytes of KV cache; ${fmtInt(numKvBlocks * bytesPerBlock)} are allocated: ` +
+          `use --max-model-len ${fmtInt(fitLen)} or less, or a larger KV cache`,
+      );
+    }
+  }
+  if (maxModelLen < 2) throw new UserError(`max model len must be at least 2 (one prompt token and one generated), got ${maxModelLen}`);
+  const maxNumBatchedTokens = positiveInt('maxNumBatchedTokens', opts.maxNumBatchedTokens, DEFAULT_MAX_NUM_BATCHED_TOKENS);
+  return {
+    maxModelLen,
+    maxNumBatchedTokens,
+    maxNumSeqs,
+    blockSize,
+    numKvBlocks,
+    enablePrefixCaching: opts.enablePrefixCaching ?? true,
+    kvBytesPerToken,
+  };
+}

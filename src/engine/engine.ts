@@ -1,0 +1,354 @@
+// The in-process engine: a loaded model, the scheduler of the pure core, a backend and the sampling state
+// of every request, driven by one async loop (schedule → one forward step → sample → commit) that yields
+// to the event loop between steps. Implements EngineClient, so the server and the offline LLM API drive
+// it the same way. Invariants: every accepted request ends with exactly one final delta per choice; an
+// aborted or finished request holds no KV block after the step it ended in; a choice's tokens depend only
+// on its prompt, params and seed, never on batching. Must not: know about HTTP, or block the event loop
+// on anything but one forward step.
+import fs from 'node:fs';
+import path from 'node:path';
+import { UserError } from '../errors.js';
+import { asSeqId, type SeqId } from '../core/ids.js';
+import { Scheduler } from '../core/scheduler.js';
+import { loadModelDir } from '../model/load.js';
+import type { ModelConfig } from '../model/config-types.js';
+import { resolveEosTokenIds, type GenerationDefaults } from '../model/generation-config.js';
+import { ModelRunner } from '../runtime/model-runner.js';
+import { createCpuBackend } from '../runtime/cpu-backend.js';
+import { createReferenceBackend } from '../runtime/reference-backend.js';
+import { RequestRng, TokenHistory } from '../sampling/sampler.js';
+import type { SamplingParams } from '../sampling/sampling-params.js';
+import { IdToBytes } from '../tokenizer/detokenizer.js';
+import { TextTokenizer, TOKENIZER_FILE } from '../tokenizer/tokenizer.js';
+import type { ChatMessage } from '../tokenizer/chat-template.js';
+import { ChoiceState } from './choice.js';
+import {
+  EngineRequestError,
+  type ChatTemplateOptions,
+  type EngineChatMessage,
+  type EngineClient,
+  type EngineEvent,
+  type EngineHealth,
+  type EngineStats,
+  type GenerateRequest,
+} from './engine-client.js';
+import { resolveEngineLimits, type EngineOptions, type ResolvedEngineLimits } from './engine-options.js';
+import { EventQueue } from './event-queue.js';
+
+interface RequestState {
+  readonly id: string;
+  readonly promptTokenIds: readonly number[];
+  readonly params: SamplingParams;
+  readonly arrivalTimeMs: number;
+  readonly queue: EventQueue<EngineEvent>;
+  readonly choices: ChoiceState[];
+  scheduled: boolean;
+  numComputedPromptTokens: number;
+  numCachedPromptTokens: number;
+  numOpen: number; // choices without their final delta
+}
+
+const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+export class Engine implements EngineClient {
+  readonly modelName: string;
+  readonly modelSource: string;
+  readonly maxModelLen: number;
+  readonly vocabSize: number;
+  readonly eosTokenIds: readonly number[];
+  readonly generationDefaults: GenerationDefaults;
+  readonly limits: ResolvedEngineLimits;
+  readonly scheduler: Scheduler;
+
+  private readonly requests = new Map<string, RequestState>();
+  private readonly bySeq = new Map<SeqId, { req: RequestState; choice: ChoiceState }>();
+  private nextSeqId = 0;
+  private loopRunning = false;
+  private loopError: string | null = null;
+  private shuttingDown = false;
+  private disposed = false;
+  private lastProgressMs = Date.now();
+  private loopDone: Promise<void> = Promise.resolve();
+
+  private constructor(
+    readonly config: ModelConfig,
+    readonly tokenizer: TextTokenizer,
+    private readonly idToBytes: IdToBytes,
+    private readonly runner: ModelRunner,
+    generation: GenerationDefaults,
+    limits: ResolvedEngineLimits,
+    dir: string,
+    modelName: string | undefined,
+  ) {
+    this.limits = limits;
+    this.modelSource = dir;
+    this.modelName = modelName ?? path.basename(dir);
+    this.maxModelLen = limits.maxModelLen;
+    this.vocabSize = config.vocabSize;
+    this.generationDefaults = generation;
+    this.eosTokenIds = resolveEosTokenIds(config, generation, tokenizer.eosTokenIds);
+    this.scheduler = new Scheduler({
+      numBlocks: limits.numKvBlocks,
+      blockSize: limits.blockSize,
+      maxNumBatchedTokens: limits.maxNumBatchedTokens,
+      maxNumSeqs: limits.maxNumSeqs,
+      maxModelLen: limits.maxModelLen,
+      enablePrefixCaching: limits.enablePrefixCaching,
+    });
+  }
+
+  /** Loads the model directory and allocates the KV pool. Throws UserError for bad files or options. */
+  static async create(opts: EngineOptions): Promise<Engine> {
+    const dir = path.resolve(opts.model);
+    if (!fs.existsSync(dir)) throw new UserError(`model directory ${dir} does not exist: pass a Hugging Face model directory (or make one with \`longctx init-model\`)`);
+    const tokenizer = TextTokenizer.fromDir(dir);
+    const idToBytes = IdToBytes.fromTokenizerJson(JSON.parse(await fs.promises.readFile(path.join(dir, TOKENIZER_FILE), 'utf8')));
+    const model = await loadModelDir(dir, { progress: opts.progress === true });
+    const limits = resolveEngineLimits(opts, model.config);
+    const backend = (opts.backend ?? 'cpu') === 'reference' ? createReferenceBackend() : createCpuBackend({ numThreads: opts.numThreads ?? 0 });
+    let runner: ModelRunner;
+    try {
+      runner = new ModelRunner(backend, model.config, model.weights, { numBlocks: limits.numKvBlocks, blockSize: limits.blockSize });
+    } catch (e) {
+      backend.dispose();
+      throw e;
+    }
+    return new Engine(model.config, tokenizer, idToBytes, runner, model.generationConfig, limits, dir, opts.modelName);
+  }
+
+  // ------------------------------------------------------------------ tokenizer
+  async encode(text: string, opts: { addSpecialTokens?: boolean } = {}): Promise<number[]> {
+    return this.tokenizer.encode(text, opts);
+  }
+
+  async decode(ids: readonly number[], opts: { skipSpecialTokens?: boolean } = {}): Promise<string> {
+    const bad = ids.find((id) => !Number.isSafeInteger(id) || id < 0 || id >= this.vocabSize);
+    if (bad !== undefined) throw new EngineRequestError('invalid_token_id', `token id ${bad} is outside the vocabulary [0, ${this.vocabSize})`);
+    return this.tokenizer.decode(ids, { skipSpecialTokens: opts.skipSpecialTokens ?? true });
+  }
+
+  async applyChatTemplate(messages: readonly EngineChatMessage[], opts: ChatTemplateOptions): Promise<string> {
+    return this.tokenizer.applyChatTemplate(messages as readonly ChatMessage[], {
+      addGenerationPrompt: opts.addGenerationPrompt,
+      ...(opts.tools && opts.tools.length > 0 ? { tools: opts.tools } : {}),
+      ...(opts.variables ? { variables: opts.variables } : {}),
+    });
+  }
+
+  // ------------------------------------------------------------------ generation
+  generate(req: GenerateRequest): AsyncIterable<EngineEvent> {
+    const self = this;
+    return {
+      [Symbol.asyncIterator]: () => self.run(req)[Symbol.asyncIterator](),
+    };
+  }
+
+  private async *run(req: GenerateRequest): AsyncGenerator<EngineEvent> {
+    const st = this.accept(req);
+    const onAbort = () => this.abort(st.id);
+    req.signal?.addEventListener('abort', onAbort, { once: true });
+    if (req.signal?.aborted) this.abort(st.id);
+    try {
+      for (;;) {
+        const ev = await st.queue.next();
+        if (ev === undefined) return;
+        yield ev;
+      }
+    } finally {
+      req.signal?.removeEventListener('abort', onAbort);
+      if (st.numOpen > 0) this.abort(st.id);
+    }
+  }
+
+  private accept(req: GenerateRequest): RequestState {
+    if (this.shuttingDown) throw new EngineRequestError('shutting_down', 'the engine is shutting down');
+    if (this.loopError !== null) throw new Error(`the engine loop has failed: ${this.loopError}`);
+    if (this.requests.has(req.requestId)) throw new EngineRequestError('invalid_request', `request id ${req.requestId} is already in flight`);
+    const ids = req.promptTokenIds;
+    if (ids.length === 0) throw new EngineRequestError('invalid_request', 'the prompt is empty');
+    for (const id of ids) {
+      if (!Number.isSafeInteger(id) || id < 0 || id >= this.vocabSize) {
+        throw new EngineRequestError('invalid_token_id', `prompt token id ${id} is outside the vocabulary [0, ${this.vocabSize})`);
+      }
+    }
+    const p = req.params;
+    if (ids.length + p.maxTokens > this.maxModelLen) {
+      throw new EngineRequestError(
+        'context_length_exceeded',
+        `this model's maximum context length is ${this.maxModelLen} tokens; the request asks for ${ids.length + p.maxTokens} (${ids.length} prompt + ${p.maxTokens} max tokens)`,
+      );
+    }
+    const reason = this.scheduler.rejectionReason(ids.length, p.maxTokens);
+    if (reason !== null) throw new EngineRequestError('context_length_exceeded', reason);
+    const st: RequestState = {
+      id: req.requestId,
+      promptTokenIds: ids,
+      params: p,
+      arrivalTimeMs: req.arrivalTimeMs ?? Date.now(),
+      queue: new EventQueue<EngineEvent>(),
+      choices: [],
+      scheduled: false,
+      numComputedPromptTokens: 0,
+      numCachedPromptTokens: 0,
+      numOpen: p.n,
+    };
+    for (let i = 0; i < p.n; i++) {
+      const seqId = asSeqId(this.nextSeqId++);
+      const choice = new ChoiceState(seqId, i, p, RequestRng.forChoice(p.seed, i), new TokenHistory(ids), this.idToBytes, this.eosTokenIds);
+      st.choices.push(choice);
+      this.bySeq.set(seqId, { req: st, choice });
+    }
+    this.requests.set(st.id, st);
+    this.addChoice(st, st.choices[0]);
+    // Choices 1.. join once choice 0 has prefilled, so their prompt blocks come from the prefix cache.
+    if (!this.limits.enablePrefixCaching) for (const c of st.choices.slice(1)) this.addChoice(st, c);
+    this.kick();
+    return st;
+  }
+
+  private addChoice(st: RequestState, c: ChoiceState): void {
+    if (c.added) return;
+    c.added = true;
+    this.scheduler.add({ seqId: c.seqId, promptTokenIds: st.promptTokenIds, maxTokens: st.params.maxTokens });
+  }
+
+  abort(requestId: string): void {
+    const st = this.requests.get(requestId);
+    if (!st) return;
+    for (const c of st.choices) {
+      if (c.finished) continue;
+      if (c.added) this.scheduler.abort(c.seqId);
+      this.emitFinal(st, c, c.end('abort'));
+    }
+  }
+
+  private emitFinal(st: RequestState, c: ChoiceState, delta: EngineEvent): void {
+    st.queue.push(delta);
+    this.bySeq.delete(c.seqId);
+    st.numOpen--;
+    if (st.numOpen === 0) {
+      st.queue.close();
+      this.requests.delete(st.id);
+    }
+  }
+
+  // ------------------------------------------------------------------ the loop
+  private kick(): void {
+    if (this.loopRunning || this.disposed) return;
+    this.loopRunning = true;
+    this.loopDone = this.loop().finally(() => {
+      this.loopRunning = false;
+      this.lastProgressMs = Date.now();
+    });
+  }
+
+  private async loop(): Promise<void> {
+    while (!this.disposed && this.scheduler.hasUnfinished) {
+      try {
+        this.step();
+      } catch (e) {
+        this.fail(e);
+        return;
+      }
+      this.lastProgressMs = Date.now();
+      await yieldToEventLoop();
+    }
+  }
+
+  /** One engine step: plan, forward, sample, commit, emit. Synchronous. */
+  step(): void {
+    const plan = this.scheduler.schedule();
+    if (plan.numSeqs === 0) {
+      this.scheduler.commit(plan, []);
+      if (this.scheduler.hasUnfinished) throw new Error('the scheduler planned an empty step while requests are waiting');
+      return;
+    }
+    const logits = this.runner.step(plan);
+    const V = this.vocabSize;
+    const sampled = new Int32Array(plan.sampleRows.length);
+    const stopped = new Uint8Array(plan.sampleRows.length);
+    const finals: [RequestState, ChoiceState, EngineEvent][] = [];
+    const now = Date.now();
+    for (const rec of plan.seqs) {
+      const entry = this.bySeq.get(rec.seqId);
+      if (!entry) continue;
+      const { req: st, choice } = entry;
+      if (!choice.scheduled) {
+        choice.scheduled = true;
+        if (choice.index === 0) {
+          st.scheduled = true;
+          st.numCachedPromptTokens = rec.numComputedBefore;
+          st.queue.push({ type: 'scheduled', queueTimeMs: Math.max(0, now - st.arrivalTimeMs), numCachedPromptTokens: rec.numComputedBefore });
+        }
+      }
+      const numPrompt = st.promptTokenIds.length;
+      if (choice.index === 0 && rec.numComputedBefore < numPrompt) {
+        st.numComputedPromptTokens = Math.min(numPrompt, rec.contextLen);
+        st.queue.push({ type: 'progress', numComputedPromptTokens: st.numComputedPromptTokens, numPromptTokens: numPrompt, numCachedPromptTokens: st.numCachedPromptTokens });
+      }
+      if (!rec.willSample) continue;
+      const { tokenId, delta } = choice.step(logits.subarray(rec.sampleIndex * V, (rec.sampleIndex + 1) * V));
+      sampled[rec.sampleIndex] = tokenId;
+      if (delta.finishReason !== null) {
+        stopped[rec.sampleIndex] = delta.finishReason === 'stop' ? 1 : 0;
+        finals.push([st, choice, delta]);
+      } else {
+        st.queue.push(delta);
+      }
+      if (choice.index === 0) for (const c of st.choices.slice(1)) this.addChoice(st, c);
+    }
+    const ended = this.scheduler.commit(plan, sampled, stopped);
+    for (const [st, choice, delta] of finals) this.emitFinal(st, choice, delta);
+    for (const f of ended) {
+      const entry = this.bySeq.get(f.seqId);
+      if (entry && !entry.choice.finished) this.emitFinal(entry.req, entry.choice, entry.choice.end('length'));
+    }
+  }
+
+  private fail(e: unknown): void {
+    this.loopError = e instanceof Error ? e.message : String(e);
+    for (const id of [...this.requests.keys()]) this.abort(id);
+  }
+
+  // ------------------------------------------------------------------ observability
+  stats(): EngineStats {
+    const s = this.scheduler.stats();
+    const prefill = [];
+    for (const st of this.requests.values()) {
+      if (st.numComputedPromptTokens < st.promptTokenIds.length) {
+        prefill.push({ requestId: st.id, numComputedPromptTokens: st.numComputedPromptTokens, numPromptTokens: st.promptTokenIds.length });
+      }
+    }
+    return {
+      numRequestsRunning: [...this.requests.values()].filter((r) => r.scheduled).length,
+      numRequestsWaiting: [...this.requests.values()].filter((r) => !r.scheduled).length,
+      numKvBlocksUsed: s.kv.numUsed,
+      numKvBlocksTotal: s.kv.numBlocks,
+      blockSize: this.limits.blockSize,
+      numPreemptionsTotal: s.numPreemptions,
+      prefixCacheQueriesTotal: s.kv.numQueryTokens,
+      prefixCacheHitsTotal: s.kv.numHitTokens,
+      prefill,
+    };
+  }
+
+  health(): EngineHealth {
+    const hasWork = this.requests.size > 0;
+    const h: EngineHealth = {
+      loopAlive: this.loopError === null && !this.disposed,
+      hasWork,
+      msSinceProgress: hasWork ? Date.now() - this.lastProgressMs : 0,
+    };
+    if (this.loopError !== null) h.error = this.loopError;
+    return h;
+  }
+
+  async shutdown(): Promise<void> {
+    if (this.disposed) return;
+    this.shuttingDown = true;
+    for (const id of [...this.requests.keys()]) this.abort(id);
+    await this.loopDone;
+    this.disposed = true;
+    this.runner.dispose();
+  }
+}
