@@ -6,6 +6,8 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import pino from 'pino';
 import type { EngineClient } from '../engine/engine-client.js';
 import { FakeEngine, type FakeEngineOptions } from '../engine/fake-engine.js';
+import { DEMO_NOTICE, ensureDemoModel } from '../engine/demo-model.js';
+import { Engine } from '../engine/engine.js';
 import { UserError } from '../errors.js';
 import { startServer } from '../server/lifecycle.js';
 
@@ -68,9 +70,8 @@ export function checkUnimplementedFlags(o: ServeOptions): void {
 }
 
 /**
- * Builds the engine the server talks to. THE LEAD REPLACES THE REAL-ENGINE BRANCH: load --model (or the
- * built-in demo model when absent), honour max-model-len / max-num-batched-tokens / max-num-seqs /
- * prefix caching, and return an EngineClient.
+ * Builds the engine the server talks to: the in-process engine over --model (or the built-in demo model
+ * when absent) with the scheduler limits of the flags, or the fake engine for tests.
  */
 export async function createEngineFromOptions(opts: ServeOptions): Promise<EngineClient> {
   if (opts.fakeEngine) {
@@ -82,7 +83,19 @@ export async function createEngineFromOptions(opts: ServeOptions): Promise<Engin
       ...opts.fakeEngineOptions,
     });
   }
-  throw new UserError('the real engine is not wired yet: use --fake-engine');
+  let model = opts.model;
+  if (model === undefined) {
+    process.stderr.write(`${DEMO_NOTICE}\n`);
+    model = await ensureDemoModel();
+  }
+  return Engine.create({
+    model,
+    progress: process.stderr.isTTY === true,
+    enablePrefixCaching: opts.enablePrefixCaching,
+    ...(opts.maxModelLen !== undefined && opts.maxModelLen !== 'auto' ? { maxModelLen: opts.maxModelLen } : {}),
+    ...(opts.maxNumBatchedTokens !== undefined ? { maxNumBatchedTokens: opts.maxNumBatchedTokens } : {}),
+    ...(opts.maxNumSeqs !== undefined ? { maxNumSeqs: opts.maxNumSeqs } : {}),
+  });
 }
 
 export async function serve(opts: ServeOptions): Promise<void> {
