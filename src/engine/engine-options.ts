@@ -19,7 +19,8 @@ export interface EngineOptions {
   maxNumSeqs?: number;
   /** Tokens per KV block. Default 16. */
   blockSize?: number;
-  /** Bytes of KV cache to allocate (host memory on the CPU backends). Default 1 GiB. */
+  /** Bytes of KV cache to allocate (host memory on the CPU backends). Default 1 GiB, and with maxModelLen
+   * set never more than maxNumSeqs sequences of maxModelLen tokens use. */
   kvCacheMemoryBytes?: number;
   /** Exact KV pool size in blocks (overrides kvCacheMemoryBytes). */
   numKvBlocks?: number;
@@ -76,6 +77,10 @@ export function resolveEngineLimits(opts: EngineOptions, config: ModelConfig): R
     numKvBlocks = Math.floor(budget / bytesPerBlock);
     if (numKvBlocks < 1) {
       throw new UserError(`a KV cache of ${fmtInt(budget)} bytes holds no block of ${blockSize} tokens (${fmtInt(bytesPerBlock)} bytes): raise the KV cache memory`);
+    }
+    // With an explicit maxModelLen, never allocate more than maxNumSeqs full-length sequences can use.
+    if (opts.maxModelLen !== undefined && Number.isSafeInteger(opts.maxModelLen) && opts.maxModelLen >= 2) {
+      numKvBlocks = Math.min(numKvBlocks, maxNumSeqs * Math.ceil((opts.maxModelLen - 1) / blockSize));
     }
   }
   // The last token of a sequence is never fed, so maxModelLen tokens need ceil((maxModelLen - 1) / blockSize) blocks.
