@@ -7,7 +7,7 @@ import pino from 'pino';
 import type { EngineClient } from '../engine/engine-client.js';
 import { FakeEngine, type FakeEngineOptions } from '../engine/fake-engine.js';
 import { DEMO_NOTICE, ensureDemoModel } from '../engine/demo-model.js';
-import { Engine } from '../engine/engine.js';
+import { ThreadedEngine } from '../engine/threaded-engine.js';
 import { UserError } from '../errors.js';
 import { startServer } from '../server/lifecycle.js';
 
@@ -88,7 +88,8 @@ export async function createEngineFromOptions(opts: ServeOptions): Promise<Engin
     process.stderr.write(`${DEMO_NOTICE}\n`);
     model = await ensureDemoModel();
   }
-  return Engine.create({
+  // The engine runs in a worker thread: HTTP, keep-alives and signals never wait for a forward step.
+  return ThreadedEngine.create({
     model,
     progress: process.stderr.isTTY === true,
     enablePrefixCaching: opts.enablePrefixCaching,
