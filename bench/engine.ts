@@ -1,5 +1,5 @@
 // Benchmark (not a test): the whole engine on the CPU backend. 64 concurrent requests on the `tiny` preset
-// (prompts of 32-256 tokens, 64 generated tokens each, seeded sampling) through the offline LLM API:
+// (prompts of 32-256 tokens, 64 generated tokens each, seeded sampling with the model defaults) through the offline LLM API:
 // requests/s, generated and total tokens/s, and how a step's time splits between the forward pass and the
 // engine's own work (scheduling, sampling, detokenizing, events). Then the scheduler alone at 256 running
 // sequences (bench/scheduler.ts). Usage: npm run bench:engine [-- --requests 64 --max-tokens 64 --threads N]
@@ -44,7 +44,8 @@ await llm.generate(prompts.slice(0, 2), { maxTokens: 4 }); // warm-up
 forwardMs = 0;
 steps = 0;
 const t0 = performance.now();
-const outs = await llm.generate(prompts, { temperature: 0.8, topP: 0.95, seed: 1, maxTokens, ignoreEos: true });
+// Sampling with the model's generation_config.json defaults (Qwen's: temperature 0.7, top_p 0.8, top_k 20, repetition 1.05).
+const outs = await llm.generate(prompts, { seed: 1, maxTokens, ignoreEos: true });
 const wallMs = performance.now() - t0;
 const genTokens = outs.reduce((a, o) => a + o.outputs[0].tokenIds.length, 0);
 const promptTokens = prompts.reduce((a, p) => a + p.promptTokenIds.length, 0);

@@ -282,9 +282,11 @@ export class Engine implements EngineClient {
         }
       }
       const numPrompt = st.promptTokenIds.length;
-      if (choice.index === 0 && rec.numComputedBefore < numPrompt) {
-        st.numComputedPromptTokens = Math.min(numPrompt, rec.contextLen);
-        st.queue.push({ type: 'progress', numComputedPromptTokens: st.numComputedPromptTokens, numPromptTokens: numPrompt, numCachedPromptTokens: st.numCachedPromptTokens });
+      // Prefill progress of choice 0, monotonic (a preempted request recomputes without reporting it twice).
+      const computed = Math.min(numPrompt, rec.contextLen);
+      if (choice.index === 0 && rec.numComputedBefore < numPrompt && computed > st.numComputedPromptTokens) {
+        st.numComputedPromptTokens = computed;
+        st.queue.push({ type: 'progress', numComputedPromptTokens: computed, numPromptTokens: numPrompt, numCachedPromptTokens: st.numCachedPromptTokens });
       }
       if (!rec.willSample) continue;
       const { tokenId, delta } = choice.step(logits.subarray(rec.sampleIndex * V, (rec.sampleIndex + 1) * V));
