@@ -150,6 +150,7 @@ class CpuContext : public Napi::ObjectWrap<CpuContext> {
                            InstanceMethod<&CpuContext::gatherRows>("gatherRows"),
                            InstanceMethod<&CpuContext::writeKv>("writeKv"),
                            InstanceMethod<&CpuContext::attention>("attention"),
+                           InstanceMethod<&CpuContext::attentionDca>("attentionDca"),
                        });
   }
 
@@ -347,43 +348,88 @@ class CpuContext : public Napi::ObjectWrap<CpuContext> {
     guarded(info.Env(), [&] { cpu::writeKv(k.data, v.data, T, slots.data, cache); });
   }
 
+  // The arguments attention and attentionDca share, at positions 0..13: q, T, numHeads, the cache
+  // (kCache, vCache, numBlocks, blockSize, numKvHeads, headDim), numSeqs, queryStart, contextLens,
+  // blockTables, maxBlocksPerSeq; plus `out` at outIndex. Checks every length and that out overlaps nothing.
+  struct AttentionArgs {
+    ArrayArg<float> q, kCache, vCache, out;
+    ArrayArg<int32_t> queryStart, contextLens, blockTables;
+    int64_t T = 0, numHeads = 0;
+    cpu::KvCacheView cache{};
+    cpu::AttentionBatchView batch{};
+  };
+  static AttentionArgs attentionArgs(const Args& a, size_t outIndex) {
+    AttentionArgs r;
+    r.q = a.f32(0, "q");
+    r.T = a.dim(1, "T");
+    r.numHeads = a.dim(2, "numHeads", 1);
+    r.cache = cacheArgs(a, 3, r.kCache, r.vCache);
+    r.batch.numSeqs = a.dim(9, "numSeqs");
+    r.queryStart = a.i32(10, "queryStart");
+    r.contextLens = a.i32(11, "contextLens");
+    r.blockTables = a.i32(12, "blockTables");
+    r.batch.maxBlocksPerSeq = a.dim(13, "maxBlocksPerSeq");
+    r.out = a.f32(outIndex, "out");
+    if (r.numHeads % r.cache.numKvHeads != 0)
+      throw Napi::RangeError::New(a.env(), a.prefix() + "numHeads = " + std::to_string(r.numHeads) +
+                                               " is not a multiple of numKvHeads = " +
+                                               std::to_string(r.cache.numKvHeads));
+    a.expectLength(r.q, {r.T, r.numHeads, r.cache.headDim}, "T*numHeads*headDim");
+    a.expectLength(r.out, {r.T, r.numHeads, r.cache.headDim}, "T*numHeads*headDim");
+    a.expectLength(r.queryStart, {r.batch.numSeqs + 1}, "numSeqs+1");
+    a.expectLength(r.contextLens, {r.batch.numSeqs}, "numSeqs");
+    a.expectLength(r.blockTables, {r.batch.numSeqs, r.batch.maxBlocksPerSeq}, "numSeqs*maxBlocksPerSeq");
+    a.disjoint(r.out, r.q);
+    a.disjoint(r.out, r.kCache);
+    a.disjoint(r.out, r.vCache);
+    a.disjoint(r.out, r.queryStart);
+    a.disjoint(r.out, r.contextLens);
+    a.disjoint(r.out, r.blockTables);
+    r.batch.queryStart = r.queryStart.data;
+    r.batch.contextLens = r.contextLens.data;
+    r.batch.blockTables = r.blockTables.data;
+    return r;
+  }
+
   // attention(q, T, numHeads, kCache, vCache, numBlocks, blockSize, numKvHeads, headDim,
   //           numSeqs, queryStart, contextLens, blockTables, maxBlocksPerSeq, scale, out)
   void attention(const Napi::CallbackInfo& info) {
     Args a(info, "attention", 16);
     ThreadPool& p = pool(info.Env());
-    const auto q = a.f32(0, "q");
-    const int64_t T = a.dim(1, "T"), numHeads = a.dim(2, "numHeads", 1);
-    ArrayArg<float> kCache, vCache;
-    const cpu::KvCacheView cache = cacheArgs(a, 3, kCache, vCache);
-    cpu::AttentionBatchView batch{};
-    batch.numSeqs = a.dim(9, "numSeqs");
-    const auto queryStart = a.i32(10, "queryStart");
-    const auto contextLens = a.i32(11, "contextLens");
-    const auto blockTables = a.i32(12, "blockTables");
-    batch.maxBlocksPerSeq = a.dim(13, "maxBlocksPerSeq");
+    const AttentionArgs r = attentionArgs(a, 15);
     const double scale = a.number(14, "scale");
-    const auto out = a.f32(15, "out");
-    if (numHeads % cache.numKvHeads != 0)
-      throw Napi::RangeError::New(info.Env(), "attention: numHeads = " + std::to_string(numHeads) +
-                                                  " is not a multiple of numKvHeads = " +
-                                                  std::to_string(cache.numKvHeads));
-    a.expectLength(q, {T, numHeads, cache.headDim}, "T*numHeads*headDim");
-    a.expectLength(out, {T, numHeads, cache.headDim}, "T*numHeads*headDim");
-    a.expectLength(queryStart, {batch.numSeqs + 1}, "numSeqs+1");
-    a.expectLength(contextLens, {batch.numSeqs}, "numSeqs");
-    a.expectLength(blockTables, {batch.numSeqs, batch.maxBlocksPerSeq}, "numSeqs*maxBlocksPerSeq");
-    a.disjoint(out, q);
-    a.disjoint(out, kCache);
-    a.disjoint(out, vCache);
-    a.disjoint(out, queryStart);
-    a.disjoint(out, contextLens);
-    a.disjoint(out, blockTables);
-    batch.queryStart = queryStart.data;
-    batch.contextLens = contextLens.data;
-    batch.blockTables = blockTables.data;
-    guarded(info.Env(),
-            [&] { cpu::attention(p, q.data, T, numHeads, cache, batch, static_cast<float>(scale), out.data); });
+    guarded(info.Env(), [&] {
+      cpu::attention(p, r.q.data, r.T, r.numHeads, r.cache, r.batch, static_cast<float>(scale), r.out.data);
+    });
+  }
+
+  // attentionDca(q, T, numHeads, kCache, vCache, numBlocks, blockSize, numKvHeads, headDim,
+  //              numSeqs, queryStart, contextLens, blockTables, maxBlocksPerSeq,
+  //              positions, chunkLen, chunkSize, theta, rotaryDim, scale, seqLogitScale, out)
+  void attentionDca(const Napi::CallbackInfo& info) {
+    Args a(info, "attentionDca", 22);
+    ThreadPool& p = pool(info.Env());
+    const AttentionArgs r = attentionArgs(a, 21);
+    const auto positions = a.i32(14, "positions");
+    cpu::DcaView dca{};
+    dca.chunkLen = a.dim(15, "chunkLen", 1);
+    dca.chunkSize = a.dim(16, "chunkSize", 1);
+    dca.theta = a.number(17, "theta");
+    dca.rotaryDim = a.dim(18, "rotaryDim", 2);
+    const double scale = a.number(19, "scale");
+    const auto seqLogitScale = a.f32(20, "seqLogitScale");
+    if (!(dca.theta > 0)) throw Napi::RangeError::New(info.Env(), a.prefix() + "theta must be > 0");
+    a.expectLength(positions, {r.T}, "T");
+    a.expectLength(seqLogitScale, {r.batch.numSeqs}, "numSeqs");
+    for (int64_t s = 0; s < r.batch.numSeqs; s++)
+      if (!std::isfinite(seqLogitScale.data[s]))
+        throw Napi::RangeError::New(info.Env(), a.prefix() + "seqLogitScale[" + std::to_string(s) + "] is not finite");
+    a.disjoint(r.out, positions);
+    a.disjoint(r.out, seqLogitScale);
+    guarded(info.Env(), [&] {
+      cpu::attentionDca(p, r.q.data, r.T, r.numHeads, r.cache, r.batch, positions.data, dca,
+                        static_cast<float>(scale), seqLogitScale.data, r.out.data);
+    });
   }
 
   std::unique_ptr<ThreadPool> pool_;

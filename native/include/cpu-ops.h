@@ -138,4 +138,36 @@ struct AttentionBatchView {
 void attention(ThreadPool& pool, const float* q, int64_t T, int64_t numHeads, const KvCacheView& cache,
                const AttentionBatchView& batch, float scale, float* out);
 
+// ---------------------------------------------------------------------------------------------------
+// Dual Chunk Attention constants (long-context-attention.md §2; DcaParams in src/runtime/backend.ts).
+struct DcaView {
+  int64_t chunkLen;   // L = chunk_size - local_size, >= 1
+  int64_t chunkSize;  // C = chunk_size, >= L (the largest query rotation)
+  double theta;       // RoPE base
+  int64_t rotaryDim;  // even, in [2, headDim]
+};
+
+// attentionDca: causal GQA attention over the paged cache with DCA query rotations.
+//   q, out [T, numHeads, headDim] f32, q NOT rotated (left untouched); batch, GQA and the cache exactly as
+//   in attention(); cached keys were rotated at (k mod L) and are stored unscaled. positions [T] must be
+//   the positions the batch implies (row r of sequence s at contextLens[s] - numQueries(s) + i).
+//   seqLogitScale [numSeqs] f32: the per-sequence attention temperature product s_q * s_k.
+//   Row r at position p, cs = floor(p / L) * L, sees keys j <= p through three query rotations:
+//     j <  cs - L        rotated at min(2L - 1, C)
+//     cs - L <= j < cs   rotated at min(p - cs + L, C)
+//     cs <= j <= p       rotated at p - cs
+//   each rotation computed like rope() (fp32 angle, cosf/sinf, products rounded before the sum).
+//   logit_j = (scale * seqLogitScale[s]) * dot(q_rot, k_j)  (the factor is one fp32 product; the dot in
+//   the matmul order). One fp32 online softmax over all keys, ascending, in tiles of 64 keys that restart
+//   at each range boundary (cs - L, cs); otherwise as attention(). A row's result depends only on its
+//   position and its keys (not on T or the other rows).
+// Threads: one work item per (query row, KV head), as attention(); rotated query rows live in per-thread
+//   scratch ([3, group, headDim]), never in a [T, ...] tensor.
+// Throws OpError (before any work) on everything attention() rejects, on a position that differs from
+//   the batch's, on chunkLen < 1 or chunkSize < chunkLen, and on a rotaryDim that is odd or outside
+//   [2, headDim]. The glue checks that seqLogitScale is finite.
+void attentionDca(ThreadPool& pool, const float* q, int64_t T, int64_t numHeads, const KvCacheView& cache,
+                  const AttentionBatchView& batch, const int32_t* positions, const DcaView& dca, float scale,
+                  const float* seqLogitScale, float* out);
+
 }  // namespace longctx::cpu

@@ -2,7 +2,7 @@
 // a programming error) and then calls the addon on the tensors' own typed arrays. Host tensors are shared,
 // never copied: upload() returns its argument, and the addon reads and writes the same memory.
 // Must not do math in TypeScript; the kernels live in native/cpu and are documented in native/include.
-import type { AttentionBatch, Backend, KvCacheLayer } from './backend.js';
+import type { AttentionBatch, Backend, DcaParams, KvCacheLayer } from './backend.js';
 import { DTYPE_CODE, loadNativeAddon, type NativeCpuContext } from './native-addon.js';
 import { makeTensor, numel, toF32, type Tensor } from './tensor.js';
 
@@ -45,6 +45,22 @@ function checkCache(op: string, cache: KvCacheLayer): void {
   f32Data(op, 'cache.v', cache.v);
   expectShape(op, 'cache.k', cache.k, shape);
   expectShape(op, 'cache.v', cache.v, shape);
+}
+
+/** Shape checks shared by attention and attentionDca; returns q's [T, numHeads, headDim]. */
+function checkAttention(op: string, q: Tensor, cache: KvCacheLayer, batch: AttentionBatch, out: Tensor): number[] {
+  checkCache(op, cache);
+  expectRank(op, 'q', q, 3, '[T, numHeads, headDim]');
+  const [, numHeads, headDim] = q.shape;
+  if (headDim !== cache.headDim) fail(op, `q ${fmt(q.shape)} has headDim != cache.headDim ${cache.headDim}`);
+  if (numHeads % cache.numKvHeads !== 0) fail(op, `numHeads ${numHeads} is not a multiple of numKvHeads ${cache.numKvHeads}`);
+  expectShape(op, 'out', out, q.shape);
+  const { numSeqs, queryStart, contextLens, blockTables, maxBlocksPerSeq } = batch;
+  if (queryStart.length !== numSeqs + 1 || contextLens.length !== numSeqs || blockTables.length !== numSeqs * maxBlocksPerSeq) {
+    fail(op, `batch arrays (queryStart ${queryStart.length}, contextLens ${contextLens.length}, `
+      + `blockTables ${blockTables.length}) do not match numSeqs ${numSeqs}, maxBlocksPerSeq ${maxBlocksPerSeq}`);
+  }
+  return [...q.shape];
 }
 
 export function createCpuBackend(opts: CpuBackendOptions = {}): Backend {
@@ -148,25 +164,34 @@ export function createCpuBackend(opts: CpuBackendOptions = {}): Backend {
     },
 
     attention(q: Tensor, cache: KvCacheLayer, batch: AttentionBatch, scale: number, out: Tensor): void {
-      checkCache('attention', cache);
-      expectRank('attention', 'q', q, 3, '[T, numHeads, headDim]');
-      const [T, numHeads, headDim] = q.shape;
-      if (headDim !== cache.headDim) fail('attention', `q ${fmt(q.shape)} has headDim != cache.headDim ${cache.headDim}`);
-      if (numHeads % cache.numKvHeads !== 0) {
-        fail('attention', `numHeads ${numHeads} is not a multiple of numKvHeads ${cache.numKvHeads}`);
-      }
-      expectShape('attention', 'out', out, q.shape);
+      const [T, numHeads] = checkAttention('attention', q, cache, batch, out);
       const { numSeqs, queryStart, contextLens, blockTables, maxBlocksPerSeq } = batch;
-      if (queryStart.length !== numSeqs + 1 || contextLens.length !== numSeqs
-        || blockTables.length !== numSeqs * maxBlocksPerSeq) {
-        fail('attention', `batch arrays (queryStart ${queryStart.length}, contextLens ${contextLens.length}, `
-          + `blockTables ${blockTables.length}) do not match numSeqs ${numSeqs}, maxBlocksPerSeq ${maxBlocksPerSeq}`);
-      }
       ctx.attention(f32Data('attention', 'q', q), T, numHeads,
         cache.k.data as Float32Array, cache.v.data as Float32Array,
         cache.numBlocks, cache.blockSize, cache.numKvHeads, cache.headDim,
         numSeqs, queryStart, contextLens, blockTables, maxBlocksPerSeq, scale,
         f32Data('attention', 'out', out));
+    },
+
+    attentionDca(q: Tensor, cache: KvCacheLayer, batch: AttentionBatch, positions: Int32Array, dca: DcaParams,
+      scale: number, seqLogitScale: Float32Array, out: Tensor): void {
+      const [T, numHeads, headDim] = checkAttention('attentionDca', q, cache, batch, out);
+      const { numSeqs, queryStart, contextLens, blockTables, maxBlocksPerSeq } = batch;
+      if (positions.length !== T) fail('attentionDca', `${positions.length} positions for q ${fmt(q.shape)}`);
+      if (seqLogitScale.length !== numSeqs) fail('attentionDca', `seqLogitScale has ${seqLogitScale.length} entries for ${numSeqs} sequences`);
+      const { chunkLen, chunkSize, ropeTheta, rotaryDim } = dca;
+      if (!Number.isSafeInteger(chunkLen) || chunkLen <= 0 || !Number.isSafeInteger(chunkSize) || chunkSize < chunkLen) {
+        fail('attentionDca', `need 0 < chunkLen <= chunkSize, got chunkLen ${chunkLen}, chunkSize ${chunkSize}`);
+      }
+      if (!Number.isInteger(rotaryDim) || rotaryDim < 2 || rotaryDim % 2 !== 0 || rotaryDim > headDim) {
+        fail('attentionDca', `rotaryDim ${rotaryDim} must be even and in [2, headDim = ${headDim}]`);
+      }
+      ctx.attentionDca(f32Data('attentionDca', 'q', q), T, numHeads,
+        cache.k.data as Float32Array, cache.v.data as Float32Array,
+        cache.numBlocks, cache.blockSize, cache.numKvHeads, cache.headDim,
+        numSeqs, queryStart, contextLens, blockTables, maxBlocksPerSeq, positions,
+        chunkLen, chunkSize, ropeTheta, rotaryDim, scale, seqLogitScale,
+        f32Data('attentionDca', 'out', out));
     },
 
     gatherRows(x: Tensor, rows: Int32Array, out: Tensor): void {

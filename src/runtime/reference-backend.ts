@@ -5,6 +5,7 @@
 // (they are caller bugs, never UserErrors).
 import type { AttentionBatch, Backend, KvCacheLayer } from './backend.js';
 import { makeTensor, numel, toF32, type Tensor } from './tensor.js';
+import { referenceAttentionDca } from './reference-dca.js';
 
 function fail(op: string, message: string): never {
   throw new Error(`reference ${op}: ${message}`);
@@ -269,6 +270,7 @@ export function createReferenceBackend(): Backend {
     siluMul,
     writeKv,
     attention,
+    attentionDca: referenceAttentionDca,
     gatherRows,
   };
 }

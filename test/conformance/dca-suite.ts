@@ -85,6 +85,41 @@ export const DCA_CASES: readonly DcaCase[] = [
   },
 ];
 
+/**
+ * The grid: L = 70 (C = 100, W = 30; L is neither a multiple of the 64-key tile nor of every block size, so
+ * ranges span several tiles that do not line up with chunk boundaries) over GQA layouts, head sizes
+ * (headDim 24 and 40 are not multiples of 16; rotaryDim < headDim on some) and block sizes. Every case
+ * batches decodes at 0 (one token) and at each boundary (L-1, L, L+W, L+W+1, 2L-1, 2L, 2L+W+1, 3L+5),
+ * a prefill from 0 of odd length, a chunked prefill starting at L-3 that crosses L, 2L and 3L, and a
+ * prefix-hit prefill (keys [0, 2·16) cached, queries the rest), with distinct temperature products.
+ */
+const GRID_CFG = { chunkSize: 100, localSize: 30 } as const;
+const GRID_LAYOUTS: readonly { numHeads: number; numKvHeads: number; headDim: number; rotaryDim?: number; blockSize: number }[] = [
+  { numHeads: 1, numKvHeads: 1, headDim: 8, blockSize: 1 },
+  { numHeads: 6, numKvHeads: 2, headDim: 24, blockSize: 3 },
+  { numHeads: 8, numKvHeads: 1, headDim: 16, blockSize: 16 },
+  { numHeads: 5, numKvHeads: 5, headDim: 40, rotaryDim: 30, blockSize: 7 },
+  { numHeads: 14, numKvHeads: 2, headDim: 32, blockSize: 10 },
+];
+export const DCA_GRID: readonly DcaCase[] = GRID_LAYOUTS.map((layout, i) => {
+  const L = GRID_CFG.chunkSize - GRID_CFG.localSize;
+  const W = GRID_CFG.localSize;
+  const boundaries = [0, L - 1, L, L + W, L + W + 1, 2 * L - 1, 2 * L, 2 * L + W + 1, 3 * L + 5];
+  return {
+    label: `grid (L=70, C=100): GQA ${layout.numHeads}/${layout.numKvHeads}, headDim ${layout.headDim}${layout.rotaryDim ? ` rotary ${layout.rotaryDim}` : ''}, block ${layout.blockSize}: boundary decodes, prefills from 0, L-3 and a prefix hit`,
+    ...GRID_CFG, theta: 10000, ...layout, seed: 100 + i, qScale: 2,
+    seqs: [
+      ...boundaries.map((p, j) => decodeAt(p, [1, 1.0693, 1.2857][j % 3])),
+      { contextLen: 2 * L + 3, numQueries: 2 * L + 3, logitScale: 1.1298 },
+      { contextLen: 3 * L + 9, numQueries: 2 * L + 12, logitScale: 1.0135 }, // rows L-3 .. 3L+8
+      { contextLen: 90, numQueries: 58, logitScale: 1 }, // a 32-token prefix hit
+    ],
+  };
+});
+
+/** A step of a single token: the smallest batch there is (T = 1, one sequence, one key). */
+export const ONE_TOKEN_CASE: DcaCase = { label: 'one token: T = 1, a single sequence with one key, GQA 2', ...TINY, theta: 10000, numHeads: 2, numKvHeads: 1, headDim: 16, blockSize: 16, seed: 14, seqs: [decodeAt(0, 1.3)] };
+
 export const PLAIN_ROPE_CASES: readonly DcaCase[] = [
   { label: 'toy: DCA equals plain RoPE for p <= L + W', ...TOY, theta: 100, numHeads: 2, numKvHeads: 1, headDim: 8, blockSize: 1, seed: 11, qScale: 2, against: 'plain-rope', seqs: [{ contextLen: 9, numQueries: 9, logitScale: 1 }, decodeAt(8, 1.2)] },
   { label: 'tiny: DCA equals plain RoPE for p <= L + W', ...TINY, theta: 10000, numHeads: 4, numKvHeads: 2, headDim: 16, blockSize: 16, seed: 12, qScale: 2, against: 'plain-rope', seqs: [{ contextLen: 65, numQueries: 65, logitScale: 1 }, decodeAt(40, 1.1)] },
@@ -236,7 +271,7 @@ export function runDcaConformance(name: string, makeBackend: () => Backend | Pro
       backend = await makeBackend();
     });
     after(() => backend?.dispose());
-    for (const c of [...DCA_CASES, ...PLAIN_ROPE_CASES, ORACLE_CASE]) {
+    for (const c of [...DCA_CASES, ...DCA_GRID, ONE_TOKEN_CASE, ...PLAIN_ROPE_CASES, ORACLE_CASE]) {
       test(c.label, (t) => {
         if (backend?.attentionDca === undefined) {
           t.skip(`backend ${name} does not implement attentionDca yet (optional in the Backend contract)`);

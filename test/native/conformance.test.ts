@@ -1,5 +1,5 @@
-// Native tier: the backend conformance suite on the native CPU backend (2 threads), plus a cross-backend
-// check that cpu and the reference backend agree on one small random case per op.
+// Native tier: the backend conformance suite and the attentionDca suite on the native CPU backend (2
+// threads), plus a cross-backend check that cpu and the reference backend agree on one small random case per op.
 // Invariant: cross-backend tolerances are the float64 bounds doubled (each backend may sit anywhere within
 // its own bound); copies, add and writeKv must agree bit-for-bit. Must not: loosen a bound to pass.
 import { after, before, describe, test } from 'node:test';
@@ -10,12 +10,14 @@ import { fromF32 } from '../../src/runtime/tensor.js';
 import { poisonedOut, uploadF32 } from '../conformance/harness.js';
 import { runAttentionCase } from '../conformance/paged-attention.js';
 import { runConformance } from '../conformance/suite.js';
+import { runDcaConformance } from '../conformance/dca-suite.js';
 import {
   EXACT, SILU_MUL, U, assertBitsEqual, assertClose, dotTolerance, makeRng, randomF32, rmsnormTolerance,
   ropeTolerance, valuesF64, type Tolerance,
 } from '../ref/f64.js';
 
 runConformance('cpu', () => createCpuBackend({ numThreads: 2 }));
+runDcaConformance('cpu', () => createCpuBackend({ numThreads: 2 }));
 
 /** Both backends lie within `tol` of the exact value, so they lie within 2·tol (+U for f32 storage) of each other. */
 function doubled(tol: Tolerance): Tolerance {
