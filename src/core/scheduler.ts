@@ -125,6 +125,7 @@ export class Scheduler {
         numNewTokens: seq.numScheduledTokens,
         willSample: seq.numComputedTokens + seq.numScheduledTokens === seq.numTokens,
         blockTable: this.kv.blockTable(seq.seqId),
+        numPromptTokens: seq.numPromptTokens,
       });
     }
     this.pending = buildStepPlan(this.stepId, this.config.blockSize, entries, this.preemptedNow);

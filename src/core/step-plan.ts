@@ -28,6 +28,8 @@ export interface ScheduledSeq {
   readonly sampleRow: number;
   /** Index into StepPlan.sampleRows (and into the sampled ids passed to commit) when willSample, else -1. */
   readonly sampleIndex: number;
+  /** The request's full prompt length (PlanEntry.numPromptTokens), >= 1; = StepPlan.promptLens[s]. */
+  readonly numPromptTokens: number;
 }
 
 /** The Backend's AttentionBatch (src/runtime/backend.ts), field for field. */
@@ -70,6 +72,11 @@ export interface StepPlan {
   readonly batch: PlanAttentionBatch;
   /** Sequences preempted while building this step (blocks freed, back at the front of the queue). */
   readonly preempted: readonly SeqId[];
+  /**
+   * [numSeqs] full prompt length of each sequence, in record order (StepInputs.promptLens: the DCA
+   * attention temperature of long prompts uses it in every prefill chunk and in decodes).
+   */
+  readonly promptLens: Int32Array;
 }
 
 /** What the scheduler decided for one sequence; input to buildStepPlan. */
@@ -80,6 +87,8 @@ export interface PlanEntry {
   readonly numNewTokens: number;
   readonly willSample: boolean;
   readonly blockTable: readonly number[]; // covers at least numComputedBefore + numNewTokens tokens
+  /** The request's prompt length (Sequence.numPromptTokens). Default: numComputedBefore + numNewTokens. */
+  readonly numPromptTokens?: number;
 }
 
 export function buildStepPlan(stepId: number, blockSize: number, entries: readonly PlanEntry[], preempted: readonly SeqId[]): StepPlan {
@@ -101,6 +110,7 @@ export function buildStepPlan(stepId: number, blockSize: number, entries: readon
   const queryStart = new Int32Array(numSeqs + 1);
   const contextLens = new Int32Array(numSeqs);
   const blockTables = new Int32Array(numSeqs * maxBlocksPerSeq).fill(-1);
+  const promptLens = new Int32Array(numSeqs);
   const seqs: ScheduledSeq[] = new Array<ScheduledSeq>(numSeqs);
 
   let row = 0;
@@ -121,6 +131,9 @@ export function buildStepPlan(stepId: number, blockSize: number, entries: readon
       positions[row + p - start] = p;
       slotMapping[row + p - start] = block * blockSize + (p % blockSize);
     }
+    const numPromptTokens = e.numPromptTokens ?? contextLen;
+    if (!Number.isSafeInteger(numPromptTokens) || numPromptTokens < 1) throw new Error(`sequence ${e.seqId}: numPromptTokens ${numPromptTokens} must be a positive integer`);
+    promptLens[s] = numPromptTokens;
     const sampleRow = e.willSample ? row + n - 1 : -1;
     if (e.willSample) sampleRows[sampleIndex] = sampleRow;
     seqs[s] = {
@@ -135,6 +148,7 @@ export function buildStepPlan(stepId: number, blockSize: number, entries: readon
       willSample: e.willSample,
       sampleRow,
       sampleIndex: e.willSample ? sampleIndex++ : -1,
+      numPromptTokens,
     };
     row += n;
   }
@@ -151,5 +165,6 @@ export function buildStepPlan(stepId: number, blockSize: number, entries: readon
     sampleRows,
     batch: { numSeqs, queryStart, contextLens, blockTables, maxBlocksPerSeq },
     preempted,
+    promptLens,
   };
 }

@@ -113,6 +113,34 @@ export function seqLogitScale(input: SeqLogitScaleInput): number {
   return attentionTemperature(currentLen, originalMax) * attentionTemperature(promptLen, originalMax);
 }
 
+/**
+ * seqLogitScale of every sequence of a step (the Backend's attentionDca input), from its context length
+ * after the step and its prompt length. A sequence is in prefill while the step feeds prompt tokens only
+ * (contextLen <= promptLen, which covers every chunk of a chunked prefill and prefix hits); otherwise
+ * it decodes (or recomputes generated tokens after a preemption, which gets the decode factor of its
+ * current length). Without promptLens, every context counts as a prompt: exact (all factors are 1) as long
+ * as no context exceeds originalMax, and refused beyond (the temperature would be wrong).
+ */
+export function stepLogitScales(contextLens: Int32Array, promptLens: Int32Array | undefined, originalMax: number): Float32Array {
+  const numSeqs = contextLens.length;
+  if (promptLens !== undefined && promptLens.length !== numSeqs) {
+    throw new Error(`DCA: promptLens has ${promptLens.length} entries for ${numSeqs} sequences`);
+  }
+  const out = new Float32Array(numSeqs);
+  for (let s = 0; s < numSeqs; s++) {
+    const currentLen = contextLens[s];
+    if (promptLens === undefined && currentLen > originalMax) {
+      throw new Error(
+        `DCA: sequence ${s} has ${currentLen} tokens > original_max_position_embeddings ${originalMax}: ` +
+          'the step inputs must carry promptLens for the attention temperature',
+      );
+    }
+    const promptLen = promptLens === undefined ? currentLen : promptLens[s];
+    out[s] = seqLogitScale({ promptLen, currentLen, isPrefill: currentLen <= promptLen, originalMax });
+  }
+  return out;
+}
+
 /** Up to four block sizes in [2, 256] dividing n (1 only if nothing else does): powers of two first, nearest `near`. */
 function suggestBlockSizes(n: number, near: number): number[] {
   const divisors: number[] = [];

@@ -2,9 +2,13 @@
 // ids, positions, slots, an AttentionBatch) and never a request or a block allocator. Owns: the order of
 // ops and the scratch tensors of one forward. Must not: allocate KV memory (the caller owns the caches)
 // or sample (it returns logits for the requested rows only).
-import type { AttentionBatch, Backend, KvCacheLayer } from '../runtime/backend.js';
+// With config.dca (Dual Chunk Attention, long-context-attention.md §2) keys are rotated once at (k mod L)
+// and cached unscaled, queries go unrotated into Backend.attentionDca with the per-sequence temperature
+// of §2.6; without it the graph is plain RoPE + Backend.attention.
+import type { AttentionBatch, Backend, DcaParams, KvCacheLayer } from '../runtime/backend.js';
 import { reshape, type Tensor } from '../runtime/tensor.js';
 import type { ModelConfig } from './config-types.js';
+import { stepLogitScales, toDcaParams } from './dca.js';
 import type { ModelWeights } from './weights-types.js';
 
 /** Everything one forward step needs; T = number of tokens in the step. */
@@ -14,6 +18,20 @@ export interface StepInputs {
   slotMapping: Int32Array; // [T] cache slot each token's K/V is written to (-1: not written)
   batch: AttentionBatch; // how the T query rows map onto sequences and their cached keys
   sampleRows: Int32Array; // [R] rows of the step whose logits are returned
+  /**
+   * [numSeqs] full prompt length of each sequence of `batch` (>= 1), for the DCA attention temperature
+   * (§2.6: prefill uses the whole prompt's length even in early chunks). Read only by DCA models.
+   * Absent: each sequence's context counts as its prompt, which is exact while every context is within
+   * original_max_position_embeddings; a DCA step with a longer context then throws.
+   */
+  promptLens?: Int32Array;
+}
+
+/** What a DCA forward needs besides the plain one: key rotation positions and per-sequence logit factors. */
+interface DcaStep {
+  params: DcaParams;
+  keyPositions: Int32Array; // [T] positions[t] mod L (§2.2)
+  seqLogitScale: Float32Array; // [numSeqs] s_q·s_k (§2.6)
 }
 
 export class Qwen2Graph {
@@ -60,6 +78,8 @@ export class Qwen2Graph {
       throw new Error(`step inputs disagree: ${T} tokens, ${inputs.positions.length} positions, ${inputs.slotMapping.length} slots`);
     }
 
+    const dca = this.dcaStep(inputs);
+
     const x = be.zeros([T, H]); // residual stream
     const h = be.zeros([T, H]); // normed input of a sub-block
     const q = be.zeros([T, qDim]);
@@ -81,10 +101,17 @@ export class Qwen2Graph {
       be.matmul(h, w.q, w.qBias, q); // q [T, numHeads*D]
       be.matmul(h, w.k, w.kBias, k); // k [T, numKvHeads*D]
       be.matmul(h, w.v, w.vBias, v); // v [T, numKvHeads*D]
-      be.rope(q3, inputs.positions, cfg.ropeTheta, D);
-      be.rope(k3, inputs.positions, cfg.ropeTheta, D);
-      be.writeKv(k3, v3, caches[l], inputs.slotMapping);
-      be.attention(q3, caches[l], inputs.batch, scale, attn3); // attn [T, numHeads, D]
+      if (dca === null) {
+        be.rope(q3, inputs.positions, cfg.ropeTheta, D);
+        be.rope(k3, inputs.positions, cfg.ropeTheta, D);
+        be.writeKv(k3, v3, caches[l], inputs.slotMapping);
+        be.attention(q3, caches[l], inputs.batch, scale, attn3); // attn [T, numHeads, D]
+      } else {
+        be.rope(k3, dca.keyPositions, cfg.ropeTheta, D); // keys at k mod L, unscaled (§2.2, §3.3)
+        be.writeKv(k3, v3, caches[l], inputs.slotMapping);
+        // q stays unrotated: the op rotates each row per key range (§2.3) and applies the temperature.
+        be.attentionDca!(q3, caches[l], inputs.batch, inputs.positions, dca.params, scale, dca.seqLogitScale, attn3);
+      }
       be.matmul(attn, w.o, null, proj); // proj [T, H]
       be.add(x, proj, x);
       be.rmsnorm(x, w.postNorm, cfg.rmsNormEps, h);
@@ -102,5 +129,20 @@ export class Qwen2Graph {
     be.matmul(lastNormed, this.weights.lmHead, null, logits); // logits [R, vocab]
     for (const t of [x, h, q, k, v, attn, proj, gateUp, act, last, lastNormed]) be.free(t);
     return logits;
+  }
+
+  /** null for plain-RoPE models; else the step's DCA inputs (throws if the backend lacks attentionDca). */
+  private dcaStep(inputs: StepInputs): DcaStep | null {
+    const dca = this.config.dca;
+    if (dca === null) return null;
+    if (this.backend.attentionDca === undefined) {
+      throw new Error(`backend ${this.backend.name} has no attentionDca: it cannot run a model with dual_chunk_attention_config`);
+    }
+    const params = toDcaParams(dca, this.config.ropeTheta, this.config.headDim);
+    return {
+      params,
+      keyPositions: inputs.positions.map((p) => p % params.chunkLen),
+      seqLogitScale: stepLogitScales(inputs.batch.contextLens, inputs.promptLens, dca.originalMaxPositionEmbeddings),
+    };
   }
 }

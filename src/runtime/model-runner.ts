@@ -5,6 +5,7 @@ import type { Backend, KvCacheLayer } from './backend.js';
 import type { ModelConfig } from '../model/config-types.js';
 import type { LayerWeights, ModelWeights } from '../model/weights-types.js';
 import { Qwen2Graph, type StepInputs } from '../model/qwen2.js';
+import { validateDca } from '../model/dca.js';
 
 export interface RunnerOptions {
   numBlocks: number; // KV pool size in blocks (per layer)
@@ -47,6 +48,7 @@ export class ModelRunner {
     weights: ModelWeights,
     readonly options: RunnerOptions,
   ) {
+    if (config.dca !== null) validateDca(config.dca, options.blockSize); // UserError: L % blockSize != 0
     this.graph = new Qwen2Graph(backend, config, uploadWeights(backend, weights));
     this.caches = this.graph.allocateKvCache(options.numBlocks, options.blockSize);
   }
@@ -70,10 +72,15 @@ export class ModelRunner {
 /**
  * Step inputs for ONE sequence whose blocks are 0, 1, 2, ... (a contiguous table): tokens
  * [start, start + ids.length) of the sequence, logits for the last token. For tests and simple drivers.
+ * promptLen: the sequence's full prompt length (DCA temperature); default start + ids.length, i.e. the
+ * step is (the end of) a prefill. Pass it for decodes and for early chunks of a chunked prefill.
  */
-export function singleSequenceStep(ids: ArrayLike<number>, start: number, blockSize: number, maxBlocks: number): StepInputs {
+export function singleSequenceStep(ids: ArrayLike<number>, start: number, blockSize: number, maxBlocks: number, promptLen?: number): StepInputs {
   const T = ids.length;
   const contextLen = start + T;
+  if (promptLen !== undefined && (!Number.isSafeInteger(promptLen) || promptLen < 1)) {
+    throw new Error(`promptLen must be a positive integer, got ${promptLen}`);
+  }
   const numBlocksNeeded = Math.ceil(contextLen / blockSize);
   if (numBlocksNeeded > maxBlocks) throw new Error(`sequence of ${contextLen} tokens needs ${numBlocksNeeded} blocks, pool has ${maxBlocks}`);
   const blockTables = new Int32Array(numBlocksNeeded).map((_, i) => i);
@@ -90,5 +97,6 @@ export function singleSequenceStep(ids: ArrayLike<number>, start: number, blockS
       maxBlocksPerSeq: numBlocksNeeded,
     },
     sampleRows: Int32Array.from([T - 1]),
+    promptLens: Int32Array.from([promptLen ?? contextLen]),
   };
 }

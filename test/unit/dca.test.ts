@@ -1,17 +1,18 @@
 // Unit tests of the DCA position rules, temperature and config checks (src/model/dca.ts), the float64 DCA
-// references against the dca-toy.py oracle, and the attentionDca conformance suite on the pure-TS
-// reference (src/runtime/reference-dca.ts) wired into a minimal Backend-shaped object. No native code.
+// references against the dca-toy.py oracle, and the attentionDca conformance suite on the reference
+// backend (src/runtime/reference-dca.ts); mutants run in a minimal Backend-shaped object. No native code.
 // Mutant backends show the suite can fail: each plants one plausible bug and must be caught.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Backend } from '../../src/runtime/backend.js';
 import { makeTensor, toF32 } from '../../src/runtime/tensor.js';
 import { referenceAttentionDca } from '../../src/runtime/reference-dca.js';
+import { createReferenceBackend } from '../../src/runtime/reference-backend.js';
 import { UserError } from '../../src/errors.js';
 import type { DcaConfig, ModelConfig } from '../../src/model/config-types.js';
 import {
   attentionTemperature, checkMaxModelLen, dcaConstants, dcaVariant, keyRotationPosition, queryRotationPositions,
-  relativeDistance, seqLogitScale, validateDca,
+  relativeDistance, seqLogitScale, stepLogitScales, validateDca,
 } from '../../src/model/dca.js';
 import { checkDcaCase, DCA_CASES, ORACLE_CASE, PLAIN_ROPE_CASES, readToyOracle, runDcaConformance, type DcaCase } from '../conformance/dca-suite.js';
 import { dcaAttentionF64, plainRopeAttentionF64, tableAttentionF64 } from '../ref/dca-f64.js';
@@ -153,6 +154,20 @@ describe('attention temperature (§2.6)', () => {
     assert.equal(seqLogitScale({ promptLen: 262_000, currentLen: 270_000, isPrefill: false, originalMax: orig }), s(270_000));
     assert.throws(() => seqLogitScale({ promptLen: 0, currentLen: 1, isPrefill: true, originalMax: orig }));
   });
+
+  test('stepLogitScales: prefill chunks of a long prompt, decodes, recompute, and no promptLens', () => {
+    const orig = 64;
+    const s = (n: number) => attentionTemperature(n, orig);
+    // [contextLen, promptLen]: an early chunk, the last chunk, a decode, a short prompt, a recompute after preemption.
+    const got = stepLogitScales(Int32Array.from([37, 300, 305, 20, 302]), Int32Array.from([300, 300, 300, 20, 300]), orig);
+    const want = [s(300) ** 2, s(300) ** 2, s(305) * s(300), 1, s(302) * s(300)];
+    assert.deepEqual([...got], want.map(Math.fround));
+    assert.ok(got[0] > 1.33 && got[0] < 1.34, `s(300)^2 = ${got[0]}`);
+    // Without promptLens every context counts as a prompt: fine within original_max, refused beyond it.
+    assert.deepEqual([...stepLogitScales(Int32Array.from([64, 1]), undefined, orig)], [1, 1]);
+    assert.throws(() => stepLogitScales(Int32Array.from([10, 65]), undefined, orig), /sequence 1 has 65 tokens > original_max_position_embeddings 64/);
+    assert.throws(() => stepLogitScales(Int32Array.from([10, 65]), Int32Array.from([10]), orig), /promptLens has 1 entries for 2 sequences/);
+  });
 });
 
 describe('config checks', () => {
@@ -236,7 +251,7 @@ describe('float64 DCA references', () => {
   });
 });
 
-runDcaConformance('reference', () => dcaOnlyBackend());
+runDcaConformance('reference', createReferenceBackend);
 
 /**
  * A plausible native kernel, emulated in fp32 (every operation rounded with Math.fround): queries rotated

@@ -1,0 +1,169 @@
+// A float64 forward of a whole Qwen2 model with Dual Chunk Attention, written from long-context-attention.md
+// §2: keys rotated at k mod L (§2.2); prefill scales the softmax by s(prompt length) in every chunk, decode
+// scales the query by s(current length) (§2.6); attention per DCA sub-range as three partials merged by LSE
+// (§2.8, via dca-f64.ts). Two key temperatures: 'at-write' multiplies each key by the s of the step that
+// writes it (vLLM, §2.2), 'prompt' gives every key s(prompt length) (unscaled keys with s_k applied in the
+// kernel, §2.6 last bullet / §3.3; generated keys count as prompt keys). They differ only in decodes.
+// Invariant: independent of src/ (reads config.json and model.safetensors itself, HF tensor
+// names, separate gate/up); plain RoPE when the config has no dual_chunk_attention_config.
+// Must not: share code with the engine's loader, graph or backends, or optimize beyond what tests need.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { dcaAttentionF64, plainRopeAttentionF64, type DcaShape } from './dca-f64.js';
+import { decodeBf16, decodeF16 } from './f64.js';
+
+interface RawConfig {
+  hidden_size: number;
+  intermediate_size: number;
+  num_hidden_layers: number;
+  num_attention_heads: number;
+  num_key_value_heads: number;
+  rope_theta: number;
+  rms_norm_eps: number;
+  vocab_size: number;
+  tie_word_embeddings?: boolean;
+  dual_chunk_attention_config?: { chunk_size: number; local_size: number; original_max_position_embeddings: number } | null;
+}
+
+/** model.safetensors as float64 arrays by tensor name (F32, BF16 or F16). */
+function readSafetensorsF64(file: string): Map<string, Float64Array> {
+  const bytes = readFileSync(file);
+  const headerLen = Number(bytes.readBigUInt64LE(0));
+  const header = JSON.parse(bytes.subarray(8, 8 + headerLen).toString('utf8')) as Record<string, { dtype: string; data_offsets: [number, number] }>;
+  const base = 8 + headerLen;
+  const out = new Map<string, Float64Array>();
+  for (const [name, info] of Object.entries(header)) {
+    if (name === '__metadata__') continue;
+    const [begin, end] = info.data_offsets;
+    const raw = bytes.subarray(base + begin, base + end);
+    const values = new Float64Array(raw.length / (info.dtype === 'F32' ? 4 : 2));
+    for (let i = 0; i < values.length; i++) {
+      if (info.dtype === 'F32') values[i] = raw.readFloatLE(4 * i);
+      else if (info.dtype === 'BF16') values[i] = decodeBf16(raw.readUInt16LE(2 * i));
+      else if (info.dtype === 'F16') values[i] = decodeF16(raw.readUInt16LE(2 * i));
+      else throw new Error(`${file}: ${name} has dtype ${info.dtype}`);
+    }
+    out.set(name, values);
+  }
+  return out;
+}
+
+/** y [T, N] = x [T, K] · w[N, K]ᵀ (+ bias). */
+function linear(x: Float64Array, w: Float64Array, bias: Float64Array | undefined, T: number, K: number, N: number): Float64Array {
+  const y = new Float64Array(T * N);
+  for (let t = 0; t < T; t++) {
+    for (let n = 0; n < N; n++) {
+      let sum = bias === undefined ? 0 : bias[n];
+      for (let k = 0; k < K; k++) sum += x[t * K + k] * w[n * K + k];
+      y[t * N + n] = sum;
+    }
+  }
+  return y;
+}
+
+function rmsnorm(x: Float64Array, weight: Float64Array, eps: number, H: number): Float64Array {
+  const y = new Float64Array(x.length);
+  for (let t = 0; t < x.length / H; t++) {
+    let meanSq = 0;
+    for (let c = 0; c < H; c++) meanSq += x[t * H + c] ** 2 / H;
+    const inv = 1 / Math.sqrt(meanSq + eps);
+    for (let c = 0; c < H; c++) y[t * H + c] = x[t * H + c] * inv * weight[c];
+  }
+  return y;
+}
+
+/** s(N) = max(1, 0.1 ln(N / original_max) + 1), §2.6. */
+export function temperatureF64(N: number, originalMax: number): number {
+  return Math.max(1, 0.1 * Math.log(N / originalMax) + 1);
+}
+
+/**
+ * One sequence through the model, step by step (prefill chunks, then decodes), with its own dense KV
+ * history: kScaled [numTokens, numKvHeads, headDim] holds s_write · (W_k h + b_k), un-rotated (rotation is
+ * linear, so rotating at attention time equals caching the rotated key), v the values.
+ */
+export class Qwen2DcaForwardF64 {
+  readonly cfg: RawConfig;
+  private readonly w: Map<string, Float64Array>;
+  private readonly kScaled: number[][] = [];
+  private readonly vs: number[][] = [];
+  private numTokens = 0;
+
+  constructor(dir: string, readonly keyTemperature: 'at-write' | 'prompt' = 'at-write') {
+    this.cfg = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as RawConfig;
+    this.w = readSafetensorsF64(join(dir, 'model.safetensors'));
+    for (let l = 0; l < this.cfg.num_hidden_layers; l++) {
+      this.kScaled.push([]);
+      this.vs.push([]);
+    }
+  }
+
+  private get(name: string): Float64Array {
+    const t = this.w.get(name);
+    if (t === undefined) throw new Error(`model.safetensors has no ${name}`);
+    return t;
+  }
+
+  /**
+   * Feeds tokens at positions [numTokens, numTokens + ids.length) of a request whose prompt has
+   * promptLen tokens (a prefill step while the step ends within the prompt, else a decode of one token).
+   * Returns the natural-log softmax over the vocabulary for each row in `rows` (indices into ids).
+   */
+  step(ids: readonly number[], promptLen: number, rows: readonly number[]): Float64Array[] {
+    const c = this.cfg;
+    const H = c.hidden_size;
+    const numHeads = c.num_attention_heads;
+    const numKvHeads = c.num_key_value_heads;
+    const D = H / numHeads;
+    const I = c.intermediate_size;
+    const T = ids.length;
+    const P1 = this.numTokens + T;
+    const dca = c.dual_chunk_attention_config ?? null;
+    const isPrefill = P1 <= promptLen;
+    if (!isPrefill && T !== 1) throw new Error('a decode step feeds one token');
+    // §2.6: prefill N = max(prompt_len, seq_len) = promptLen; decode N = current length.
+    const sOf = (N: number) => (dca === null ? 1 : temperatureF64(N, dca.original_max_position_embeddings));
+    const s = sOf(isPrefill ? Math.max(promptLen, P1) : P1);
+    const sKey = this.keyTemperature === 'at-write' ? s : sOf(promptLen);
+    const shape: DcaShape = { numHeads, numKvHeads, headDim: D };
+    const embed = this.get('model.embed_tokens.weight');
+    let x = new Float64Array(T * H);
+    ids.forEach((id, t) => x.set(embed.subarray(id * H, (id + 1) * H), t * H));
+    for (let l = 0; l < c.num_hidden_layers; l++) {
+      const p = `model.layers.${l}.`;
+      const h = rmsnorm(x, this.get(`${p}input_layernorm.weight`), c.rms_norm_eps, H);
+      const q = linear(h, this.get(`${p}self_attn.q_proj.weight`), this.w.get(`${p}self_attn.q_proj.bias`), T, H, numHeads * D);
+      const k = linear(h, this.get(`${p}self_attn.k_proj.weight`), this.w.get(`${p}self_attn.k_proj.bias`), T, H, numKvHeads * D);
+      const v = linear(h, this.get(`${p}self_attn.v_proj.weight`), this.w.get(`${p}self_attn.v_proj.bias`), T, H, numKvHeads * D);
+      for (let e = 0; e < k.length; e++) {
+        this.kScaled[l].push(sKey * k[e]); // §2.2: K_cached = s_write · R(k mod L) · k
+        this.vs[l].push(v[e]);
+      }
+      const scale = 1 / Math.sqrt(D);
+      // Prefill: softmax scale × s; decode: query × s. Either way the logit gains one factor s.
+      const attn = dca === null
+        ? plainRopeAttentionF64(q, this.kScaled[l], this.vs[l], shape, c.rope_theta, D, scale)
+        : dcaAttentionF64(q, this.kScaled[l], this.vs[l], shape, { chunkLen: dca.chunk_size - dca.local_size, chunkSize: dca.chunk_size, theta: c.rope_theta, rotaryDim: D }, scale * s);
+      const o = linear(attn, this.get(`${p}self_attn.o_proj.weight`), undefined, T, numHeads * D, H);
+      x = x.map((xi, e) => xi + o[e]);
+      const h2 = rmsnorm(x, this.get(`${p}post_attention_layernorm.weight`), c.rms_norm_eps, H);
+      const gate = linear(h2, this.get(`${p}mlp.gate_proj.weight`), undefined, T, H, I);
+      const up = linear(h2, this.get(`${p}mlp.up_proj.weight`), undefined, T, H, I);
+      const act = gate.map((g, e) => (g / (1 + Math.exp(-g))) * up[e]);
+      const down = linear(act, this.get(`${p}mlp.down_proj.weight`), undefined, T, I, H);
+      x = x.map((xi, e) => xi + down[e]);
+    }
+    this.numTokens = P1;
+    const lmHead = c.tie_word_embeddings ? embed : this.get('lm_head.weight');
+    return rows.map((r) => {
+      const last = rmsnorm(x.subarray(r * H, (r + 1) * H), this.get('model.norm.weight'), c.rms_norm_eps, H);
+      const logits = linear(last, lmHead, undefined, 1, H, c.vocab_size);
+      let max = -Infinity;
+      for (const z of logits) max = Math.max(max, z);
+      let sum = 0;
+      for (const z of logits) sum += Math.exp(z - max);
+      const lse = max + Math.log(sum);
+      return logits.map((z) => z - lse);
+    });
+  }
+}
