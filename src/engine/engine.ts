@@ -209,7 +209,19 @@ export class Engine implements EngineClient {
   private addChoice(st: RequestState, c: ChoiceState): void {
     if (c.added) return;
     c.added = true;
-    this.scheduler.add({ seqId: c.seqId, promptTokenIds: st.promptTokenIds, maxTokens: st.params.maxTokens });
+    const extraKey = this.prefixCacheSalt(st.promptTokenIds.length);
+    this.scheduler.add({ seqId: c.seqId, promptTokenIds: st.promptTokenIds, maxTokens: st.params.maxTokens, extraKey });
+  }
+
+  /**
+   * Salt of the prefix-cache hash chain. Keys are cached unscaled, but with DCA every layer's keys above the
+   * first depend on the attention temperature s(N) of the prompt that computed them, and s(N) > 1 once the
+   * prompt length N passes original_max_position_embeddings. So such prompts only share blocks with prompts
+   * of the same length (exact reuse, e.g. the same book asked again); shorter ones (s = 1) share freely.
+   */
+  private prefixCacheSalt(numPromptTokens: number): string | null {
+    const dca = this.config.dca;
+    return dca && numPromptTokens > dca.originalMaxPositionEmbeddings ? `dca-prompt-len:${numPromptTokens}` : null;
   }
 
   abort(requestId: string): void {
