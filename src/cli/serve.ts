@@ -20,6 +20,7 @@ export interface ServeOptions {
   maxModelLen?: number | 'auto';
   maxNumBatchedTokens?: number;
   maxNumSeqs?: number;
+  kvCacheMemoryBytes?: number;
   enablePrefixCaching: boolean;
   gpuMemoryUtilization?: number;
   tensorParallelSize: number;
@@ -96,6 +97,7 @@ export async function createEngineFromOptions(opts: ServeOptions): Promise<Engin
     ...(opts.maxModelLen !== undefined && opts.maxModelLen !== 'auto' ? { maxModelLen: opts.maxModelLen } : {}),
     ...(opts.maxNumBatchedTokens !== undefined ? { maxNumBatchedTokens: opts.maxNumBatchedTokens } : {}),
     ...(opts.maxNumSeqs !== undefined ? { maxNumSeqs: opts.maxNumSeqs } : {}),
+    ...(opts.kvCacheMemoryBytes !== undefined ? { kvCacheMemoryBytes: opts.kvCacheMemoryBytes } : {}),
   });
 }
 
@@ -123,6 +125,14 @@ export async function serve(opts: ServeOptions): Promise<void> {
     handleSignals: true,
   });
   logger.info({ url: running.url, model: running.runtime.modelName, maxModelLen: engine.maxModelLen }, 'listening');
+  if (engine instanceof ThreadedEngine && engine.limits) {
+    const l = engine.limits;
+    const mib = (l.numKvBlocks * l.blockSize * l.kvBytesPerToken) / 1024 ** 2;
+    process.stderr.write(
+      `longctx: KV cache ${l.numKvBlocks} blocks x ${l.blockSize} tokens = ${l.numKvBlocks * l.blockSize} tokens (${mib.toFixed(0)} MiB); ` +
+        `max_model_len ${l.maxModelLen}, max_num_seqs ${l.maxNumSeqs}, max_num_batched_tokens ${l.maxNumBatchedTokens}, prefix caching ${l.enablePrefixCaching ? 'on' : 'off'}\n`,
+    );
+  }
   process.stdout.write(`longctx: serving ${running.runtime.modelName} on ${running.url}\n`);
 }
 
@@ -138,6 +148,7 @@ export function registerServe(program: Command): void {
     .addOption(new Option('--max-model-len <n|auto>', 'largest prompt + completion tokens per request').argParser(maxModelLen))
     .addOption(new Option('--max-num-batched-tokens <n>', 'token budget per engine step (prefill chunk size)').argParser(int(1)))
     .addOption(new Option('--max-num-seqs <n>', 'requests running at once').argParser(int(1)))
+    .addOption(new Option('--kv-cache-memory-bytes <n>', 'bytes of KV cache to allocate (host memory on the CPU backend; default 1 GiB)').argParser(int(1)))
     .option('--enable-prefix-caching', 'reuse KV blocks of shared prompt prefixes', true)
     .option('--no-enable-prefix-caching', 'disable prefix caching')
     .addOption(new Option('--gpu-memory-utilization <f>', 'fraction of GPU memory to use (not implemented yet)').argParser(fraction))

@@ -43,6 +43,7 @@ port.postMessage({
     vocabSize: engine.vocabSize,
     eosTokenIds: [...engine.eosTokenIds],
     generationDefaults: engine.generationDefaults,
+    limits: engine.limits,
   },
   stats: engine.stats(),
   health: engine.health(),

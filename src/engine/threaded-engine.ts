@@ -21,7 +21,7 @@ import {
   type EngineStats,
   type GenerateRequest,
 } from './engine-client.js';
-import type { EngineOptions } from './engine-options.js';
+import type { EngineOptions, ResolvedEngineLimits } from './engine-options.js';
 import { EventQueue } from './event-queue.js';
 
 interface EngineInfo {
@@ -31,6 +31,7 @@ interface EngineInfo {
   vocabSize: number;
   eosTokenIds: number[];
   generationDefaults: GenerationDefaults;
+  limits: ResolvedEngineLimits;
 }
 
 export type ToWorker =
@@ -67,6 +68,8 @@ export class ThreadedEngine implements EngineClient {
   readonly vocabSize: number;
   readonly eosTokenIds: readonly number[];
   readonly generationDefaults: GenerationDefaults;
+  /** The engine's resolved limits (KV pool, context, step budget), as the worker computed them. */
+  readonly limits: ResolvedEngineLimits;
 
   private readonly queues = new Map<string, EventQueue<Item>>();
   private lastStats: EngineStats;
@@ -88,6 +91,7 @@ export class ThreadedEngine implements EngineClient {
     this.vocabSize = i.vocabSize;
     this.eosTokenIds = i.eosTokenIds;
     this.generationDefaults = i.generationDefaults;
+    this.limits = i.limits;
     this.lastStats = ready.stats;
     this.lastHealth = ready.health;
     worker.on('message', (m: Incoming) => this.onMessage(m));
