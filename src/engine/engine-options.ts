@@ -34,6 +34,9 @@ export interface EngineOptions {
   modelName?: string;
   /** Progress bar on stderr while loading large weights. Default false. */
   progress?: boolean;
+  /** Internal (worker engines): the tokenizer's eos ids, given by the thread that tokenizes; the engine
+   * then loads no tokenizer of its own, only tokenizer.json's id → bytes table. */
+  tokenizerEosTokenIds?: number[];
 }
 
 export interface ResolvedEngineLimits {

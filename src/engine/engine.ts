@@ -72,7 +72,8 @@ export class Engine implements EngineClient {
 
   private constructor(
     readonly config: ModelConfig,
-    readonly tokenizer: TextTokenizer,
+    private readonly textTokenizer: TextTokenizer | null,
+    tokenizerEosTokenIds: readonly number[],
     private readonly idToBytes: IdToBytes,
     private readonly runner: ModelRunner,
     generation: GenerationDefaults,
@@ -86,7 +87,7 @@ export class Engine implements EngineClient {
     this.maxModelLen = limits.maxModelLen;
     this.vocabSize = config.vocabSize;
     this.generationDefaults = generation;
-    this.eosTokenIds = resolveEosTokenIds(config, generation, tokenizer.eosTokenIds);
+    this.eosTokenIds = resolveEosTokenIds(config, generation, tokenizerEosTokenIds);
     this.scheduler = new Scheduler({
       numBlocks: limits.numKvBlocks,
       blockSize: limits.blockSize,
@@ -101,7 +102,9 @@ export class Engine implements EngineClient {
   static async create(opts: EngineOptions): Promise<Engine> {
     const dir = path.resolve(opts.model);
     if (!fs.existsSync(dir)) throw new UserError(`model directory ${dir} does not exist: pass a Hugging Face model directory (or make one with \`longctx init-model\`)`);
-    const tokenizer = TextTokenizer.fromDir(dir);
+    // A worker engine gets the eos ids from the thread that tokenizes, and keeps only the id → bytes table.
+    const tokenizer = opts.tokenizerEosTokenIds ? null : TextTokenizer.fromDir(dir);
+    const eosIds = opts.tokenizerEosTokenIds ?? tokenizer!.eosTokenIds;
     const idToBytes = IdToBytes.fromTokenizerJson(JSON.parse(await fs.promises.readFile(path.join(dir, TOKENIZER_FILE), 'utf8')));
     const model = await loadModelDir(dir, { progress: opts.progress === true });
     const limits = resolveEngineLimits(opts, model.config);
@@ -113,7 +116,13 @@ export class Engine implements EngineClient {
       backend.dispose();
       throw e;
     }
-    return new Engine(model.config, tokenizer, idToBytes, runner, model.generationConfig, limits, dir, opts.modelName);
+    return new Engine(model.config, tokenizer, eosIds, idToBytes, runner, model.generationConfig, limits, dir, opts.modelName);
+  }
+
+  /** The model's tokenizer (absent in a worker engine, whose caller tokenizes). */
+  get tokenizer(): TextTokenizer {
+    if (this.textTokenizer === null) throw new Error('this engine was created without a tokenizer (tokenizerEosTokenIds was given)');
+    return this.textTokenizer;
   }
 
   // ------------------------------------------------------------------ tokenizer

@@ -107,7 +107,7 @@ export class ThreadedEngine implements EngineClient {
     if (!fs.existsSync(dir)) throw new UserError(`model directory ${dir} does not exist: pass a Hugging Face model directory (or make one with \`longctx init-model\`)`);
     const tokenizer = TextTokenizer.fromDir(dir);
     const url = workerUrl();
-    const workerData = { ...opts, model: dir };
+    const workerData: EngineOptions = { ...opts, model: dir, tokenizerEosTokenIds: tokenizer.eosTokenIds };
     // From a source checkout the worker is TypeScript: register tsx inside the worker before loading it.
     const worker = url.pathname.endsWith('.ts')
       ? new Worker(
