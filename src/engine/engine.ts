@@ -7,7 +7,6 @@
 // on anything but one forward step.
 import fs from 'node:fs';
 import path from 'node:path';
-import { UserError } from '../errors.js';
 import { asSeqId, type SeqId } from '../core/ids.js';
 import { Scheduler } from '../core/scheduler.js';
 import { loadModelDir } from '../model/load.js';
@@ -20,7 +19,6 @@ import { RequestRng, TokenHistory } from '../sampling/sampler.js';
 import type { SamplingParams } from '../sampling/sampling-params.js';
 import { IdToBytes } from '../tokenizer/detokenizer.js';
 import { TextTokenizer, TOKENIZER_FILE } from '../tokenizer/tokenizer.js';
-import type { ChatMessage } from '../tokenizer/chat-template.js';
 import { ChoiceState } from './choice.js';
 import {
   EngineRequestError,
@@ -34,6 +32,7 @@ import {
 } from './engine-client.js';
 import { resolveEngineLimits, type EngineOptions, type ResolvedEngineLimits } from './engine-options.js';
 import { EventQueue } from './event-queue.js';
+import { checkModelDir, decodeIds, encodeText, renderChat } from './engine-tokenizer.js';
 
 interface RequestState {
   readonly id: string;
@@ -101,7 +100,7 @@ export class Engine implements EngineClient {
   /** Loads the model directory and allocates the KV pool. Throws UserError for bad files or options. */
   static async create(opts: EngineOptions): Promise<Engine> {
     const dir = path.resolve(opts.model);
-    if (!fs.existsSync(dir)) throw new UserError(`model directory ${dir} does not exist: pass a Hugging Face model directory (or make one with \`longctx init-model\`)`);
+    checkModelDir(dir);
     // A worker engine gets the eos ids from the thread that tokenizes, and keeps only the id → bytes table.
     const tokenizer = opts.tokenizerEosTokenIds ? null : TextTokenizer.fromDir(dir);
     const eosIds = opts.tokenizerEosTokenIds ?? tokenizer!.eosTokenIds;
@@ -127,21 +126,15 @@ export class Engine implements EngineClient {
 
   // ------------------------------------------------------------------ tokenizer
   async encode(text: string, opts: { addSpecialTokens?: boolean } = {}): Promise<number[]> {
-    return this.tokenizer.encode(text, opts);
+    return encodeText(this.tokenizer, text, opts);
   }
 
   async decode(ids: readonly number[], opts: { skipSpecialTokens?: boolean } = {}): Promise<string> {
-    const bad = ids.find((id) => !Number.isSafeInteger(id) || id < 0 || id >= this.vocabSize);
-    if (bad !== undefined) throw new EngineRequestError('invalid_token_id', `token id ${bad} is outside the vocabulary [0, ${this.vocabSize})`);
-    return this.tokenizer.decode(ids, { skipSpecialTokens: opts.skipSpecialTokens ?? true });
+    return decodeIds(this.tokenizer, this.vocabSize, ids, opts);
   }
 
   async applyChatTemplate(messages: readonly EngineChatMessage[], opts: ChatTemplateOptions): Promise<string> {
-    return this.tokenizer.applyChatTemplate(messages as readonly ChatMessage[], {
-      addGenerationPrompt: opts.addGenerationPrompt,
-      ...(opts.tools && opts.tools.length > 0 ? { tools: opts.tools } : {}),
-      ...(opts.variables ? { variables: opts.variables } : {}),
-    });
+    return renderChat(this.tokenizer, messages, opts);
   }
 
   // ------------------------------------------------------------------ generation

@@ -9,7 +9,6 @@ import { Worker } from 'node:worker_threads';
 import { UserError } from '../errors.js';
 import type { GenerationDefaults } from '../model/generation-config.js';
 import { TextTokenizer } from '../tokenizer/tokenizer.js';
-import type { ChatMessage } from '../tokenizer/chat-template.js';
 import {
   EngineRequestError,
   type ChatTemplateOptions,
@@ -23,6 +22,7 @@ import {
 } from './engine-client.js';
 import type { EngineOptions, ResolvedEngineLimits } from './engine-options.js';
 import { EventQueue } from './event-queue.js';
+import { checkModelDir, decodeIds, encodeText, renderChat } from './engine-tokenizer.js';
 
 interface EngineInfo {
   modelName: string;
@@ -104,7 +104,7 @@ export class ThreadedEngine implements EngineClient {
   /** Starts the worker, loads the model there; resolves once it is ready. UserErrors keep their message. */
   static async create(opts: EngineOptions): Promise<ThreadedEngine> {
     const dir = path.resolve(opts.model);
-    if (!fs.existsSync(dir)) throw new UserError(`model directory ${dir} does not exist: pass a Hugging Face model directory (or make one with \`longctx init-model\`)`);
+    checkModelDir(dir);
     const tokenizer = TextTokenizer.fromDir(dir);
     const url = workerUrl();
     const workerData: EngineOptions = { ...opts, model: dir, tokenizerEosTokenIds: tokenizer.eosTokenIds };
@@ -158,21 +158,15 @@ export class ThreadedEngine implements EngineClient {
   }
 
   async encode(text: string, opts: { addSpecialTokens?: boolean } = {}): Promise<number[]> {
-    return this.tokenizer.encode(text, opts);
+    return encodeText(this.tokenizer, text, opts);
   }
 
   async decode(ids: readonly number[], opts: { skipSpecialTokens?: boolean } = {}): Promise<string> {
-    const bad = ids.find((id) => !Number.isSafeInteger(id) || id < 0 || id >= this.vocabSize);
-    if (bad !== undefined) throw new EngineRequestError('invalid_token_id', `token id ${bad} is outside the vocabulary [0, ${this.vocabSize})`);
-    return this.tokenizer.decode(ids, { skipSpecialTokens: opts.skipSpecialTokens ?? true });
+    return decodeIds(this.tokenizer, this.vocabSize, ids, opts);
   }
 
   async applyChatTemplate(messages: readonly EngineChatMessage[], opts: ChatTemplateOptions): Promise<string> {
-    return this.tokenizer.applyChatTemplate(messages as readonly ChatMessage[], {
-      addGenerationPrompt: opts.addGenerationPrompt,
-      ...(opts.tools && opts.tools.length > 0 ? { tools: opts.tools } : {}),
-      ...(opts.variables ? { variables: opts.variables } : {}),
-    });
+    return renderChat(this.tokenizer, messages, opts);
   }
 
   generate(req: GenerateRequest): AsyncIterable<EngineEvent> {
