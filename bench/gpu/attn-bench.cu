@@ -1,0 +1,168 @@
+// Micro-benchmark of the CUDA backend's kernels on the device, outside Node: paged causal GQA attention
+// (Qwen2.5-7B head layout: 28 q / 4 kv heads, headDim 128, fp32 cache, block size 16) for a full prefill
+// and one decode at several context lengths, and the GEMM paths at 7B linear-layer shapes (cuBLAS SGEMM for
+// f32 weights, bf16 weights widened + SGEMM, the T=1 GEMV kernel, and cuBLAS bf16 tensor-core GEMM as the
+// ceiling of a future bf16-activation path). Times are CUDA-event medians after a warm-up, on random data.
+// Prints one JSON object per line. Usage: attn-bench [contextLen ...]   (default 4096 16384 65536)
+#include <cuda_bf16.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <vector>
+
+#include "cuda-ops.h"
+
+using namespace lcuda;
+
+namespace {
+
+__global__ void fillUniform(float* p, size_t n, uint32_t seed, float scale) {
+  for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < n; i += size_t{gridDim.x} * blockDim.x) {
+    uint32_t h = static_cast<uint32_t>(i) * 2654435761u ^ seed;
+    h ^= h >> 16; h *= 0x7feb352du; h ^= h >> 15; h *= 0x846ca68bu; h ^= h >> 16;
+    p[i] = scale * (static_cast<float>(h) * (2.f / 4294967296.f) - 1.f);
+  }
+}
+
+__global__ void toBf16(const float* src, size_t n, __nv_bfloat16* dst) {
+  for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < n; i += size_t{gridDim.x} * blockDim.x)
+    dst[i] = __float2bfloat16(src[i]);
+}
+
+float* randomDevice(size_t n, uint32_t seed, float scale = 1.f) {
+  float* p = nullptr;
+  LCUDA_CHECK(cudaMalloc(&p, n * sizeof(float)));
+  fillUniform<<<4096, 256>>>(p, n, seed, scale);
+  LCUDA_LAUNCHED("fillUniform", nullptr);
+  return p;
+}
+
+// Median milliseconds of fn() over repeats chosen to take about budgetMs (at least 3 unless one run takes
+// over 3 s, at most 50).
+double timeMs(cudaStream_t s, const std::function<void()>& fn, double budgetMs = 1500) {
+  cudaEvent_t a, b;
+  LCUDA_CHECK(cudaEventCreate(&a));
+  LCUDA_CHECK(cudaEventCreate(&b));
+  LCUDA_CHECK(cudaEventRecord(a, s));
+  fn();  // warm-up (module load, handle setup, scratch growth)
+  LCUDA_CHECK(cudaEventRecord(b, s));
+  LCUDA_CHECK(cudaEventSynchronize(b));
+  float warm = 0;
+  LCUDA_CHECK(cudaEventElapsedTime(&warm, a, b));
+  const size_t minReps = warm > 3000 ? 1 : 3;  // a slow version still ends the call in time
+  std::vector<float> times;
+  float total = 0;
+  while (times.size() < minReps || (total < budgetMs && times.size() < 50)) {
+    LCUDA_CHECK(cudaEventRecord(a, s));
+    fn();
+    LCUDA_CHECK(cudaEventRecord(b, s));
+    LCUDA_CHECK(cudaEventSynchronize(b));
+    float ms = 0;
+    LCUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
+    times.push_back(ms);
+    total += ms;
+  }
+  std::sort(times.begin(), times.end());
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  return times[times.size() / 2];
+}
+
+void benchAttention(cudaStream_t s, int numSms, int L) {
+  const int nH = 28, nKv = 4, D = 128, bs = 16;
+  const int numBlocks = (L + bs - 1) / bs;
+  const size_t cacheElems = static_cast<size_t>(numBlocks) * bs * nKv * D;
+  float* k = randomDevice(cacheElems, 11);
+  float* v = randomDevice(cacheElems, 12);
+  float* q = randomDevice(static_cast<size_t>(L) * nH * D, 13);
+  float* out = nullptr;
+  LCUDA_CHECK(cudaMalloc(&out, static_cast<size_t>(L) * nH * D * sizeof(float)));
+  std::vector<int32_t> table(numBlocks);
+  for (int i = 0; i < numBlocks; ++i) table[i] = static_cast<int32_t>(int64_t{i} * 7919 % numBlocks);  // scattered blocks
+  AttentionScratch scratch;
+  AttentionOptions opt;
+  opt.numSms = numSms;
+  const AttentionShape shape{nH, nKv, D, bs, numBlocks, numBlocks};
+  const float scale = 0.08838834764831845f;
+  for (const int nq : {L, 1}) {
+    const int32_t qs[2] = {0, nq};
+    const int32_t ctx[1] = {L};
+    const double ms = timeMs(s, [&] {
+      pagedAttention(s, scratch, opt, shape, q, k, v, 1, qs, ctx, table.data(), scale, out);
+    });
+    if (nq == L) {
+      const double flops = 4.0 * D * nH * (static_cast<double>(L) * (L + 1) / 2);
+      std::printf("{\"kind\":\"attention\",\"phase\":\"prefill\",\"L\":%d,\"ms\":%.4f,\"tflops\":%.3f}\n", L, ms,
+                  flops / ms / 1e9);
+    } else {
+      const double bytes = 2.0 * L * nKv * D * sizeof(float);
+      std::printf("{\"kind\":\"attention\",\"phase\":\"decode\",\"L\":%d,\"ms\":%.4f,\"gbps\":%.1f}\n", L, ms,
+                  bytes / ms / 1e6);
+    }
+    std::fflush(stdout);
+  }
+  cudaFree(k); cudaFree(v); cudaFree(q); cudaFree(out);
+}
+
+void benchGemm(cudaStream_t s, int T) {
+  struct Shape { const char* name; int N, K; };
+  const Shape shapes[] = {{"qkv", 4608, 3584}, {"o", 3584, 3584}, {"gate_up", 37888, 3584}, {"down", 3584, 18944}};
+  GemmContext g;
+  LCUBLAS_CHECK(cublasCreate(&g.blas));
+  LCUBLAS_CHECK(cublasSetStream(g.blas, s));
+  for (const Shape& sh : shapes) {
+    const size_t wElems = static_cast<size_t>(sh.N) * sh.K;
+    float* w = randomDevice(wElems, 21, 0.02f);
+    float* x = randomDevice(static_cast<size_t>(T) * sh.K, 22);
+    float* out = nullptr;
+    __nv_bfloat16 *w16 = nullptr, *x16 = nullptr;
+    LCUDA_CHECK(cudaMalloc(&out, static_cast<size_t>(T) * sh.N * sizeof(float)));
+    LCUDA_CHECK(cudaMalloc(&w16, wElems * 2));
+    LCUDA_CHECK(cudaMalloc(&x16, static_cast<size_t>(T) * sh.K * 2));
+    toBf16<<<4096, 256, 0, s>>>(w, wElems, w16);
+    toBf16<<<4096, 256, 0, s>>>(x, static_cast<size_t>(T) * sh.K, x16);
+    LCUDA_LAUNCHED("toBf16", s);
+    const double flops = 2.0 * T * sh.N * sh.K;
+    auto report = [&](const char* path, double ms) {
+      std::printf("{\"kind\":\"gemm\",\"shape\":\"%s\",\"T\":%d,\"N\":%d,\"K\":%d,\"path\":\"%s\",\"ms\":%.4f,"
+                  "\"tflops\":%.2f,\"weight_gbps\":%.1f}\n", sh.name, T, sh.N, sh.K, path, ms, flops / ms / 1e9,
+                  static_cast<double>(wElems) * (std::string(path).find("f32w") != std::string::npos ? 4 : 2) / ms / 1e6);
+      std::fflush(stdout);
+    };
+    g.gemvMaxRows = T <= kGemvMaxRows ? kGemvMaxRows : 0;
+    report(T <= kGemvMaxRows ? "gemv f32w" : "sgemm f32w", timeMs(s, [&] { matmul(g, s, x, T, sh.K, w, kF32, sh.N, nullptr, out); }, 500));
+    report(T <= kGemvMaxRows ? "gemv bf16w" : "widen+sgemm bf16w", timeMs(s, [&] { matmul(g, s, x, T, sh.K, w16, kBF16, sh.N, nullptr, out); }, 500));
+    const float alpha = 1.f, beta = 0.f;
+    report("cublas bf16 x bf16 (ceiling)", timeMs(s, [&] {
+      LCUBLAS_CHECK(cublasGemmEx(g.blas, CUBLAS_OP_T, CUBLAS_OP_N, sh.N, T, sh.K, &alpha, w16, CUDA_R_16BF, sh.K, x16,
+                                 CUDA_R_16BF, sh.K, &beta, out, CUDA_R_32F, sh.N, CUBLAS_COMPUTE_32F,
+                                 CUBLAS_GEMM_DEFAULT));
+    }, 500));
+    cudaFree(w); cudaFree(x); cudaFree(out); cudaFree(w16); cudaFree(x16);
+  }
+  cublasDestroy(g.blas);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    std::vector<int> lens;
+    for (int i = 1; i < argc; ++i) lens.push_back(std::atoi(argv[i]));
+    if (lens.empty()) lens = {4096, 16384, 65536};
+    cudaDeviceProp prop{};
+    LCUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+    std::printf("{\"kind\":\"device\",\"name\":\"%s\",\"sms\":%d}\n", prop.name, prop.multiProcessorCount);
+    cudaStream_t s;
+    LCUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    for (int T : {4096, 1}) benchGemm(s, T);
+    for (int L : lens) benchAttention(s, prop.multiProcessorCount, L);
+    LCUDA_CHECK(cudaStreamSynchronize(s));
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "attn-bench: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Builds and runs the GPU micro-benchmarks side by side (run by scripts/gpu/check.sh on the GPU machine,
+# after the CUDA addon build left build/cuda/liblongctx_cuda_ops.a): our attention kernel and GEMM paths
+# (attn-bench.cu) vs PyTorch SDPA (sdpa_bench.py), then one table (compare.py). Logs go to $OUT.
+# Usage: bench/gpu/run.sh [contextLen ...]   (default 4096 16384 65536)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+out=${OUT:-/tmp/longctx-bench}
+mkdir -p "$out"
+cuda=${CUDA_HOME:-/usr/local/cuda}
+"$cuda/bin/nvcc" -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Inative/cuda bench/gpu/attn-bench.cu \
+  build/cuda/liblongctx_cuda_ops.a -L"$cuda/lib64" -lcublas -Xlinker -rpath -Xlinker "$cuda/lib64" -o /tmp/attn-bench
+timeout 240 /tmp/attn-bench "$@" | tee "$out/bench-ours.jsonl" || echo "run.sh: attn-bench failed or timed out (partial results kept)"
+PYTHONUNBUFFERED=1 timeout 150 python3 bench/gpu/sdpa_bench.py "$@" | tee "$out/bench-sdpa.jsonl" || echo "run.sh: sdpa_bench failed or timed out (partial results kept)"
+python3 bench/gpu/compare.py "$out/bench-ours.jsonl" "$out/bench-sdpa.jsonl" | tee "$out/bench-table.txt"

@@ -1,0 +1,461 @@
+// N-API glue of longctx_cuda.node: deviceCount()/probe() and the CudaContext class, which owns one CUDA
+// stream, a cuBLAS handle and a table of device buffers (plain cudaMalloc, never managed memory) named by
+// integer ids. Ops take buffer ids, integer dims and host index arrays (Int32Array); every dim, buffer size
+// and index is checked here before a kernel runs (TypeError: wrong kind of value; RangeError: wrong size or
+// an index out of range); CUDA/cuBLAS failures become Errors naming the failed call. No math here.
+// Ops are enqueued on the stream; download() and synchronize() wait. JS signatures: src/runtime/cuda-addon.ts.
+#include <napi.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "cuda-ops.h"
+#include "napi-args.h"
+
+namespace {
+
+using namespace lcuda_napi;
+
+class CudaContext : public Napi::ObjectWrap<CudaContext> {
+ public:
+  static Napi::Function define(Napi::Env env) {
+    return DefineClass(env, "CudaContext",
+                       {
+                           InstanceAccessor<&CudaContext::info>("info"),
+                           InstanceAccessor<&CudaContext::liveBytes>("liveBytes"),
+                           InstanceAccessor<&CudaContext::liveBuffers>("liveBuffers"),
+                           InstanceMethod<&CudaContext::guarded<&CudaContext::dispose>>("dispose"),
+                           InstanceMethod<&CudaContext::guardedValue<&CudaContext::alloc>>("alloc"),
+                           InstanceMethod<&CudaContext::guarded<&CudaContext::zero>>("zero"),
+                           InstanceMethod<&CudaContext::guarded<&CudaContext::free>>("free"),
+                           InstanceMethod<&CudaContext::guarded<&CudaContext::upload>>("upload"),
+                           InstanceMethod<&CudaContext::guardedValue<&CudaContext::download>>("download"),
+                           InstanceMethod<&CudaContext::guarded<&CudaContext::synchronize>>("synchronize"),
+                           InstanceMethod<&CudaContext::guarded<&CudaContext::embedding>>("embedding"),
+                           InstanceMethod<&CudaContext::guarded<&CudaContext::matmul>>("matmul"),
+                           InstanceMethod<&CudaContext::guarded<&CudaContext::rmsnorm>>("rmsnorm"),
+                           InstanceMethod<&CudaContext::guarded<&CudaContext::add>>("add"),
+                           InstanceMethod<&CudaContext::guarded<&CudaContext::siluMul>>("siluMul"),
+                           InstanceMethod<&CudaContext::guarded<&CudaContext::rope>>("rope"),
+                           InstanceMethod<&CudaContext::guarded<&CudaContext::writeKv>>("writeKv"),
+                           InstanceMethod<&CudaContext::guarded<&CudaContext::attention>>("attention"),
+                           InstanceMethod<&CudaContext::guarded<&CudaContext::gatherRows>>("gatherRows"),
+                       });
+  }
+
+  // CUDA/cuBLAS failures (CudaError) and other C++ exceptions become JS Errors naming the op.
+  template <void (CudaContext::*M)(const Napi::CallbackInfo&)>
+  void guarded(const Napi::CallbackInfo& cb) {
+    try {
+      (this->*M)(cb);
+    } catch (const Napi::Error&) {
+      throw;
+    } catch (const std::exception& e) {
+      throw Napi::Error::New(cb.Env(), std::string("cuda backend: ") + e.what());
+    }
+  }
+  template <Napi::Value (CudaContext::*M)(const Napi::CallbackInfo&)>
+  Napi::Value guardedValue(const Napi::CallbackInfo& cb) {
+    try {
+      return (this->*M)(cb);
+    } catch (const Napi::Error&) {
+      throw;
+    } catch (const std::exception& e) {
+      throw Napi::Error::New(cb.Env(), std::string("cuda backend: ") + e.what());
+    }
+  }
+
+  // new CudaContext(device, gemvMaxRows, attentionMaxSplits)
+  explicit CudaContext(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CudaContext>(info) {
+    Args a(info, "CudaContext", 3);
+    device_ = static_cast<int>(a.dim(0, "device"));
+    gemm_.gemvMaxRows = static_cast<int>(a.dim(1, "gemvMaxRows"));
+    if (gemm_.gemvMaxRows > lcuda::kGemvMaxRows) throw a.range("gemvMaxRows must be <= 8");
+    attnOpt_.maxSplits = static_cast<int>(a.dim(2, "attentionMaxSplits", 1));
+    try {
+      open();
+    } catch (const std::exception& e) {
+      live_ = true;  // release whatever open() created
+      release();
+      throw Napi::Error::New(info.Env(), std::string("cuda backend: cannot open device ") + std::to_string(device_) +
+                                             ": " + e.what());
+    }
+  }
+  ~CudaContext() override { release(); }
+
+ private:
+  void open() {
+    LCUDA_CHECK(cudaSetDevice(device_));
+    cudaDeviceProp prop{};
+    LCUDA_CHECK(cudaGetDeviceProperties(&prop, device_));
+    name_ = prop.name;
+    attnOpt_.numSms = prop.multiProcessorCount;
+    totalMem_ = static_cast<double>(prop.totalGlobalMem);
+    cc_ = prop.major * 10 + prop.minor;
+    LCUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    LCUBLAS_CHECK(cublasCreate(&gemm_.blas));
+    LCUBLAS_CHECK(cublasSetMathMode(gemm_.blas, CUBLAS_DEFAULT_MATH));  // no TF32 for fp32 compute
+    LCUBLAS_CHECK(cublasSetStream(gemm_.blas, stream_));
+    live_ = true;
+  }
+
+  void enter(Napi::Env env) {
+    if (!live_) throw Napi::Error::New(env, "CudaContext is disposed");
+    LCUDA_CHECK(cudaSetDevice(device_));
+  }
+
+  void release() noexcept {
+    if (!live_) return;
+    live_ = false;
+    cudaSetDevice(device_);
+    if (stream_ != nullptr) cudaStreamSynchronize(stream_);
+    for (auto& kv : bufs_) cudaFree(kv.second.ptr);
+    bufs_.clear();
+    liveBytes_ = 0;
+    gemm_.widened.release();
+    attnScratch_.indices.release();
+    attnScratch_.partials.release();
+    ints_.release();
+    if (gemm_.blas != nullptr) cublasDestroy(gemm_.blas);
+    gemm_.blas = nullptr;
+    if (stream_ != nullptr) cudaStreamDestroy(stream_);
+    stream_ = nullptr;
+  }
+
+  // The device pointer of buffer `id`, which must hold exactly `bytes` bytes.
+  void* buf(const Args& a, size_t i, const char* name, size_t bytes) {
+    const uint32_t id = static_cast<uint32_t>(a.dim(i, name, 1));
+    auto it = bufs_.find(id);
+    if (it == bufs_.end()) throw a.range(std::string(name) + " is not a live device buffer (freed or foreign)");
+    if (it->second.bytes != bytes)
+      throw a.range(std::string(name) + " holds " + std::to_string(it->second.bytes) + " bytes, the op needs " +
+                    std::to_string(bytes));
+    return it->second.ptr;
+  }
+  float* f32(const Args& a, size_t i, const char* name, int64_t elems) {
+    return static_cast<float*>(buf(a, i, name, static_cast<size_t>(elems) * 4));
+  }
+  static int64_t mul(const Args& a, std::initializer_list<int64_t> dims) {
+    int64_t n = 1;
+    for (int64_t d : dims)
+      if (__builtin_mul_overflow(n, d, &n)) throw a.range("tensor size overflows");
+    return n;
+  }
+  // Copies host index arrays to the device (one stream-ordered copy); returns device pointers in order.
+  std::vector<const int32_t*> stage(std::initializer_list<Napi::Int32Array> arrays) {
+    size_t total = 0;
+    for (const auto& arr : arrays) total += arr.ElementLength();
+    int32_t* dev = static_cast<int32_t*>(ints_.ensure((total > 0 ? total : 1) * 4, stream_));
+    std::vector<const int32_t*> out;
+    size_t at = 0;
+    for (const auto& arr : arrays) {
+      out.push_back(dev + at);
+      if (arr.ElementLength() > 0)
+        LCUDA_CHECK(cudaMemcpyAsync(dev + at, arr.Data(), arr.ElementLength() * 4, cudaMemcpyHostToDevice, stream_));
+      at += arr.ElementLength();
+    }
+    return out;
+  }
+  void checkIndices(const Args& a, const Napi::Int32Array& arr, const char* name, int64_t lo, int64_t hi,
+                    bool allowMinusOne) {
+    for (size_t i = 0; i < arr.ElementLength(); ++i) {
+      const int32_t v = arr[i];
+      if ((v < lo || v >= hi) && !(allowMinusOne && v == -1))
+        throw a.range(std::string(name) + "[" + std::to_string(i) + "] = " + std::to_string(v) + " is outside [" +
+                      std::to_string(lo) + ", " + std::to_string(hi) + ")");
+    }
+  }
+
+  Napi::Value info(const Napi::CallbackInfo& cb) {
+    Napi::Object o = Napi::Object::New(cb.Env());
+    const Napi::Env env = cb.Env();
+    o.Set("device", Napi::Number::New(env, device_));
+    o.Set("name", Napi::String::New(env, name_));
+    o.Set("computeCapability", Napi::Number::New(env, cc_));
+    o.Set("multiProcessors", Napi::Number::New(env, attnOpt_.numSms));
+    o.Set("totalMemory", Napi::Number::New(env, totalMem_));
+    return o;
+  }
+  Napi::Value liveBytes(const Napi::CallbackInfo& cb) { return Napi::Number::New(cb.Env(), static_cast<double>(liveBytes_)); }
+  Napi::Value liveBuffers(const Napi::CallbackInfo& cb) { return Napi::Number::New(cb.Env(), static_cast<double>(bufs_.size())); }
+
+  void dispose(const Napi::CallbackInfo&) { release(); }
+
+  // alloc(bytes) -> id; contents undefined until zero()/upload() or an op writes them.
+  Napi::Value alloc(const Napi::CallbackInfo& cb) {
+    Args a(cb, "alloc", 1);
+    enter(cb.Env());
+    const double bytesD = cb[0].IsNumber() ? cb[0].As<Napi::Number>().DoubleValue() : -1;
+    if (!(bytesD >= 0 && bytesD <= 9.0e15) || std::floor(bytesD) != bytesD) throw a.range("bytes must be a non-negative integer");
+    const size_t bytes = static_cast<size_t>(bytesD);
+    void* ptr = nullptr;
+    if (bytes > 0) LCUDA_CHECK(cudaMalloc(&ptr, bytes));
+    const uint32_t id = nextId_++;
+    bufs_[id] = Buffer{ptr, bytes};
+    liveBytes_ += bytes;
+    return Napi::Number::New(cb.Env(), id);
+  }
+  Buffer& lookup(const Args& a, size_t i) {
+    auto it = bufs_.find(static_cast<uint32_t>(a.dim(i, "id", 1)));
+    if (it == bufs_.end()) throw a.range("not a live device buffer (freed or foreign)");
+    return it->second;
+  }
+  void zero(const Napi::CallbackInfo& cb) {
+    Args a(cb, "zero", 1);
+    enter(cb.Env());
+    Buffer& b = lookup(a, 0);
+    if (b.bytes > 0) LCUDA_CHECK(cudaMemsetAsync(b.ptr, 0, b.bytes, stream_));
+  }
+  void free(const Napi::CallbackInfo& cb) {
+    Args a(cb, "free", 1);
+    enter(cb.Env());
+    auto it = bufs_.find(static_cast<uint32_t>(a.dim(0, "id", 1)));
+    if (it == bufs_.end()) throw a.range("not a live device buffer (freed twice, or foreign)");
+    LCUDA_CHECK(cudaStreamSynchronize(stream_));  // no queued kernel may still use it
+    if (it->second.ptr != nullptr) LCUDA_CHECK(cudaFree(it->second.ptr));
+    liveBytes_ -= it->second.bytes;
+    bufs_.erase(it);
+  }
+  // upload(id, Float32Array | Uint16Array): the array's bytes must equal the buffer's size.
+  void upload(const Napi::CallbackInfo& cb) {
+    Args a(cb, "upload", 2);
+    enter(cb.Env());
+    Buffer& b = lookup(a, 0);
+    if (!cb[1].IsTypedArray()) throw Napi::TypeError::New(cb.Env(), a.pre() + "data must be a typed array");
+    Napi::TypedArray arr = cb[1].As<Napi::TypedArray>();
+    if (arr.ByteLength() != b.bytes)
+      throw a.range("data has " + std::to_string(arr.ByteLength()) + " bytes, buffer holds " + std::to_string(b.bytes));
+    const uint8_t* host = static_cast<const uint8_t*>(arr.ArrayBuffer().Data()) + arr.ByteOffset();
+    if (b.bytes > 0) LCUDA_CHECK(cudaMemcpyAsync(b.ptr, host, b.bytes, cudaMemcpyHostToDevice, stream_));
+  }
+  // download(id, dtype, count) -> Float32Array of count values (16-bit dtypes widened exactly); waits.
+  Napi::Value download(const Napi::CallbackInfo& cb) {
+    Args a(cb, "download", 3);
+    enter(cb.Env());
+    const int dtype = a.dtype(1, "dtype");
+    const int64_t count = a.dim(2, "count");
+    void* src = buf(a, 0, "id", static_cast<size_t>(count) * lcuda::dtypeBytes(dtype));
+    Napi::Float32Array out = Napi::Float32Array::New(cb.Env(), static_cast<size_t>(count));
+    if (count == 0) return out;
+    if (dtype == lcuda::kF32) {
+      LCUDA_CHECK(cudaMemcpyAsync(out.Data(), src, count * 4, cudaMemcpyDeviceToHost, stream_));
+      LCUDA_CHECK(cudaStreamSynchronize(stream_));
+    } else {
+      std::vector<uint16_t> raw(static_cast<size_t>(count));
+      LCUDA_CHECK(cudaMemcpyAsync(raw.data(), src, count * 2, cudaMemcpyDeviceToHost, stream_));
+      LCUDA_CHECK(cudaStreamSynchronize(stream_));
+      float* o = out.Data();
+      for (int64_t i = 0; i < count; ++i) {
+        if (dtype == lcuda::kBF16) {
+          const uint32_t bits = static_cast<uint32_t>(raw[i]) << 16;
+          std::memcpy(&o[i], &bits, 4);
+        } else {
+          o[i] = widenF16Host(raw[i]);
+        }
+      }
+    }
+    return out;
+  }
+  void synchronize(const Napi::CallbackInfo& cb) {
+    enter(cb.Env());
+    LCUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+
+  // embedding(table, dtype, vocab, hidden, ids, out)
+  void embedding(const Napi::CallbackInfo& cb) {
+    Args a(cb, "embedding", 6);
+    enter(cb.Env());
+    const int dtype = a.dtype(1, "dtype");
+    const int64_t vocab = a.dim(2, "vocab"), hidden = a.dim(3, "hidden");
+    const Napi::Int32Array ids = a.i32(4, "ids");
+    const int64_t T = static_cast<int64_t>(ids.ElementLength());
+    const void* table = buf(a, 0, "table", static_cast<size_t>(mul(a, {vocab, hidden})) * lcuda::dtypeBytes(dtype));
+    float* out = f32(a, 5, "out", mul(a, {T, hidden}));
+    checkIndices(a, ids, "ids", 0, vocab, false);
+    const auto dev = stage({ids});
+    lcuda::embedding(stream_, table, dtype, hidden, dev[0], T, out);
+  }
+  // matmul(x, T, K, w, wDtype, N, bias | null, out)
+  void matmul(const Napi::CallbackInfo& cb) {
+    Args a(cb, "matmul", 8);
+    enter(cb.Env());
+    const int64_t T = a.dim(1, "T"), K = a.dim(2, "K"), N = a.dim(5, "N");
+    const int dtype = a.dtype(4, "wDtype");
+    const float* x = f32(a, 0, "x", mul(a, {T, K}));
+    const void* w = buf(a, 3, "w", static_cast<size_t>(mul(a, {N, K})) * lcuda::dtypeBytes(dtype));
+    const float* bias = a.isAbsent(6) ? nullptr : f32(a, 6, "bias", N);
+    float* out = f32(a, 7, "out", mul(a, {T, N}));
+    if (T * N > 0 && (out == x || out == w || out == bias)) throw a.range("out must not alias x, w or bias");
+    lcuda::matmul(gemm_, stream_, x, T, K, w, dtype, N, bias, out);
+  }
+  // rmsnorm(x, T, H, weight, eps, out); out may be x
+  void rmsnorm(const Napi::CallbackInfo& cb) {
+    Args a(cb, "rmsnorm", 6);
+    enter(cb.Env());
+    const int64_t T = a.dim(1, "T"), H = a.dim(2, "H");
+    const float* x = f32(a, 0, "x", mul(a, {T, H}));
+    const float* w = f32(a, 3, "weight", H);
+    const double eps = a.number(4, "eps");
+    float* out = f32(a, 5, "out", mul(a, {T, H}));
+    lcuda::rmsnorm(stream_, x, T, H, w, static_cast<float>(eps), out);
+  }
+  // add(a, b, out, n); out may be a or b
+  void add(const Napi::CallbackInfo& cb) {
+    Args a(cb, "add", 4);
+    enter(cb.Env());
+    const int64_t n = a.dim(3, "n");
+    lcuda::add(stream_, f32(a, 0, "a", n), f32(a, 1, "b", n), f32(a, 2, "out", n), n);
+  }
+  // siluMul(gateUp, T, I, out)
+  void siluMul(const Napi::CallbackInfo& cb) {
+    Args a(cb, "siluMul", 4);
+    enter(cb.Env());
+    const int64_t T = a.dim(1, "T"), I = a.dim(2, "I");
+    const float* gu = f32(a, 0, "gateUp", mul(a, {T, I, 2}));
+    float* out = f32(a, 3, "out", mul(a, {T, I}));
+    if (T * I > 0 && out == gu) throw a.range("out must not alias gateUp");
+    lcuda::siluMul(stream_, gu, T, I, out);
+  }
+  // rope(x, T, numHeads, headDim, positions, theta, rotaryDim); in place
+  void rope(const Napi::CallbackInfo& cb) {
+    Args a(cb, "rope", 7);
+    enter(cb.Env());
+    const int64_t T = a.dim(1, "T"), nH = a.dim(2, "numHeads"), D = a.dim(3, "headDim");
+    const Napi::Int32Array pos = a.i32(4, "positions");
+    const double theta = a.number(5, "theta");
+    const int64_t rd = a.dim(6, "rotaryDim", 2);
+    if (rd % 2 != 0 || rd > D) throw a.range("rotaryDim must be even and <= headDim");
+    if (!(theta > 0)) throw a.range("theta must be > 0");
+    if (static_cast<int64_t>(pos.ElementLength()) != T) throw a.range("positions must have T entries");
+    float* x = f32(a, 0, "x", mul(a, {T, nH, D}));
+    checkIndices(a, pos, "positions", 0, kMaxDim, false);
+    const auto dev = stage({pos});
+    lcuda::rope(stream_, x, T, nH, D, dev[0], theta, rd);
+  }
+  // writeKv(k, v, T, slotMapping, kCache, vCache, numBlocks, blockSize, numKvHeads, headDim)
+  void writeKv(const Napi::CallbackInfo& cb) {
+    Args a(cb, "writeKv", 10);
+    enter(cb.Env());
+    const int64_t T = a.dim(2, "T"), numBlocks = a.dim(6, "numBlocks"), bs = a.dim(7, "blockSize", 1);
+    const int64_t nKv = a.dim(8, "numKvHeads", 1), D = a.dim(9, "headDim", 1);
+    const Napi::Int32Array slots = a.i32(3, "slotMapping");
+    if (static_cast<int64_t>(slots.ElementLength()) != T) throw a.range("slotMapping must have T entries");
+    const int64_t rowLen = mul(a, {nKv, D}), cacheElems = mul(a, {numBlocks, bs, rowLen});
+    const float* k = f32(a, 0, "k", mul(a, {T, rowLen}));
+    const float* v = f32(a, 1, "v", mul(a, {T, rowLen}));
+    float* kc = f32(a, 4, "kCache", cacheElems);
+    float* vc = f32(a, 5, "vCache", cacheElems);
+    if (kc == vc && cacheElems > 0) throw a.range("kCache and vCache must be different buffers");
+    checkIndices(a, slots, "slotMapping", 0, numBlocks * bs, true);
+    const auto dev = stage({slots});
+    lcuda::writeKv(stream_, k, v, T, dev[0], kc, vc, rowLen);
+  }
+  // attention(q, T, numHeads, kCache, vCache, numBlocks, blockSize, numKvHeads, headDim, numSeqs, queryStart,
+  //           contextLens, blockTables, maxBlocksPerSeq, scale, out)
+  void attention(const Napi::CallbackInfo& cb) {
+    Args a(cb, "attention", 16);
+    enter(cb.Env());
+    const int64_t T = a.dim(1, "T"), nH = a.dim(2, "numHeads", 1), numBlocks = a.dim(5, "numBlocks");
+    const int64_t bs = a.dim(6, "blockSize", 1), nKv = a.dim(7, "numKvHeads", 1), D = a.dim(8, "headDim", 1);
+    const int64_t numSeqs = a.dim(9, "numSeqs"), maxB = a.dim(13, "maxBlocksPerSeq");
+    const Napi::Int32Array qs = a.i32(10, "queryStart"), cl = a.i32(11, "contextLens"), bt = a.i32(12, "blockTables");
+    const double scale = a.number(14, "scale");
+    if (nH % nKv != 0) throw a.range("numHeads must be a multiple of numKvHeads");
+    if (nKv > 65535) throw a.range("numKvHeads must be <= 65535");
+    if (D > 256) throw a.range("headDim must be <= 256 on the CUDA backend");
+    if (static_cast<int64_t>(qs.ElementLength()) != numSeqs + 1 || static_cast<int64_t>(cl.ElementLength()) != numSeqs ||
+        static_cast<int64_t>(bt.ElementLength()) != mul(a, {numSeqs, maxB}))
+      throw a.range("queryStart, contextLens or blockTables length does not match numSeqs, maxBlocksPerSeq");
+    const int32_t *qsd = qs.Data(), *cld = cl.Data(), *btd = bt.Data();
+    if (qsd[0] != 0 || qsd[numSeqs] != T) throw a.range("queryStart must run from 0 to T");
+    for (int64_t s = 0; s < numSeqs; ++s) {
+      const int64_t nq = static_cast<int64_t>(qsd[s + 1]) - qsd[s], ctx = cld[s];
+      if (nq < 0) throw a.range("queryStart must be non-decreasing");
+      if (ctx < nq) throw a.range("contextLens[" + std::to_string(s) + "] is smaller than its query count");
+      const int64_t used = (ctx + bs - 1) / bs;
+      if (used > maxB) throw a.range("contextLens[" + std::to_string(s) + "] needs more than maxBlocksPerSeq blocks");
+      for (int64_t b = 0; b < used; ++b) {
+        const int32_t blk = btd[s * maxB + b];
+        if (blk < 0 || blk >= numBlocks)
+          throw a.range("blockTables[" + std::to_string(s) + ", " + std::to_string(b) + "] = " + std::to_string(blk) +
+                        " is outside [0, " + std::to_string(numBlocks) + ")");
+      }
+    }
+    const int64_t cacheElems = mul(a, {numBlocks, bs, nKv, D});
+    const float* q = f32(a, 0, "q", mul(a, {T, nH, D}));
+    const float* kc = f32(a, 3, "kCache", cacheElems);
+    const float* vc = f32(a, 4, "vCache", cacheElems);
+    float* out = f32(a, 15, "out", mul(a, {T, nH, D}));
+    if (T > 0 && (out == q || out == kc || out == vc)) throw a.range("out must not alias q or the cache");
+    const lcuda::AttentionShape shape{static_cast<int>(nH), static_cast<int>(nKv), static_cast<int>(D),
+                                      static_cast<int>(bs), static_cast<int>(maxB), numBlocks};
+    lcuda::pagedAttention(stream_, attnScratch_, attnOpt_, shape, q, kc, vc, static_cast<int>(numSeqs), qsd, cld, btd,
+                          static_cast<float>(scale), out);
+  }
+  // gatherRows(x, T, H, rows, out)
+  void gatherRows(const Napi::CallbackInfo& cb) {
+    Args a(cb, "gatherRows", 5);
+    enter(cb.Env());
+    const int64_t T = a.dim(1, "T"), H = a.dim(2, "H");
+    const Napi::Int32Array rows = a.i32(3, "rows");
+    const int64_t R = static_cast<int64_t>(rows.ElementLength());
+    const float* x = f32(a, 0, "x", mul(a, {T, H}));
+    float* out = f32(a, 4, "out", mul(a, {R, H}));
+    if (R * H > 0 && out == x) throw a.range("out must not alias x");
+    checkIndices(a, rows, "rows", 0, T, false);
+    const auto dev = stage({rows});
+    lcuda::gatherRows(stream_, x, H, dev[0], R, out);
+  }
+
+  bool live_ = false;
+  int device_ = 0, cc_ = 0;
+  std::string name_;
+  double totalMem_ = 0;
+  cudaStream_t stream_ = nullptr;
+  lcuda::GemmContext gemm_;
+  lcuda::AttentionOptions attnOpt_;
+  lcuda::AttentionScratch attnScratch_;
+  lcuda::DeviceScratch ints_;
+  std::unordered_map<uint32_t, Buffer> bufs_;
+  uint32_t nextId_ = 1;
+  size_t liveBytes_ = 0;
+};
+
+// deviceCount() -> number of CUDA devices; 0 (never an exception) when there is no driver or no GPU.
+Napi::Value deviceCount(const Napi::CallbackInfo& cb) {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();  // clear the error state
+    n = 0;
+  }
+  return Napi::Number::New(cb.Env(), n);
+}
+
+// probe() -> '' when a device is usable, else one line saying why not.
+Napi::Value probe(const Napi::CallbackInfo& cb) {
+  int n = 0;
+  const cudaError_t err = cudaGetDeviceCount(&n);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    return Napi::String::New(cb.Env(), std::string("cudaGetDeviceCount failed: ") + cudaGetErrorString(err));
+  }
+  return Napi::String::New(cb.Env(), n > 0 ? "" : "no CUDA device found");
+}
+
+Napi::Object init(Napi::Env env, Napi::Object exports) {
+  exports.Set("CudaContext", CudaContext::define(env));
+  exports.Set("deviceCount", Napi::Function::New(env, deviceCount));
+  exports.Set("probe", Napi::Function::New(env, probe));
+  int runtime = 0;
+  cudaRuntimeGetVersion(&runtime);
+  exports.Set("cudaRuntimeVersion", Napi::Number::New(env, runtime));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(longctx_cuda, init)

@@ -1,0 +1,75 @@
+// Error reporting and the growable device scratch shared by all ops (see cuda-ops.h).
+#include <cstdlib>
+#include <cstring>
+
+#include "../cuda-ops.h"
+
+namespace lcuda {
+
+namespace {
+std::string where(const char* file, int line) {
+  const char* base = std::strrchr(file, '/');
+  return std::string(base ? base + 1 : file) + ":" + std::to_string(line);
+}
+
+bool syncAfterEachLaunch() {
+  static const bool on = [] {
+    const char* v = std::getenv("LONGCTX_CUDA_SYNC");
+    return v != nullptr && std::strcmp(v, "1") == 0;
+  }();
+  return on;
+}
+
+const char* cublasName(cublasStatus_t st) {
+  switch (st) {
+    case CUBLAS_STATUS_NOT_INITIALIZED: return "CUBLAS_STATUS_NOT_INITIALIZED";
+    case CUBLAS_STATUS_ALLOC_FAILED: return "CUBLAS_STATUS_ALLOC_FAILED";
+    case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
+    case CUBLAS_STATUS_ARCH_MISMATCH: return "CUBLAS_STATUS_ARCH_MISMATCH";
+    case CUBLAS_STATUS_MAPPING_ERROR: return "CUBLAS_STATUS_MAPPING_ERROR";
+    case CUBLAS_STATUS_EXECUTION_FAILED: return "CUBLAS_STATUS_EXECUTION_FAILED";
+    case CUBLAS_STATUS_INTERNAL_ERROR: return "CUBLAS_STATUS_INTERNAL_ERROR";
+    case CUBLAS_STATUS_NOT_SUPPORTED: return "CUBLAS_STATUS_NOT_SUPPORTED";
+    case CUBLAS_STATUS_LICENSE_ERROR: return "CUBLAS_STATUS_LICENSE_ERROR";
+    default: return "unknown cuBLAS status";
+  }
+}
+}  // namespace
+
+void throwCuda(cudaError_t err, const char* what, const char* file, int line) {
+  throw CudaError(std::string("CUDA error ") + cudaGetErrorName(err) + " (" + cudaGetErrorString(err) + ") in " +
+                  what + " at " + where(file, line));
+}
+
+void throwCublas(cublasStatus_t st, const char* what, const char* file, int line) {
+  throw CudaError(std::string("cuBLAS error ") + cublasName(st) + " (" + std::to_string(static_cast<int>(st)) +
+                  ") in " + what + " at " + where(file, line));
+}
+
+void checkLaunch(const char* kernel, cudaStream_t stream, const char* file, int line) {
+  cudaError_t err = cudaGetLastError();
+  if (err == cudaSuccess && syncAfterEachLaunch()) err = cudaStreamSynchronize(stream);
+  if (err != cudaSuccess) throwCuda(err, (std::string("launch of ") + kernel).c_str(), file, line);
+}
+
+void* DeviceScratch::ensure(size_t bytes, cudaStream_t stream) {
+  if (bytes <= bytes_ && ptr_ != nullptr) return ptr_;
+  if (ptr_ != nullptr) {
+    LCUDA_CHECK(cudaStreamSynchronize(stream));
+    LCUDA_CHECK(cudaFree(ptr_));
+    ptr_ = nullptr;
+    bytes_ = 0;
+  }
+  const size_t want = bytes < 256 ? 256 : bytes + bytes / 4;  // grow with headroom
+  LCUDA_CHECK(cudaMalloc(&ptr_, want));
+  bytes_ = want;
+  return ptr_;
+}
+
+void DeviceScratch::release() noexcept {
+  if (ptr_ != nullptr) cudaFree(ptr_);
+  ptr_ = nullptr;
+  bytes_ = 0;
+}
+
+}  // namespace lcuda

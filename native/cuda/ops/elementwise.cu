@@ -1,0 +1,183 @@
+// Elementwise and data-movement kernels: embedding gather, 16-bit widening, RMSNorm, add, SiLU·mul, NeoX
+// RoPE, paged KV write, row gather, bias. Invariant: copies move bits unchanged (NaN payloads, -0); the
+// arithmetic is IEEE fp32 with the contract's rounding steps (RoPE angles: f32 inv_freq and f32 product).
+#include <cuda_fp16.h>
+
+#include "../cuda-ops.h"
+
+namespace lcuda {
+
+namespace {
+
+constexpr int kThreads = 256;
+
+inline unsigned gridFor(int64_t n) {
+  const int64_t blocks = (n + kThreads - 1) / kThreads;
+  return static_cast<unsigned>(blocks < 65535 * 16 ? (blocks < 1 ? 1 : blocks) : 65535 * 16);  // grid-stride beyond
+}
+
+__device__ __forceinline__ float widenBits(uint16_t bits, int dtype) {
+  if (dtype == kBF16) return __uint_as_float(static_cast<uint32_t>(bits) << 16);
+  return __half2float(__ushort_as_half(bits));
+}
+
+__device__ __forceinline__ float loadAs(const void* p, int dtype, int64_t i) {
+  if (dtype == kF32) return static_cast<const float*>(p)[i];
+  return widenBits(static_cast<const uint16_t*>(p)[i], dtype);
+}
+
+__global__ void embeddingKernel(const void* table, int dtype, int64_t hidden, const int32_t* ids, int64_t n,
+                                float* out) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t t = i / hidden, c = i - t * hidden;
+    out[i] = loadAs(table, dtype, static_cast<int64_t>(ids[t]) * hidden + c);
+  }
+}
+
+__global__ void widenKernel(const uint16_t* src, int dtype, int64_t n, float* out) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x)
+    out[i] = widenBits(src[i], dtype);
+}
+
+// One block per row: sum of squares (fp32, tree), then x / sqrt(mean + eps) * w. out may be x.
+__global__ void rmsnormKernel(const float* x, int64_t H, const float* w, float eps, float* out) {
+  __shared__ float partial[kThreads / 32];
+  const float* row = x + blockIdx.x * H;
+  float sum = 0.f;
+  for (int64_t c = threadIdx.x; c < H; c += blockDim.x) sum = fmaf(row[c], row[c], sum);
+  for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+  if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = sum;
+  __syncthreads();
+  float total = 0.f;
+  for (int i = 0; i < kThreads / 32; ++i) total += partial[i];
+  const float rms = sqrtf(total / static_cast<float>(H) + eps);
+  float* orow = out + blockIdx.x * H;
+  for (int64_t c = threadIdx.x; c < H; c += blockDim.x) orow[c] = (row[c] / rms) * w[c];
+}
+
+__global__ void addKernel(const float* a, const float* b, float* out, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x)
+    out[i] = a[i] + b[i];
+}
+
+__global__ void siluMulKernel(const float* gateUp, int64_t I, int64_t n, float* out) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t t = i / I, j = i - t * I;
+    const float g = gateUp[t * 2 * I + j], u = gateUp[t * 2 * I + I + j];
+    out[i] = (g / (1.f + expf(-g))) * u;
+  }
+}
+
+// One thread per (token, head, pair i < rotaryDim/2). inv_freq = f32(1 / f32(theta^(2i/rotaryDim))) with the
+// power evaluated in double and rounded once (a correctly rounded powf); angle = f32(pos) * inv_freq in f32.
+// cos/sin and the rotation run in double from that f32 angle and round once to f32.
+__global__ void ropeKernel(float* x, int64_t T, int64_t numHeads, int64_t headDim, const int32_t* positions,
+                           float theta, int64_t rotaryDim) {
+  const int64_t half = rotaryDim / 2, n = T * numHeads * half;
+  for (int64_t idx = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; idx < n; idx += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t i = idx % half, th = idx / half, t = th / numHeads;
+    const float exponent = static_cast<float>(2 * i) / static_cast<float>(rotaryDim);
+    const float power = static_cast<float>(pow(static_cast<double>(theta), static_cast<double>(exponent)));
+    const float invFreq = 1.f / power;
+    const float angle = static_cast<float>(positions[t]) * invFreq;
+    double sn, cs;
+    sincos(static_cast<double>(angle), &sn, &cs);
+    float* row = x + th * headDim;
+    const double a = row[i], b = row[i + half];
+    row[i] = static_cast<float>(a * cs - b * sn);
+    row[i + half] = static_cast<float>(b * cs + a * sn);
+  }
+}
+
+__global__ void writeKvKernel(const float* k, const float* v, const int32_t* slots, int64_t rowLen, int64_t n,
+                              float* kCache, float* vCache) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t t = i / rowLen, c = i - t * rowLen;
+    const int32_t slot = slots[t];
+    if (slot < 0) continue;
+    kCache[static_cast<int64_t>(slot) * rowLen + c] = k[i];
+    vCache[static_cast<int64_t>(slot) * rowLen + c] = v[i];
+  }
+}
+
+__global__ void gatherRowsKernel(const float* x, int64_t H, const int32_t* rows, int64_t n, float* out) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t r = i / H, c = i - r * H;
+    out[i] = x[static_cast<int64_t>(rows[r]) * H + c];
+  }
+}
+
+__global__ void addBiasKernel(float* out, const float* bias, int64_t N, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x)
+    out[i] += bias[i % N];
+}
+
+}  // namespace
+
+void embedding(cudaStream_t s, const void* table, int dtype, int64_t hidden, const int32_t* ids, int64_t T,
+               float* out) {
+  const int64_t n = T * hidden;
+  if (n == 0) return;
+  embeddingKernel<<<gridFor(n), kThreads, 0, s>>>(table, dtype, hidden, ids, n, out);
+  LCUDA_LAUNCHED("embeddingKernel", s);
+}
+
+void widen(cudaStream_t s, const void* src, int dtype, int64_t count, float* out) {
+  if (count == 0) return;
+  widenKernel<<<gridFor(count), kThreads, 0, s>>>(static_cast<const uint16_t*>(src), dtype, count, out);
+  LCUDA_LAUNCHED("widenKernel", s);
+}
+
+void rmsnorm(cudaStream_t s, const float* x, int64_t T, int64_t H, const float* w, float eps, float* out) {
+  if (T == 0 || H == 0) return;
+  for (int64_t t0 = 0; t0 < T; t0 += 2147483647) {  // gridDim.x limit
+    const int64_t rows = T - t0 < 2147483647 ? T - t0 : 2147483647;
+    rmsnormKernel<<<static_cast<unsigned>(rows), kThreads, 0, s>>>(x + t0 * H, H, w, eps, out + t0 * H);
+    LCUDA_LAUNCHED("rmsnormKernel", s);
+  }
+}
+
+void add(cudaStream_t s, const float* a, const float* b, float* out, int64_t n) {
+  if (n == 0) return;
+  addKernel<<<gridFor(n), kThreads, 0, s>>>(a, b, out, n);
+  LCUDA_LAUNCHED("addKernel", s);
+}
+
+void siluMul(cudaStream_t s, const float* gateUp, int64_t T, int64_t I, float* out) {
+  const int64_t n = T * I;
+  if (n == 0) return;
+  siluMulKernel<<<gridFor(n), kThreads, 0, s>>>(gateUp, I, n, out);
+  LCUDA_LAUNCHED("siluMulKernel", s);
+}
+
+void rope(cudaStream_t s, float* x, int64_t T, int64_t numHeads, int64_t headDim, const int32_t* positions,
+          double theta, int64_t rotaryDim) {
+  const int64_t n = T * numHeads * (rotaryDim / 2);
+  if (n == 0) return;
+  ropeKernel<<<gridFor(n), kThreads, 0, s>>>(x, T, numHeads, headDim, positions, static_cast<float>(theta), rotaryDim);
+  LCUDA_LAUNCHED("ropeKernel", s);
+}
+
+void writeKv(cudaStream_t s, const float* k, const float* v, int64_t T, const int32_t* slots, float* kCache,
+             float* vCache, int64_t rowLen) {
+  const int64_t n = T * rowLen;
+  if (n == 0) return;
+  writeKvKernel<<<gridFor(n), kThreads, 0, s>>>(k, v, slots, rowLen, n, kCache, vCache);
+  LCUDA_LAUNCHED("writeKvKernel", s);
+}
+
+void gatherRows(cudaStream_t s, const float* x, int64_t H, const int32_t* rows, int64_t R, float* out) {
+  const int64_t n = R * H;
+  if (n == 0) return;
+  gatherRowsKernel<<<gridFor(n), kThreads, 0, s>>>(x, H, rows, n, out);
+  LCUDA_LAUNCHED("gatherRowsKernel", s);
+}
+
+void addBias(cudaStream_t s, float* out, const float* bias, int64_t T, int64_t N) {
+  const int64_t n = T * N;
+  if (n == 0) return;
+  addBiasKernel<<<gridFor(n), kThreads, 0, s>>>(out, bias, N, n);
+  LCUDA_LAUNCHED("addBiasKernel", s);
+}
+
+}  // namespace lcuda

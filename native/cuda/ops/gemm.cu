@@ -1,0 +1,150 @@
+// GEMM out[T, N] = x[T, K] · w[N, K]ᵀ (+ bias) with fp32 activations, f32/bf16/f16 weights and fp32
+// accumulation. Two paths, both inside the fp32 dot-product bound of the conformance suite:
+//  - T <= gemvMaxRows (decode): one warp per output column streams its weight row once (16-byte loads when
+//    K % 8 == 0) and keeps up to 8 token rows of fp32 partial sums; bias in the epilogue.
+//  - otherwise: cuBLAS SGEMM (CUBLAS_COMPUTE_32F, default math: no TF32); 16-bit weights are first widened
+//    exactly to f32 in chunks of rows (GemmContext::widenChunkElems), then a bias kernel.
+#include <cuda_fp16.h>
+
+#include "../cuda-ops.h"
+
+namespace lcuda {
+
+namespace {
+
+constexpr int kGemvWarps = 8;
+
+template <int DT>
+__device__ __forceinline__ float loadOne(const void* w, int64_t i) {
+  if constexpr (DT == kF32) {
+    return static_cast<const float*>(w)[i];
+  } else if constexpr (DT == kBF16) {
+    return __uint_as_float(static_cast<uint32_t>(static_cast<const uint16_t*>(w)[i]) << 16);
+  } else {
+    return __half2float(__ushort_as_half(static_cast<const uint16_t*>(w)[i]));
+  }
+}
+
+// Eight consecutive weights starting at element i (i % 8 == 0, row starts 16-byte aligned).
+template <int DT>
+__device__ __forceinline__ void loadEight(const void* w, int64_t i, float (&out)[8]) {
+  if constexpr (DT == kF32) {
+    const float4* p = reinterpret_cast<const float4*>(static_cast<const float*>(w) + i);
+    const float4 a = p[0], b = p[1];
+    out[0] = a.x; out[1] = a.y; out[2] = a.z; out[3] = a.w;
+    out[4] = b.x; out[5] = b.y; out[6] = b.z; out[7] = b.w;
+  } else {
+    const uint4 raw = *reinterpret_cast<const uint4*>(static_cast<const uint16_t*>(w) + i);
+    const uint32_t words[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      if constexpr (DT == kBF16) {
+        out[2 * j] = __uint_as_float(words[j] << 16);
+        out[2 * j + 1] = __uint_as_float(words[j] & 0xffff0000u);
+      } else {
+        out[2 * j] = __half2float(__ushort_as_half(static_cast<uint16_t>(words[j] & 0xffffu)));
+        out[2 * j + 1] = __half2float(__ushort_as_half(static_cast<uint16_t>(words[j] >> 16)));
+      }
+    }
+  }
+}
+
+template <int DT>
+__global__ void __launch_bounds__(kGemvWarps * 32)
+gemvKernel(const float* x, int T, int64_t K, const void* w, int64_t N, const float* bias, float* out) {
+  const int64_t n = blockIdx.x * int64_t{kGemvWarps} + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (n >= N) return;
+  float acc[kGemvMaxRows];
+#pragma unroll
+  for (int t = 0; t < kGemvMaxRows; ++t) acc[t] = 0.f;
+  const int64_t row = n * K;
+  if (K % 8 == 0) {
+    for (int64_t k = int64_t{lane} * 8; k < K; k += 256) {
+      float wv[8];
+      loadEight<DT>(w, row + k, wv);
+#pragma unroll
+      for (int t = 0; t < kGemvMaxRows; ++t) {
+        if (t >= T) break;
+        const float4* xp = reinterpret_cast<const float4*>(x + t * K + k);
+        const float4 a = xp[0], b = xp[1];
+        float s = acc[t];
+        s = fmaf(wv[0], a.x, s); s = fmaf(wv[1], a.y, s); s = fmaf(wv[2], a.z, s); s = fmaf(wv[3], a.w, s);
+        s = fmaf(wv[4], b.x, s); s = fmaf(wv[5], b.y, s); s = fmaf(wv[6], b.z, s); s = fmaf(wv[7], b.w, s);
+        acc[t] = s;
+      }
+    }
+  } else {
+    for (int64_t k = lane; k < K; k += 32) {
+      const float wk = loadOne<DT>(w, row + k);
+#pragma unroll
+      for (int t = 0; t < kGemvMaxRows; ++t) {
+        if (t >= T) break;
+        acc[t] = fmaf(wk, x[t * K + k], acc[t]);
+      }
+    }
+  }
+  const float b = bias != nullptr ? bias[n] : 0.f;
+#pragma unroll
+  for (int t = 0; t < kGemvMaxRows; ++t) {
+    if (t >= T) break;
+    float s = acc[t];
+    for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+    if (lane == 0) out[t * N + n] = s + b;
+  }
+}
+
+void gemv(cudaStream_t s, const float* x, int T, int64_t K, const void* w, int dtype, int64_t N, const float* bias,
+          float* out) {
+  const unsigned blocks = static_cast<unsigned>((N + kGemvWarps - 1) / kGemvWarps);
+  switch (dtype) {
+    case kF32: gemvKernel<kF32><<<blocks, kGemvWarps * 32, 0, s>>>(x, T, K, w, N, bias, out); break;
+    case kBF16: gemvKernel<kBF16><<<blocks, kGemvWarps * 32, 0, s>>>(x, T, K, w, N, bias, out); break;
+    default: gemvKernel<kF16><<<blocks, kGemvWarps * 32, 0, s>>>(x, T, K, w, N, bias, out); break;
+  }
+  LCUDA_LAUNCHED("gemvKernel", s);
+}
+
+// Column-major view: outᵀ [N, T] = w [N, K] (stored as K x N, transposed) · xᵀ [K, T].
+void sgemmRows(cublasHandle_t blas, const float* x, int64_t T, int64_t K, const float* wRows, int64_t rows,
+               int64_t ldc, float* out) {
+  const float alpha = 1.f, beta = 0.f;
+  LCUBLAS_CHECK(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(rows), static_cast<int>(T),
+                             static_cast<int>(K), &alpha, wRows, CUDA_R_32F, static_cast<int>(K), x, CUDA_R_32F,
+                             static_cast<int>(K), &beta, out, CUDA_R_32F, static_cast<int>(ldc), CUBLAS_COMPUTE_32F,
+                             CUBLAS_GEMM_DEFAULT));
+}
+
+}  // namespace
+
+void matmul(GemmContext& g, cudaStream_t s, const float* x, int64_t T, int64_t K, const void* w, int dtype,
+            int64_t N, const float* bias, float* out) {
+  if (T == 0 || N == 0) return;
+  if (K == 0) {  // empty sum: out = bias (or 0)
+    LCUDA_CHECK(cudaMemsetAsync(out, 0, static_cast<size_t>(T * N) * sizeof(float), s));
+    if (bias != nullptr) addBias(s, out, bias, T, N);
+    return;
+  }
+  if (T <= g.gemvMaxRows) {
+    gemv(s, x, static_cast<int>(T), K, w, dtype, N, bias, out);
+    return;
+  }
+  LCUBLAS_CHECK(cublasSetStream(g.blas, s));
+  if (dtype == kF32) {
+    sgemmRows(g.blas, x, T, K, static_cast<const float*>(w), N, N, out);
+  } else {
+    int64_t rowsPerChunk = static_cast<int64_t>(g.widenChunkElems) / K;
+    if (rowsPerChunk < 1) rowsPerChunk = 1;
+    if (rowsPerChunk > N) rowsPerChunk = N;
+    float* wide = static_cast<float*>(g.widened.ensure(static_cast<size_t>(rowsPerChunk * K) * sizeof(float), s));
+    const uint16_t* w16 = static_cast<const uint16_t*>(w);
+    for (int64_t n0 = 0; n0 < N; n0 += rowsPerChunk) {
+      const int64_t rows = N - n0 < rowsPerChunk ? N - n0 : rowsPerChunk;
+      widen(s, w16 + n0 * K, dtype, rows * K, wide);
+      sgemmRows(g.blas, x, T, K, wide, rows, N, out + n0);
+    }
+  }
+  if (bias != nullptr) addBias(s, out, bias, T, N);
+}
+
+}  // namespace lcuda

@@ -1,0 +1,109 @@
+// The native surface of build/Release/longctx_cuda.node (native/cuda/addon.cpp) and its loader. Invariant:
+// every function the addon exports is described here with its argument order; nothing else imports the
+// .node file. Loading never throws: a missing file, a missing libcublas or no GPU is a reason string.
+// Buffers are device allocations named by positive integer ids; ops take ids, integer dims (element
+// counts in [0, 2^31 - 1]) and host Int32Arrays, are enqueued on the context's stream, and check every size
+// and index first (TypeError: wrong kind of value; RangeError: wrong size, an index out of range, or a
+// buffer that is freed or belongs to another context). CUDA and cuBLAS failures throw Error naming the call.
+import fs from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { findPackageRoot, type DTypeCode } from './native-addon.js';
+
+declare const cudaContextBrand: unique symbol;
+
+export interface CudaDeviceInfo {
+  readonly device: number;
+  readonly name: string;
+  readonly computeCapability: number; // e.g. 90 for Hopper
+  readonly multiProcessors: number;
+  readonly totalMemory: number; // bytes
+}
+
+/** One device, one stream, one cuBLAS handle, and the device buffers allocated through it. */
+export interface NativeCudaContext {
+  readonly [cudaContextBrand]: true;
+  readonly info: CudaDeviceInfo;
+  /** Bytes and count of the buffers alive (allocated, not freed); 0 after dispose(). */
+  readonly liveBytes: number;
+  readonly liveBuffers: number;
+  /** Waits for the stream, frees every buffer and the handles. Idempotent; later calls throw. */
+  dispose(): void;
+
+  /** A new buffer of `bytes` bytes (cudaMalloc; contents undefined). */
+  alloc(bytes: number): number;
+  /** Fills the buffer with zero bytes. */
+  zero(id: number): void;
+  /** Frees the buffer (after the queued work); a second free is a RangeError. */
+  free(id: number): void;
+  /** Copies the array's bytes into the buffer; byteLength must equal the buffer's size. */
+  upload(id: number, data: Float32Array | Uint16Array): void;
+  /** Waits, then returns the buffer as `count` f32 values (bf16/f16 widened exactly). */
+  download(id: number, dtype: DTypeCode, count: number): Float32Array;
+  /** Waits for all queued work. */
+  synchronize(): void;
+
+  /** out[t] = table[ids[t]] widened to f32. table [vocab, hidden] of dtype, out [ids.length, hidden] f32. */
+  embedding(table: number, dtype: DTypeCode, vocab: number, hidden: number, ids: Int32Array, out: number): void;
+  /** out = x · wᵀ (+ bias). x [T, K] f32, w [N, K] of wDtype, bias [N] f32 or null, out [T, N] (no aliasing). */
+  matmul(x: number, T: number, K: number, w: number, wDtype: DTypeCode, N: number, bias: number | null, out: number): void;
+  /** out[t] = x[t] / sqrt(mean(x[t]²) + eps) · weight. x, out [T, H] (out may be x), weight [H]. */
+  rmsnorm(x: number, T: number, H: number, weight: number, eps: number, out: number): void;
+  /** out = a + b over n f32 values; out may be a or b. */
+  add(a: number, b: number, out: number, n: number): void;
+  /** out[t, i] = silu(gateUp[t, i]) · gateUp[t, I + i]. gateUp [T, 2I], out [T, I]. */
+  siluMul(gateUp: number, T: number, I: number, out: number): void;
+  /** In-place NeoX RoPE on the first rotaryDim (even, <= headDim) dims. x [T, numHeads, headDim], positions [T] >= 0. */
+  rope(x: number, T: number, numHeads: number, headDim: number, positions: Int32Array, theta: number, rotaryDim: number): void;
+  /** kCache[slot] = k[t], vCache[slot] = v[t] for slotMapping[t] >= 0 (-1 skips). Caches [numBlocks, blockSize, numKvHeads, headDim]. */
+  writeKv(
+    k: number, v: number, T: number, slotMapping: Int32Array, kCache: number, vCache: number,
+    numBlocks: number, blockSize: number, numKvHeads: number, headDim: number,
+  ): void;
+  /** Causal GQA attention over the paged cache (AttentionBatch in backend.ts). headDim <= 256. */
+  attention(
+    q: number, T: number, numHeads: number, kCache: number, vCache: number,
+    numBlocks: number, blockSize: number, numKvHeads: number, headDim: number,
+    numSeqs: number, queryStart: Int32Array, contextLens: Int32Array, blockTables: Int32Array,
+    maxBlocksPerSeq: number, scale: number, out: number,
+  ): void;
+  /** out[r] = x[rows[r]]. x [T, H], rows in [0, T), out [rows.length, H]. */
+  gatherRows(x: number, T: number, H: number, rows: Int32Array, out: number): void;
+}
+
+export interface CudaAddon {
+  /**
+   * new CudaContext(device, gemvMaxRows, attentionMaxSplits): gemvMaxRows in [0, 8] (matmuls with at most
+   * that many rows stream the weights through a GEMV kernel; 0 = always cuBLAS); attentionMaxSplits >= 1
+   * (1 = attention never splits the keys across CTAs).
+   */
+  readonly CudaContext: new (device: number, gemvMaxRows: number, attentionMaxSplits: number) => NativeCudaContext;
+  /** Number of CUDA devices; 0 without a driver or GPU (never throws). */
+  deviceCount(): number;
+  /** '' when a device is usable, else one line saying why not. */
+  probe(): string;
+  /** cudaRuntimeGetVersion() of the runtime linked into the addon, e.g. 13000. */
+  readonly cudaRuntimeVersion: number;
+}
+
+export function cudaAddonPath(): string {
+  return path.join(findPackageRoot(), 'build', 'Release', 'longctx_cuda.node');
+}
+
+let cached: { addon: CudaAddon } | { reason: string } | undefined;
+
+/** Loads longctx_cuda.node once: the addon, or why it cannot be used here (never throws). */
+export function tryLoadCudaAddon(): { addon: CudaAddon } | { reason: string } {
+  if (cached) return cached;
+  try {
+    const file = cudaAddonPath();
+    if (!fs.existsSync(file)) {
+      cached = { reason: `${path.relative(process.cwd(), file) || file} is not built (needs nvcc and cuBLAS at \`npm install\`)` };
+    } else {
+      cached = { addon: createRequire(import.meta.url)(file) as CudaAddon };
+    }
+  } catch (e) {
+    cached = { reason: `longctx_cuda.node does not load: ${(e instanceof Error ? e.message : String(e)).split('\n')[0]}` };
+  }
+  return cached;
+}

@@ -1,0 +1,258 @@
+// The CUDA Backend: tensors live in device memory (one cudaMalloc each) and ops are enqueued on one stream;
+// read() waits and copies back. Every op checks shapes and dtypes here (throwing Error with the shapes, as
+// the CPU backend does) and the addon re-checks sizes and indices natively. No math in TypeScript.
+// Device tensors keep the host Tensor shape (dtype, shape) with an EMPTY typed array as `data`: that array
+// is the tensor's identity (reshape() keeps it, so views share storage) and keys the device buffer here.
+// Invariants: a tensor is usable only by the backend that made it and only until free()/dispose(); one
+// never freed gives its device memory back when garbage-collected (or at dispose()).
+import type { AttentionBatch, Backend, KvCacheLayer } from './backend.js';
+import { tryLoadCudaAddon, type CudaDeviceInfo, type NativeCudaContext } from './cuda-addon.js';
+import { DTYPE_CODE } from './native-addon.js';
+import { numel, type DType, type Tensor } from './tensor.js';
+
+export interface CudaBackendOptions {
+  /** CUDA device ordinal. Default 0. */
+  device?: number;
+  /** Matmuls with at most this many rows (<= 8) use the weight-streaming GEMV kernel; 0: always cuBLAS. Default 8. */
+  gemvMaxRows?: number;
+  /** Upper bound on the key splits of one attention call (1: never split). Default 64. */
+  attentionMaxSplits?: number;
+}
+
+export interface CudaBackend extends Backend {
+  readonly info: CudaDeviceInfo;
+  /** Device bytes held by live tensors of this backend. */
+  liveBytes(): number;
+  /** Waits for every queued op (for timing; read() already waits). */
+  synchronize(): void;
+}
+
+/** Why the CUDA backend cannot run here, or null when it can (never throws). */
+export function cudaUnavailableReason(): string | null {
+  const loaded = tryLoadCudaAddon();
+  if ('reason' in loaded) return loaded.reason;
+  try {
+    const why = loaded.addon.probe();
+    return why === '' ? null : why;
+  } catch (e) {
+    return `CUDA probe failed: ${e instanceof Error ? e.message : String(e)}`;
+  }
+}
+
+/** True when longctx_cuda.node loads and sees at least one GPU. */
+export function isCudaAvailable(): boolean {
+  return cudaUnavailableReason() === null;
+}
+
+const fmt = (shape: readonly number[]): string => `[${shape.join(', ')}]`;
+
+function fail(op: string, message: string): never {
+  throw new Error(`cuda backend ${op}: ${message}`);
+}
+
+function expectShape(op: string, name: string, t: Tensor, expected: readonly number[]): void {
+  if (t.shape.length !== expected.length || t.shape.some((d, i) => d !== expected[i])) {
+    fail(op, `${name} has shape ${fmt(t.shape)}, expected ${fmt(expected)}`);
+  }
+}
+
+function expectRank(op: string, name: string, t: Tensor, rank: number, what: string): void {
+  if (t.shape.length !== rank) fail(op, `${name} must be ${what}, got shape ${fmt(t.shape)}`);
+}
+
+function rowsAndCols(op: string, name: string, t: Tensor): [number, number] {
+  if (t.shape.length === 0) fail(op, `${name} must have at least one dimension`);
+  return [numel(t.shape.slice(0, -1)), t.shape[t.shape.length - 1]];
+}
+
+interface DeviceRecord {
+  readonly id: number;
+  readonly dtype: DType;
+  readonly numel: number;
+}
+
+export function createCudaBackend(opts: CudaBackendOptions = {}): CudaBackend {
+  const loaded = tryLoadCudaAddon();
+  if ('reason' in loaded) throw new Error(`cuda backend: ${loaded.reason}`);
+  const device = opts.device ?? 0;
+  const gemvMaxRows = opts.gemvMaxRows ?? 8;
+  const maxSplits = opts.attentionMaxSplits ?? 64;
+  if (!Number.isInteger(device) || device < 0) fail('create', `device must be a non-negative integer, got ${device}`);
+  if (!Number.isInteger(gemvMaxRows) || gemvMaxRows < 0 || gemvMaxRows > 8) fail('create', `gemvMaxRows must be in [0, 8], got ${gemvMaxRows}`);
+  if (!Number.isInteger(maxSplits) || maxSplits < 1) fail('create', `attentionMaxSplits must be >= 1, got ${maxSplits}`);
+  const ctx: NativeCudaContext = new loaded.addon.CudaContext(device, gemvMaxRows, maxSplits);
+  const records = new WeakMap<object, DeviceRecord>();
+  let disposed = false;
+  // A tensor dropped without free() releases its device buffer when its storage object is collected.
+  const collector = new FinalizationRegistry<number>((bufferId) => {
+    if (disposed) return;
+    try {
+      ctx.free(bufferId);
+    } catch {
+      // the context failed meanwhile: nothing left to release
+    }
+  });
+
+  /** The device buffer id of `t`, checking that it is live here, has the dtype and a matching size. */
+  function id(op: string, name: string, t: Tensor, dtype: DType | null = 'f32'): number {
+    if (disposed) fail(op, 'the backend is disposed');
+    const rec = records.get(t.data);
+    if (rec === undefined) fail(op, `${name} is not a live tensor of this CUDA backend (upload it first; freed tensors cannot be used)`);
+    if (dtype !== null && rec.dtype !== dtype) fail(op, `${name} must be ${dtype}, got ${rec.dtype}`);
+    if (numel(t.shape) !== rec.numel) fail(op, `${name} has shape ${fmt(t.shape)} but its storage holds ${rec.numel} elements`);
+    return rec.id;
+  }
+
+  function wrap(dtype: DType, shape: readonly number[], bufferId: number): Tensor {
+    const data = dtype === 'f32' ? new Float32Array(0) : new Uint16Array(0);
+    records.set(data, { id: bufferId, dtype, numel: numel(shape) });
+    collector.register(data, bufferId, data);
+    return { dtype, shape: [...shape], data };
+  }
+
+  function allocate(op: string, dtype: DType, shape: readonly number[]): number {
+    if (disposed) fail(op, 'the backend is disposed');
+    if (shape.some((d) => !Number.isSafeInteger(d) || d < 0)) fail(op, `bad shape ${fmt(shape)}`);
+    return ctx.alloc(numel(shape) * (dtype === 'f32' ? 4 : 2));
+  }
+
+  function checkCache(op: string, cache: KvCacheLayer): [number, number] {
+    const shape = [cache.numBlocks, cache.blockSize, cache.numKvHeads, cache.headDim];
+    expectShape(op, 'cache.k', cache.k, shape);
+    expectShape(op, 'cache.v', cache.v, shape);
+    return [id(op, 'cache.k', cache.k), id(op, 'cache.v', cache.v)];
+  }
+
+  return {
+    name: 'cuda',
+    info: ctx.info,
+
+    liveBytes: () => ctx.liveBytes,
+    synchronize: () => ctx.synchronize(),
+
+    upload(t: Tensor): Tensor {
+      if (t.data.length !== numel(t.shape)) fail('upload', `data has ${t.data.length} elements for shape ${fmt(t.shape)}`);
+      const bufferId = allocate('upload', t.dtype, t.shape);
+      try {
+        ctx.upload(bufferId, t.data);
+      } catch (e) {
+        ctx.free(bufferId);
+        throw e;
+      }
+      return wrap(t.dtype, t.shape, bufferId);
+    },
+
+    zeros(shape: readonly number[]): Tensor {
+      const bufferId = allocate('zeros', 'f32', shape);
+      ctx.zero(bufferId);
+      return wrap('f32', shape, bufferId);
+    },
+
+    read(t: Tensor): Float32Array {
+      const rec = records.get(t.data);
+      const bufferId = id('read', 't', t, null);
+      return ctx.download(bufferId, DTYPE_CODE[rec!.dtype], rec!.numel);
+    },
+
+    write(t: Tensor, values: Float32Array): void {
+      const bufferId = id('write', 't', t);
+      if (values.length !== numel(t.shape)) fail('write', `${values.length} values for a tensor of shape ${fmt(t.shape)}`);
+      ctx.upload(bufferId, values);
+    },
+
+    free(t: Tensor): void {
+      const bufferId = id('free', 't', t, null);
+      records.delete(t.data);
+      collector.unregister(t.data);
+      ctx.free(bufferId);
+    },
+
+    dispose(): void {
+      if (disposed) return;
+      disposed = true;
+      ctx.dispose();
+    },
+
+    embedding(table: Tensor, ids: Int32Array, out: Tensor): void {
+      expectRank('embedding', 'table', table, 2, '[vocab, hidden]');
+      const [vocab, hidden] = table.shape;
+      expectShape('embedding', 'out', out, [ids.length, hidden]);
+      ctx.embedding(id('embedding', 'table', table, table.dtype), DTYPE_CODE[table.dtype], vocab, hidden, ids,
+        id('embedding', 'out', out));
+    },
+
+    matmul(x: Tensor, w: Tensor, bias: Tensor | null, out: Tensor): void {
+      expectRank('matmul', 'w', w, 2, '[N, K]');
+      const [N, K] = w.shape;
+      const [T, xCols] = rowsAndCols('matmul', 'x', x);
+      if (xCols !== K) fail('matmul', `x ${fmt(x.shape)} does not match w ${fmt(w.shape)} (K)`);
+      expectShape('matmul', 'out', out, [...x.shape.slice(0, -1), N]);
+      if (bias) expectShape('matmul', 'bias', bias, [N]);
+      ctx.matmul(id('matmul', 'x', x), T, K, id('matmul', 'w', w, w.dtype), DTYPE_CODE[w.dtype], N,
+        bias ? id('matmul', 'bias', bias) : null, id('matmul', 'out', out));
+    },
+
+    rmsnorm(x: Tensor, weight: Tensor, eps: number, out: Tensor): void {
+      const [T, H] = rowsAndCols('rmsnorm', 'x', x);
+      expectShape('rmsnorm', 'weight', weight, [H]);
+      expectShape('rmsnorm', 'out', out, x.shape);
+      ctx.rmsnorm(id('rmsnorm', 'x', x), T, H, id('rmsnorm', 'weight', weight), eps, id('rmsnorm', 'out', out));
+    },
+
+    add(a: Tensor, b: Tensor, out: Tensor): void {
+      expectShape('add', 'b', b, a.shape);
+      expectShape('add', 'out', out, a.shape);
+      ctx.add(id('add', 'a', a), id('add', 'b', b), id('add', 'out', out), numel(a.shape));
+    },
+
+    rope(x: Tensor, positions: Int32Array, theta: number, rotaryDim: number): void {
+      expectRank('rope', 'x', x, 3, '[T, numHeads, headDim]');
+      const [T, numHeads, headDim] = x.shape;
+      if (positions.length !== T) fail('rope', `${positions.length} positions for x ${fmt(x.shape)}`);
+      if (!Number.isInteger(rotaryDim) || rotaryDim <= 0 || rotaryDim % 2 !== 0 || rotaryDim > headDim) {
+        fail('rope', `rotaryDim ${rotaryDim} must be even and in (0, headDim = ${headDim}]`);
+      }
+      ctx.rope(id('rope', 'x', x), T, numHeads, headDim, positions, theta, rotaryDim);
+    },
+
+    siluMul(gateUp: Tensor, out: Tensor): void {
+      const [T, twoI] = rowsAndCols('siluMul', 'gateUp', gateUp);
+      if (twoI % 2 !== 0) fail('siluMul', `gateUp ${fmt(gateUp.shape)} has an odd last dimension`);
+      expectShape('siluMul', 'out', out, [...gateUp.shape.slice(0, -1), twoI / 2]);
+      ctx.siluMul(id('siluMul', 'gateUp', gateUp), T, twoI / 2, id('siluMul', 'out', out));
+    },
+
+    writeKv(k: Tensor, v: Tensor, cache: KvCacheLayer, slotMapping: Int32Array): void {
+      const [kc, vc] = checkCache('writeKv', cache);
+      const shape = [slotMapping.length, cache.numKvHeads, cache.headDim];
+      expectShape('writeKv', 'k', k, shape);
+      expectShape('writeKv', 'v', v, shape);
+      ctx.writeKv(id('writeKv', 'k', k), id('writeKv', 'v', v), slotMapping.length, slotMapping, kc, vc,
+        cache.numBlocks, cache.blockSize, cache.numKvHeads, cache.headDim);
+    },
+
+    attention(q: Tensor, cache: KvCacheLayer, batch: AttentionBatch, scale: number, out: Tensor): void {
+      const [kc, vc] = checkCache('attention', cache);
+      expectRank('attention', 'q', q, 3, '[T, numHeads, headDim]');
+      const [T, numHeads, headDim] = q.shape;
+      if (headDim !== cache.headDim) fail('attention', `q ${fmt(q.shape)} has headDim != cache.headDim ${cache.headDim}`);
+      if (numHeads % cache.numKvHeads !== 0) fail('attention', `numHeads ${numHeads} is not a multiple of numKvHeads ${cache.numKvHeads}`);
+      expectShape('attention', 'out', out, q.shape);
+      const { numSeqs, queryStart, contextLens, blockTables, maxBlocksPerSeq } = batch;
+      if (queryStart.length !== numSeqs + 1 || contextLens.length !== numSeqs || blockTables.length !== numSeqs * maxBlocksPerSeq) {
+        fail('attention', `batch arrays (queryStart ${queryStart.length}, contextLens ${contextLens.length}, `
+          + `blockTables ${blockTables.length}) do not match numSeqs ${numSeqs}, maxBlocksPerSeq ${maxBlocksPerSeq}`);
+      }
+      ctx.attention(id('attention', 'q', q), T, numHeads, kc, vc, cache.numBlocks, cache.blockSize,
+        cache.numKvHeads, cache.headDim, numSeqs, queryStart, contextLens, blockTables, maxBlocksPerSeq, scale,
+        id('attention', 'out', out));
+    },
+
+    gatherRows(x: Tensor, rows: Int32Array, out: Tensor): void {
+      expectRank('gatherRows', 'x', x, 2, '[T, H]');
+      const [T, H] = x.shape;
+      expectShape('gatherRows', 'out', out, [rows.length, H]);
+      ctx.gatherRows(id('gatherRows', 'x', x), T, H, rows, id('gatherRows', 'out', out));
+    },
+  };
+}

@@ -1,0 +1,96 @@
+// Native tier, CUDA: the backend conformance suite (test/conformance/*, float64 references, the same
+// tolerances as every backend) on the CUDA backend, twice more for the paths the default options may not
+// reach (every matmul through cuBLAS; attention without key splits), the attentionDca suite (skips until
+// the CUDA backend implements it), plus CUDA-only checks: Qwen2.5-7B-shaped cases, memory accounting and
+// error reporting. Everything skips with the reason when isCudaAvailable() is false (CPU machines, CI).
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import type { KvCacheLayer } from '../../src/runtime/backend.js';
+import { createCudaBackend, cudaUnavailableReason, type CudaBackend } from '../../src/runtime/cuda-backend.js';
+import { fromF32, makeTensor } from '../../src/runtime/tensor.js';
+import { registerDenseOpTests } from '../conformance/dense-ops.js';
+import { runDcaConformance } from '../conformance/dca-suite.js';
+import { poisonedOut, uploadF32, useBackend } from '../conformance/harness.js';
+import { checkAttention, registerPagedAttentionTests } from '../conformance/paged-attention.js';
+import { runConformance } from '../conformance/suite.js';
+import { assertClose, dotTolerance, makeRng, matmulF64, randomF32, valuesF64 } from '../ref/f64.js';
+
+const unavailable = cudaUnavailableReason();
+
+if (unavailable !== null) {
+  test('cuda conformance', { skip: `CUDA backend unavailable: ${unavailable}` }, () => {});
+} else {
+  runConformance('cuda', () => createCudaBackend());
+  describe('conformance: cuda with gemvMaxRows 0 (every matmul through cuBLAS)', () => {
+    registerDenseOpTests(useBackend(() => createCudaBackend({ gemvMaxRows: 0 })));
+  });
+  describe('conformance: cuda with attentionMaxSplits 1 (one pass over the keys, no combine)', () => {
+    registerPagedAttentionTests(useBackend(() => createCudaBackend({ attentionMaxSplits: 1 })));
+  });
+  runDcaConformance('cuda', () => createCudaBackend());
+
+  describe('cuda: Qwen2.5-7B-shaped cases (28 q / 4 kv heads, headDim 128, hidden 3584)', () => {
+    const be = useBackend(() => createCudaBackend()) as () => CudaBackend;
+    const gqa = { numHeads: 28, numKvHeads: 4, headDim: 128, blockSize: 16 };
+    test('attention: a 300-token prefill, a 64-query chunk after 448 cached keys, and 3 decodes', () => {
+      checkAttention(be(), { ...gqa, numHoleBlocks: 3, seed: 77, seqs: [{ contextLen: 300, numQueries: 300 }] }, 'prefill 300');
+      checkAttention(be(), { ...gqa, numHoleBlocks: 2, seed: 78, seqs: [{ contextLen: 512, numQueries: 64 }] }, 'chunk 64 of 512');
+      const decodes = [1, 1000, 2049].map((contextLen) => ({ contextLen, numQueries: 1 }));
+      checkAttention(be(), { ...gqa, numHoleBlocks: 2, seed: 79, seqs: decodes }, 'decode batch 1/1000/2049');
+    });
+    for (const dtype of ['bf16', 'f16', 'f32'] as const) {
+      test(`matmul ${dtype}: K 3584, N 600, T 1 (GEMV) and T 40 (cuBLAS), with bias`, () => {
+        const rng = makeRng(dtype.length * 17);
+        const [K, N] = [3584, 600];
+        const w = fromF32(dtype, [N, K], randomF32(rng, N * K, 0.05));
+        const bias = randomF32(rng, N);
+        const wDev = be().upload(w);
+        for (const T of [1, 40]) {
+          const x = randomF32(rng, T * K);
+          const out = poisonedOut(be(), [T, N]);
+          be().matmul(uploadF32(be(), [T, K], x), wDev, uploadF32(be(), [N], bias), out);
+          const [x64, w64, b64] = [Float64Array.from(x), valuesF64(w), Float64Array.from(bias)];
+          const ref = matmulF64(x64, w64, b64, T, K, N);
+          assertClose(be().read(out), ref, dotTolerance(x64, w64, b64, T, K, N), `matmul ${dtype} T=${T}`, [T, N]);
+        }
+      });
+    }
+  });
+
+  describe('cuda: memory and errors', () => {
+    test('free and dispose release device memory; freed and foreign tensors are rejected', () => {
+      const be = createCudaBackend();
+      try {
+        const before = be.liveBytes();
+        const a = be.zeros([1000, 3]);
+        const b = be.upload(fromF32('bf16', [10, 7], randomF32(makeRng(5), 70)));
+        assert.equal(be.liveBytes() - before, 1000 * 3 * 4 + 10 * 7 * 2);
+        be.free(a);
+        assert.equal(be.liveBytes() - before, 10 * 7 * 2);
+        assert.throws(() => be.read(a), /not a live tensor/);
+        assert.throws(() => be.free(a), /not a live tensor/);
+        const host = makeTensor('f32', [2, 2]);
+        assert.throws(() => be.add(host, host, host), /not a live tensor/);
+        assert.throws(() => be.embedding(b, Int32Array.from([0]), be.zeros([1, 3])), /out has shape/);
+      } finally {
+        be.dispose();
+      }
+      assert.throws(() => be.zeros([1]), /disposed/);
+    });
+    test('indices out of range are RangeErrors naming the array and the entry', () => {
+      const be = createCudaBackend();
+      try {
+        const table = be.upload(makeTensor('f32', [4, 2]));
+        assert.throws(() => be.embedding(table, Int32Array.from([1, 4]), be.zeros([2, 2])), (e: Error) =>
+          e instanceof RangeError && /ids\[1\] = 4/.test(e.message));
+        const cache: KvCacheLayer = { k: be.zeros([2, 2, 1, 4]), v: be.zeros([2, 2, 1, 4]), numBlocks: 2, blockSize: 2, numKvHeads: 1, headDim: 4 };
+        const kv = be.zeros([1, 1, 4]);
+        assert.throws(() => be.writeKv(kv, kv, cache, Int32Array.from([4])), /slotMapping\[0\] = 4/);
+        const batch = { numSeqs: 1, queryStart: Int32Array.from([0, 1]), contextLens: Int32Array.from([3]), blockTables: Int32Array.from([0, 2]), maxBlocksPerSeq: 2 };
+        assert.throws(() => be.attention(kv, cache, batch, 1, be.zeros([1, 1, 4])), /blockTables\[0, 1\] = 2/);
+      } finally {
+        be.dispose();
+      }
+    });
+  });
+}
