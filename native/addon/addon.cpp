@@ -405,7 +405,7 @@ class CpuContext : public Napi::ObjectWrap<CpuContext> {
 
   // attentionDca(q, T, numHeads, kCache, vCache, numBlocks, blockSize, numKvHeads, headDim,
   //              numSeqs, queryStart, contextLens, blockTables, maxBlocksPerSeq,
-  //              positions, chunkLen, chunkSize, theta, rotaryDim, scale, seqLogitScale, out)
+  //              positions, chunkLen, chunkSize, theta, rotaryDim, scale, rowLogitScale, out)
   void attentionDca(const Napi::CallbackInfo& info) {
     Args a(info, "attentionDca", 22);
     ThreadPool& p = pool(info.Env());
@@ -417,18 +417,18 @@ class CpuContext : public Napi::ObjectWrap<CpuContext> {
     dca.theta = a.number(17, "theta");
     dca.rotaryDim = a.dim(18, "rotaryDim", 2);
     const double scale = a.number(19, "scale");
-    const auto seqLogitScale = a.f32(20, "seqLogitScale");
+    const auto rowLogitScale = a.f32(20, "rowLogitScale");
     if (!(dca.theta > 0)) throw Napi::RangeError::New(info.Env(), a.prefix() + "theta must be > 0");
     a.expectLength(positions, {r.T}, "T");
-    a.expectLength(seqLogitScale, {r.batch.numSeqs}, "numSeqs");
-    for (int64_t s = 0; s < r.batch.numSeqs; s++)
-      if (!std::isfinite(seqLogitScale.data[s]))
-        throw Napi::RangeError::New(info.Env(), a.prefix() + "seqLogitScale[" + std::to_string(s) + "] is not finite");
+    a.expectLength(rowLogitScale, {r.T}, "T");
+    for (int64_t t = 0; t < r.T; t++)
+      if (!std::isfinite(rowLogitScale.data[t]))
+        throw Napi::RangeError::New(info.Env(), a.prefix() + "rowLogitScale[" + std::to_string(t) + "] is not finite");
     a.disjoint(r.out, positions);
-    a.disjoint(r.out, seqLogitScale);
+    a.disjoint(r.out, rowLogitScale);
     guarded(info.Env(), [&] {
       cpu::attentionDca(p, r.q.data, r.T, r.numHeads, r.cache, r.batch, positions.data, dca,
-                        static_cast<float>(scale), seqLogitScale.data, r.out.data);
+                        static_cast<float>(scale), rowLogitScale.data, r.out.data);
     });
   }
 

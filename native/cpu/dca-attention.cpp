@@ -4,8 +4,8 @@
 //   keys [cs - L, cs)    (previous chunk)   query rotated at min(p - cs + L, C)    ("succ")
 //   keys [cs, p]         (own chunk)        query rotated at p - cs                ("intra", causal)
 // (ranges clipped at 0), all folded into ONE fp32 online softmax: equal to the three-partial LSE merge
-// of §2.7. Cached keys were rotated at (k mod L) by the graph and are unscaled; the logit is
-// (scale * seqLogitScale[s]) * q_rot . k, the per-sequence attention temperature s_q * s_k of §2.6.
+// of §2.7. Cached keys were rotated at (k mod L) by the graph and are unscaled; the logit of row r is
+// (scale * rowLogitScale[r]) * q_rot . k, the row's attention temperature product s_q * s_k of §2.6.
 // Rotation: the un-rotated q row is rotated in fp32 exactly like cpu::rope (fp32 angle pos * inv_freq,
 // cosf/sinf, products rounded before the sum), once per (work item, range) into per-thread scratch: no
 // rotated query tensor is materialized. Threads, GQA and tiles as in paged-attention.cpp (a work item is
@@ -60,7 +60,7 @@ struct KeyRange {
 
 void attentionDca(ThreadPool& pool, const float* q, int64_t T, int64_t numHeads, const KvCacheView& cache,
                   const AttentionBatchView& batch, const int32_t* positions, const DcaView& dca, float scale,
-                  const float* seqLogitScale, float* out) {
+                  const float* rowLogitScale, float* out) {
   using namespace tiles;
   validateBatch("attentionDca", batch, T, cache);
   const int64_t L = dca.chunkLen;
@@ -104,7 +104,7 @@ void attentionDca(ThreadPool& pool, const float* q, int64_t T, int64_t numHeads,
       const int32_t* table = batch.blockTables + s * batch.maxBlocksPerSeq;
       const int64_t p = rowPos[r];
       const int64_t numKeys = p + 1;
-      const float logitScale = scale * seqLogitScale[s];
+      const float logitScale = scale * rowLogitScale[r];
       const int64_t chunkStart = p / L * L;
       const int64_t prevStart = std::max<int64_t>(0, chunkStart - L);
       // Ascending key order: inter, succ, intra.

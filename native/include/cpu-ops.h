@@ -151,13 +151,14 @@ struct DcaView {
 //   q, out [T, numHeads, headDim] f32, q NOT rotated (left untouched); batch, GQA and the cache exactly as
 //   in attention(); cached keys were rotated at (k mod L) and are stored unscaled. positions [T] must be
 //   the positions the batch implies (row r of sequence s at contextLens[s] - numQueries(s) + i).
-//   seqLogitScale [numSeqs] f32: the per-sequence attention temperature product s_q * s_k.
+//   rowLogitScale [T] f32: the attention temperature product s_q * s_k of each query row (per row, not per
+//   sequence: a recompute step holds a sequence's prompt rows and generated rows with different factors).
 //   Row r at position p, cs = floor(p / L) * L, sees keys j <= p through three query rotations:
 //     j <  cs - L        rotated at min(2L - 1, C)
 //     cs - L <= j < cs   rotated at min(p - cs + L, C)
 //     cs <= j <= p       rotated at p - cs
 //   each rotation computed like rope() (fp32 angle, cosf/sinf, products rounded before the sum).
-//   logit_j = (scale * seqLogitScale[s]) * dot(q_rot, k_j)  (the factor is one fp32 product; the dot in
+//   logit_j = (scale * rowLogitScale[r]) * dot(q_rot, k_j)  (the factor is one fp32 product; the dot in
 //   the matmul order). One fp32 online softmax over all keys, ascending, in tiles of 64 keys that restart
 //   at each range boundary (cs - L, cs); otherwise as attention(). A row's result depends only on its
 //   position and its keys (not on T or the other rows).
@@ -165,9 +166,9 @@ struct DcaView {
 //   scratch ([3, group, headDim]), never in a [T, ...] tensor.
 // Throws OpError (before any work) on everything attention() rejects, on a position that differs from
 //   the batch's, on chunkLen < 1 or chunkSize < chunkLen, and on a rotaryDim that is odd or outside
-//   [2, headDim]. The glue checks that seqLogitScale is finite.
+//   [2, headDim]. The glue checks that rowLogitScale is finite.
 void attentionDca(ThreadPool& pool, const float* q, int64_t T, int64_t numHeads, const KvCacheView& cache,
                   const AttentionBatchView& batch, const int32_t* positions, const DcaView& dca, float scale,
-                  const float* seqLogitScale, float* out);
+                  const float* rowLogitScale, float* out);
 
 }  // namespace longctx::cpu

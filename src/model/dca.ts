@@ -1,7 +1,8 @@
 // Dual Chunk Attention position rules and temperature (long-context-attention.md §2): pure integer/float
-// functions of (p, k, L, C), the per-sequence logit scale, and the config checks that guard them.
+// functions of (p, k, L, C), the per-row logit scale, and the config checks that guard them.
 // Invariant: every relative distance fed to RoPE lies in [0, C]; keys are rotated once at k mod L and
-// stored unscaled, so the temperature is one per-sequence logit multiplier (seqLogitScale).
+// stored unscaled, so the temperature is one logit multiplier per query row (rowLogitScale), a function
+// of the row's position and its prompt length only.
 // Must not: touch tensors, sequences or I/O. Caller bugs throw Error; bad user input throws UserError.
 import { UserError } from '../errors.js';
 import type { DcaParams } from '../runtime/backend.js';
@@ -88,45 +89,53 @@ export function attentionTemperature(N: number, originalMax: number): number {
   return Math.max(1, 0.1 * Math.log(N / originalMax) + 1);
 }
 
-export interface SeqLogitScaleInput {
+export interface RowLogitScaleInput {
   promptLen: number; // the request's full prompt length (also during early chunks of a chunked prefill)
-  currentLen: number; // tokens in the sequence after this step (context length)
-  isPrefill: boolean; // the step still processes prompt tokens
+  position: number; // absolute position p of the query row (the sequence has p + 1 tokens once it is fed)
   originalMax: number; // original_max_position_embeddings
 }
 
 /**
- * The per-sequence logit multiplier s_q·s_k applied to q·k (keys are cached unscaled). §2.6
- * Prefill: s_q = s_k = s(N) with N = max(promptLen, currentLen), vLLM's `max(prompt_len, seq_len)`
- * (= promptLen in every ordinary prefill, including early scheduler chunks). Decode: s_q = s(currentLen),
- * s_k = s(promptLen); generated keys are treated as prompt keys (vLLM scaled them by s at their own
- * length, within 0.001 of s(promptLen) over an 8K generation at 1M, §2.6 last bullet).
+ * The logit multiplier s_q·s_k of one query row at position p, applied to q·k (keys are cached unscaled).
+ * §2.6. A prompt row (p < promptLen) gets s(promptLen)^2: vLLM's prefill N = max(prompt_len, seq_len) is
+ * promptLen in every prefill chunk. A generated row (p >= promptLen) gets s(p + 1)·s(promptLen): the decode
+ * that produced it saw p + 1 tokens (s_q = s(N_cur)); generated keys are treated as prompt keys (vLLM scaled
+ * them by s at their own length, within 0.001 of s(promptLen) over an 8K generation at 1M, §2.6 last
+ * bullet). The factor depends only on (p, promptLen), never on what else the step feeds, so a recompute
+ * after preemption (prompt and generated rows in one step) reproduces the original prefill and decodes.
  */
-export function seqLogitScale(input: SeqLogitScaleInput): number {
-  const { promptLen, currentLen, isPrefill, originalMax } = input;
+export function rowLogitScale(input: RowLogitScaleInput): number {
+  const { promptLen, position, originalMax } = input;
   if (!Number.isSafeInteger(promptLen) || promptLen <= 0) throw new Error(`DCA: promptLen must be a positive integer, got ${promptLen}`);
-  if (!Number.isSafeInteger(currentLen) || currentLen <= 0) throw new Error(`DCA: currentLen must be a positive integer, got ${currentLen}`);
-  if (isPrefill) {
-    const s = attentionTemperature(Math.max(promptLen, currentLen), originalMax);
+  requireIndex('query position', position);
+  if (position < promptLen) {
+    const s = attentionTemperature(promptLen, originalMax);
     return s * s;
   }
-  return attentionTemperature(currentLen, originalMax) * attentionTemperature(promptLen, originalMax);
+  return attentionTemperature(position + 1, originalMax) * attentionTemperature(promptLen, originalMax);
 }
 
 /**
- * seqLogitScale of every sequence of a step (the Backend's attentionDca input), from its context length
- * after the step and its prompt length. A sequence is in prefill while the step feeds prompt tokens only
- * (contextLen <= promptLen, which covers every chunk of a chunked prefill and prefix hits); otherwise
- * it decodes (or recomputes generated tokens after a preemption, which gets the decode factor of its
- * current length). Without promptLens, every context counts as a prompt: exact (all factors are 1) as long
- * as no context exceeds originalMax, and refused beyond (the temperature would be wrong).
+ * rowLogitScale of every query row of a step (the Backend's attentionDca input, [T]): row t belongs to the
+ * sequence s with queryStart[s] <= t < queryStart[s + 1] and sits at positions[t]. Without promptLens,
+ * every context counts as a prompt (all rows are prompt rows): exact (all factors are 1) as long as no
+ * context exceeds originalMax, and refused beyond (the temperature would be wrong).
  */
-export function stepLogitScales(contextLens: Int32Array, promptLens: Int32Array | undefined, originalMax: number): Float32Array {
+export function stepRowLogitScales(
+  positions: Int32Array,
+  queryStart: Int32Array,
+  contextLens: Int32Array,
+  promptLens: Int32Array | undefined,
+  originalMax: number,
+): Float32Array {
   const numSeqs = contextLens.length;
   if (promptLens !== undefined && promptLens.length !== numSeqs) {
     throw new Error(`DCA: promptLens has ${promptLens.length} entries for ${numSeqs} sequences`);
   }
-  const out = new Float32Array(numSeqs);
+  if (queryStart.length !== numSeqs + 1 || queryStart[0] !== 0 || queryStart[numSeqs] !== positions.length) {
+    throw new Error(`DCA: queryStart must have ${numSeqs + 1} entries from 0 to T = ${positions.length}`);
+  }
+  const out = new Float32Array(positions.length);
   for (let s = 0; s < numSeqs; s++) {
     const currentLen = contextLens[s];
     if (promptLens === undefined && currentLen > originalMax) {
@@ -136,7 +145,9 @@ export function stepLogitScales(contextLens: Int32Array, promptLens: Int32Array 
       );
     }
     const promptLen = promptLens === undefined ? currentLen : promptLens[s];
-    out[s] = seqLogitScale({ promptLen, currentLen, isPrefill: currentLen <= promptLen, originalMax });
+    for (let t = queryStart[s]; t < queryStart[s + 1]; t++) {
+      out[t] = rowLogitScale({ promptLen, position: positions[t], originalMax });
+    }
   }
   return out;
 }

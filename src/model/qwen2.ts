@@ -3,12 +3,13 @@
 // ops and the scratch tensors of one forward. Must not: allocate KV memory (the caller owns the caches)
 // or sample (it returns logits for the requested rows only).
 // With config.dca (Dual Chunk Attention, long-context-attention.md §2) keys are rotated once at (k mod L)
-// and cached unscaled, queries go unrotated into Backend.attentionDca with the per-sequence temperature
-// of §2.6; without it the graph is plain RoPE + Backend.attention.
+// and cached unscaled, queries go unrotated into Backend.attentionDca with a per-row temperature (§2.6:
+// s(P)^2 for prompt rows, s(p+1)·s(P) for generated ones, whatever else the step feeds); without it the
+// graph is plain RoPE + Backend.attention.
 import type { AttentionBatch, Backend, DcaParams, KvCacheLayer } from '../runtime/backend.js';
 import { reshape, type Tensor } from '../runtime/tensor.js';
 import type { ModelConfig } from './config-types.js';
-import { stepLogitScales, toDcaParams } from './dca.js';
+import { stepRowLogitScales, toDcaParams } from './dca.js';
 import type { ModelWeights } from './weights-types.js';
 
 /** Everything one forward step needs; T = number of tokens in the step. */
@@ -20,18 +21,19 @@ export interface StepInputs {
   sampleRows: Int32Array; // [R] rows of the step whose logits are returned
   /**
    * [numSeqs] full prompt length of each sequence of `batch` (>= 1), for the DCA attention temperature
-   * (§2.6: prefill uses the whole prompt's length even in early chunks). Read only by DCA models.
+   * (§2.6: prompt rows use the whole prompt's length even in early chunks; rows at positions >= it are
+   * generated tokens, fed one at a time or together in a recompute). Read only by DCA models.
    * Absent: each sequence's context counts as its prompt, which is exact while every context is within
    * original_max_position_embeddings; a DCA step with a longer context then throws.
    */
   promptLens?: Int32Array;
 }
 
-/** What a DCA forward needs besides the plain one: key rotation positions and per-sequence logit factors. */
+/** What a DCA forward needs besides the plain one: key rotation positions and per-row logit factors. */
 interface DcaStep {
   params: DcaParams;
   keyPositions: Int32Array; // [T] positions[t] mod L (§2.2)
-  seqLogitScale: Float32Array; // [numSeqs] s_q·s_k (§2.6)
+  rowLogitScale: Float32Array; // [T] s_q·s_k of each query row (§2.6)
 }
 
 export class Qwen2Graph {
@@ -110,7 +112,7 @@ export class Qwen2Graph {
         be.rope(k3, dca.keyPositions, cfg.ropeTheta, D); // keys at k mod L, unscaled (§2.2, §3.3)
         be.writeKv(k3, v3, caches[l], inputs.slotMapping);
         // q stays unrotated: the op rotates each row per key range (§2.3) and applies the temperature.
-        be.attentionDca!(q3, caches[l], inputs.batch, inputs.positions, dca.params, scale, dca.seqLogitScale, attn3);
+        be.attentionDca!(q3, caches[l], inputs.batch, inputs.positions, dca.params, scale, dca.rowLogitScale, attn3);
       }
       be.matmul(attn, w.o, null, proj); // proj [T, H]
       be.add(x, proj, x);
@@ -142,7 +144,9 @@ export class Qwen2Graph {
     return {
       params,
       keyPositions: inputs.positions.map((p) => p % params.chunkLen),
-      seqLogitScale: stepLogitScales(inputs.batch.contextLens, inputs.promptLens, dca.originalMaxPositionEmbeddings),
+      rowLogitScale: stepRowLogitScales(
+        inputs.positions, inputs.batch.queryStart, inputs.batch.contextLens, inputs.promptLens, dca.originalMaxPositionEmbeddings,
+      ),
     };
   }
 }

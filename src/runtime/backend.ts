@@ -111,8 +111,10 @@ export interface Backend {
   /**
    * DCA attention over the paged cache. q [T, numHeads, headDim] f32 is NOT rotated (the op rotates each
    * query row three ways per DcaParams, at positions[t]); cached keys were rotated at (k mod L) and are
-   * stored unscaled. Logits = scale · seqLogitScale[s] · q_rot·k, where seqLogitScale [numSeqs] carries the
-   * attention temperature product s_q·s_k of sequence s (1 for sequences within the training length).
+   * stored unscaled. Logits of query row t = scale · rowLogitScale[t] · q_rot·k, where rowLogitScale [T]
+   * carries the attention temperature product s_q·s_k of that row (§2.6; 1 within the training length).
+   * The factor is per ROW, not per sequence: one step may hold a sequence's prompt rows and rows of
+   * tokens it generated earlier (recompute after preemption), each with the factor of its own position.
    * Masking, GQA and the batch layout are as in attention(); positions [T] must equal the causal
    * positions the batch implies. (Optional only until every backend implements it.)
    */
@@ -123,7 +125,7 @@ export interface Backend {
     positions: Int32Array,
     dca: DcaParams,
     scale: number,
-    seqLogitScale: Float32Array,
+    rowLogitScale: Float32Array,
     out: Tensor,
   ): void;
 

@@ -174,11 +174,11 @@ export function createCpuBackend(opts: CpuBackendOptions = {}): Backend {
     },
 
     attentionDca(q: Tensor, cache: KvCacheLayer, batch: AttentionBatch, positions: Int32Array, dca: DcaParams,
-      scale: number, seqLogitScale: Float32Array, out: Tensor): void {
+      scale: number, rowLogitScale: Float32Array, out: Tensor): void {
       const [T, numHeads, headDim] = checkAttention('attentionDca', q, cache, batch, out);
       const { numSeqs, queryStart, contextLens, blockTables, maxBlocksPerSeq } = batch;
       if (positions.length !== T) fail('attentionDca', `${positions.length} positions for q ${fmt(q.shape)}`);
-      if (seqLogitScale.length !== numSeqs) fail('attentionDca', `seqLogitScale has ${seqLogitScale.length} entries for ${numSeqs} sequences`);
+      if (rowLogitScale.length !== T) fail('attentionDca', `rowLogitScale has ${rowLogitScale.length} entries for ${T} query rows`);
       const { chunkLen, chunkSize, ropeTheta, rotaryDim } = dca;
       if (!Number.isSafeInteger(chunkLen) || chunkLen <= 0 || !Number.isSafeInteger(chunkSize) || chunkSize < chunkLen) {
         fail('attentionDca', `need 0 < chunkLen <= chunkSize, got chunkLen ${chunkLen}, chunkSize ${chunkSize}`);
@@ -190,7 +190,7 @@ export function createCpuBackend(opts: CpuBackendOptions = {}): Backend {
         cache.k.data as Float32Array, cache.v.data as Float32Array,
         cache.numBlocks, cache.blockSize, cache.numKvHeads, cache.headDim,
         numSeqs, queryStart, contextLens, blockTables, maxBlocksPerSeq, positions,
-        chunkLen, chunkSize, ropeTheta, rotaryDim, scale, seqLogitScale,
+        chunkLen, chunkSize, ropeTheta, rotaryDim, scale, rowLogitScale,
         f32Data('attentionDca', 'out', out));
     },
 

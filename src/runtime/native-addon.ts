@@ -100,8 +100,8 @@ export interface NativeCpuContext {
   /**
    * Dual Chunk Attention over the paged cache (Backend.attentionDca; native/include/cpu-ops.h). The first
    * 14 arguments are attention()'s; q is NOT rotated. positions [T] must equal the batch's row positions;
-   * chunkLen L >= 1, chunkSize C >= L, theta > 0, rotaryDim even in [2, headDim]; seqLogitScale [numSeqs]
-   * finite (the per-sequence temperature s_q·s_k). Logits = f32(scale · seqLogitScale[s]) · q_rot·k with q
+   * chunkLen L >= 1, chunkSize C >= L, theta > 0, rotaryDim even in [2, headDim]; rowLogitScale [T]
+   * finite (each query row's temperature s_q·s_k). Logits of row r = f32(scale · rowLogitScale[r]) · q_rot·k with q
    * rotated at p mod L / min(p mod L + L, C) / min(2L − 1, C) for keys in its own / the previous / older
    * DCA chunks; one fp32 online softmax. Violations are RangeErrors.
    */
@@ -112,7 +112,7 @@ export interface NativeCpuContext {
     numSeqs: number, queryStart: Int32Array, contextLens: Int32Array, blockTables: Int32Array,
     maxBlocksPerSeq: number, positions: Int32Array,
     chunkLen: number, chunkSize: number, theta: number, rotaryDim: number,
-    scale: number, seqLogitScale: Float32Array, out: Float32Array,
+    scale: number, rowLogitScale: Float32Array, out: Float32Array,
   ): void;
 }
 

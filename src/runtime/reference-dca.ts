@@ -45,10 +45,10 @@ function rotateInto(dst: Float64Array, src: Float32Array, srcBase: number, headD
 }
 
 /**
- * out[t, h, :] = softmax_j(scale · seqLogitScale[s] · q_rot(t, h, j) · k[j]) · v[j] over keys j ≤ p of
+ * out[t, h, :] = softmax_j(scale · rowLogitScale[t] · q_rot(t, h, j) · k[j]) · v[j] over keys j ≤ p of
  * t's sequence, where q_rot uses the intra / succ / inter rotation of p for keys in p's chunk / the
  * previous chunk / older chunks (§2.4). Shapes: q, out [T, numHeads, headDim]; positions [T];
- * seqLogitScale [numSeqs]; cache K/V [numBlocks, blockSize, numKvHeads, headDim].
+ * rowLogitScale [T] (one temperature product per query row); cache K/V [numBlocks, blockSize, numKvHeads, headDim].
  */
 export function referenceAttentionDca(
   q: Tensor,
@@ -57,7 +57,7 @@ export function referenceAttentionDca(
   positions: Int32Array,
   dca: DcaParams,
   scale: number,
-  seqLogitScale: Float32Array,
+  rowLogitScale: Float32Array,
   out: Tensor,
 ): void {
   const qs = f32('q', q);
@@ -87,7 +87,8 @@ export function referenceAttentionDca(
   if (contextLens.length !== numSeqs) fail(`contextLens must have ${numSeqs} entries`);
   if (blockTables.length !== numSeqs * maxBlocksPerSeq) fail('blockTables must be [numSeqs, maxBlocksPerSeq]');
   if (positions.length !== numTokens) fail(`${positions.length} positions for ${numTokens} query rows`);
-  if (seqLogitScale.length !== numSeqs) fail(`seqLogitScale has ${seqLogitScale.length} entries for ${numSeqs} sequences`);
+  if (rowLogitScale.length !== numTokens) fail(`rowLogitScale has ${rowLogitScale.length} entries for ${numTokens} query rows`);
+  for (let t = 0; t < numTokens; t++) if (!Number.isFinite(rowLogitScale[t])) fail(`rowLogitScale[${t}] = ${rowLogitScale[t]} is not finite`);
 
   const invFreq = invFrequencies(dca.ropeTheta, rotaryDim);
   const groupSize = numHeads / numKvHeads;
@@ -106,9 +107,9 @@ export function referenceAttentionDca(
       if (!Number.isInteger(block) || block < 0 || block >= numBlocks) fail(`sequence ${s}: block id ${block} outside [0, ${numBlocks})`);
       keySlot[j] = block * blockSize + (j % blockSize);
     }
-    const logitScale = scale * seqLogitScale[s];
     for (let i = 0; i < numQueries; i++) {
       const row = queryStart[s] + i;
+      const logitScale = scale * rowLogitScale[row];
       const p = contextLen - numQueries + i;
       if (positions[row] !== p) fail(`row ${row}: position ${positions[row]} but the batch places it at ${p}`);
       const rot = queryRotationPositions(p, L, C);

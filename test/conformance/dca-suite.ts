@@ -1,6 +1,8 @@
 // Backend.attentionDca conformance, run by every backend (reference, cpu, cuda): batches over shuffled
 // paged caches checked against the float64 references of test/ref/dca-f64.ts with an fp32 tolerance,
 // DCA == plain RoPE for p <= L + W, and the dca-toy.py oracle table (test/fixtures/dca-toy-tables.txt).
+// The temperature factor is per query row (rowLogitScale [T]); cases give rows of one sequence different
+// factors (a recompute after preemption: prompt rows s(P)^2, generated rows s(p+1)·s(P)).
 // Invariant: the op must write only `out`, leave q and the cache bit-identical, and never read unused
 // blocks (NaN-poisoned) or tail slots past a sequence's context (poisoned with a large V).
 import { after, before, describe, test } from 'node:test';
@@ -8,12 +10,13 @@ import fs from 'node:fs';
 import type { AttentionBatch, Backend, DcaParams, KvCacheLayer } from '../../src/runtime/backend.js';
 import { makeTensor } from '../../src/runtime/tensor.js';
 import { assertBitsEqual, assertClose, makeRng, randomF32, U } from '../ref/f64.js';
-import { dcaAttentionF64, dcaRotateKeysF64, dcaTolerance, plainRopeAttentionF64, tableAttentionF64, type DcaShape } from '../ref/dca-f64.js';
+import { dcaAttentionF64, dcaRotateKeysF64, dcaTolerance, plainRopeAttentionF64, tableAttentionF64, temperatureF64, type DcaShape } from '../ref/dca-f64.js';
 
 export interface DcaSeqSpec {
   readonly contextLen: number; // keys in the cache; queries are the last numQueries positions
   readonly numQueries: number;
-  readonly logitScale: number; // seqLogitScale of this sequence
+  /** rowLogitScale of this sequence's query rows: one value for all, or one per row (numQueries entries). */
+  readonly logitScale: number | readonly number[];
 }
 
 export interface DcaCase {
@@ -37,6 +40,17 @@ const TOY = { chunkSize: 8, localSize: 2 } as const; // L = 6, C = 8, W = 2 (§2
 const TINY = { chunkSize: 64, localSize: 16 } as const; // L = 48, C = 64, W = 16
 const QWEN = { chunkSize: 262144, localSize: 8192 } as const; // L = 253,952
 const decodeAt = (p: number, logitScale = 1): DcaSeqSpec => ({ contextLen: p + 1, numQueries: 1, logitScale });
+
+/**
+ * Rows [contextLen - numQueries, contextLen) of a request with a promptLen-token prompt, each with the
+ * graph's factor (§2.6): s(P)^2 below P, s(p+1)·s(P) from P on (tokens generated before a preemption).
+ */
+function recomputeRows(promptLen: number, contextLen: number, numQueries: number, originalMax: number): DcaSeqSpec {
+  const s = (n: number) => temperatureF64(n, originalMax);
+  const first = contextLen - numQueries;
+  const logitScale = Array.from({ length: numQueries }, (_, i) => (first + i < promptLen ? s(promptLen) ** 2 : s(first + i + 1) * s(promptLen)));
+  return { contextLen, numQueries, logitScale };
+}
 
 export const DCA_CASES: readonly DcaCase[] = [
   { label: 'toy: one prefill over 5 DCA chunks, MHA, headDim 8, block 1', ...TOY, theta: 100, numHeads: 2, numKvHeads: 2, headDim: 8, blockSize: 1, seed: 1, seqs: [{ contextLen: 27, numQueries: 27, logitScale: 1 }] },
@@ -77,6 +91,25 @@ export const DCA_CASES: readonly DcaCase[] = [
     label: 'tiny: partial rotary (rotaryDim 8 of headDim 16), MHA, block 1',
     ...TINY, theta: 10000, numHeads: 3, numKvHeads: 3, headDim: 16, rotaryDim: 8, blockSize: 1, seed: 7, qScale: 2,
     seqs: [{ contextLen: 150, numQueries: 20, logitScale: 1 }, decodeAt(96, 1.05)],
+  },
+  {
+    label: 'tiny: recompute after preemption: prompt rows and generated rows of one sequence in one step, several generated rows alone, GQA 4, block 16',
+    ...TINY, theta: 10000, numHeads: 8, numKvHeads: 2, headDim: 16, blockSize: 16, seed: 9, qScale: 2,
+    seqs: [
+      recomputeRows(100, 130, 60, 16), // rows 70..129: prompt to 99, generated from 100; cross 96 = 2L
+      recomputeRows(150, 200, 6, 16), // rows 194..199, all generated; cross 192 = 4L
+      decodeAt(120, 1.3),
+      recomputeRows(40, 52, 52, 16), // a whole short recompute from 0: 40 prompt rows, 12 generated; crosses L
+    ],
+  },
+  {
+    label: 'toy: every query row its own factor in [0.5, 2] (a per-sequence factor cannot pass), GQA 2, block 2',
+    ...TOY, theta: 100, numHeads: 4, numKvHeads: 2, headDim: 8, blockSize: 2, seed: 10, qScale: 3,
+    seqs: [
+      { contextLen: 20, numQueries: 14, logitScale: Array.from({ length: 14 }, (_, i) => 0.5 + (1.5 * ((i * 7) % 11)) / 10) },
+      decodeAt(9, 0.7),
+      { contextLen: 13, numQueries: 3, logitScale: [2, 1, 0.5] },
+    ],
   },
   {
     label: 'Qwen constants (L=253,952, C=262,144, theta 1e7): rows 2L+W (exact) and 2L+W+1 (clamped) over 3 chunks, block 16',
@@ -231,9 +264,14 @@ export function checkDcaCase(backend: Backend, c: DcaCase): void {
   const q = backend.upload(makeTensor('f32', [numTokens, numHeads, headDim], qHost.slice()));
   const out = backend.zeros([numTokens, numHeads, headDim]);
   backend.write(out, new Float32Array(numTokens * numHeads * headDim).fill(NaN)); // rows left unwritten show
-  const seqLogitScale = Float32Array.from(c.seqs, (s) => s.logitScale);
+  const rowScales = c.seqs.map((s) => {
+    if (typeof s.logitScale === 'number') return new Array<number>(s.numQueries).fill(s.logitScale);
+    if (s.logitScale.length !== s.numQueries) throw new Error(`${c.label}: ${s.logitScale.length} row factors for ${s.numQueries} queries`);
+    return [...s.logitScale];
+  });
+  const rowLogitScale = Float32Array.from(rowScales.flat());
   try {
-    backend.attentionDca(q, cache, batch, positions, dca, scale, seqLogitScale, out);
+    backend.attentionDca(q, cache, batch, positions, dca, scale, rowLogitScale, out);
     const got = backend.read(out);
     assertBitsEqual(backend.read(q), qHost, `${c.label}: q must be left unchanged`);
     assertBitsEqual(backend.read(cache.k), kCache, `${c.label}: cache K must be left unchanged`);
@@ -241,7 +279,7 @@ export function checkDcaCase(backend: Backend, c: DcaCase): void {
     const oracle = c.against === 'toy-oracle' ? readToyOracle() : null;
     c.seqs.forEach((s, si) => {
       const { q: qs, k: ks, v: vs } = seqs[si];
-      const logitScale = scale * Math.fround(s.logitScale);
+      const logitScale = rowScales[si].map((f) => scale * Math.fround(f)); // per row
       let expected: Float64Array;
       let angleError = 0;
       if (c.against === 'plain-rope') {

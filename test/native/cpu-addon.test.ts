@@ -150,9 +150,10 @@ describe('attention and the other ops: 1 and 2 threads give identical bits', () 
     const batch = { numSeqs: 2, queryStart: Int32Array.from([0, 120, 121]), contextLens: Int32Array.from([300, 150]), blockTables, maxBlocksPerSeq };
     const positions = Int32Array.from([...Array.from({ length: 120 }, (_, i) => 180 + i), 149]);
     const q = randomTensor(next, 'f32', [121, numHeads, headDim], 2);
+    const rowLogitScale = Float32Array.from(positions, (p, t) => (t < 120 ? 1.2 + p / 1000 : 1)); // per row
     const results = [one, two].map((be) => {
       const out = makeTensor('f32', [121, numHeads, headDim]);
-      be.attentionDca!(q, cache, batch, positions, { chunkLen: 96, chunkSize: 128, ropeTheta: 1e6, rotaryDim: 64 }, 0.125, Float32Array.from([1.2, 1]), out);
+      be.attentionDca!(q, cache, batch, positions, { chunkLen: 96, chunkSize: 128, ropeTheta: 1e6, rotaryDim: 64 }, 0.125, rowLogitScale, out);
       return out.data as Float32Array;
     });
     bitsEqual(results[0], results[1], 'attentionDca');
@@ -224,14 +225,14 @@ describe('argument checking', () => {
     attend(Int32Array.from([1, -1]), 3); // unused table entries (-1) are never read
   });
 
-  test('attentionDca: bad positions, DCA constants, rotaryDim and seqLogitScale are RangeErrors', () => {
+  test('attentionDca: bad positions, DCA constants, rotaryDim and rowLogitScale are RangeErrors', () => {
     // One sequence of 3 keys (blocks 0 and 1 of 4 slots), 2 queries at positions 1 and 2; MHA, headDim 8.
-    const dca = (over: { positions?: number[]; chunkLen?: number; chunkSize?: number; rotaryDim?: number; seqLogitScale?: number[]; numHeads?: number; numKvHeads?: number } = {}) => {
+    const dca = (over: { positions?: number[]; chunkLen?: number; chunkSize?: number; rotaryDim?: number; rowLogitScale?: number[]; numHeads?: number; numKvHeads?: number } = {}) => {
       const [numHeads, numKvHeads] = [over.numHeads ?? 1, over.numKvHeads ?? 1];
       const cacheLen = 2 * 4 * numKvHeads * 8;
       return ctx.attentionDca(new Float32Array(2 * numHeads * 8), 2, numHeads, new Float32Array(cacheLen), new Float32Array(cacheLen), 2, 4, numKvHeads, 8,
         1, Int32Array.from([0, 2]), Int32Array.from([3]), Int32Array.from([0, 1]), 2, Int32Array.from(over.positions ?? [1, 2]),
-        over.chunkLen ?? 2, over.chunkSize ?? 3, 1e4, over.rotaryDim ?? 8, 0.5, Float32Array.from(over.seqLogitScale ?? [1]),
+        over.chunkLen ?? 2, over.chunkSize ?? 3, 1e4, over.rotaryDim ?? 8, 0.5, Float32Array.from(over.rowLogitScale ?? [1, 1.25]),
         new Float32Array(2 * numHeads * 8));
     };
     dca();
@@ -240,8 +241,8 @@ describe('argument checking', () => {
     assert.throws(() => dca({ chunkLen: 0 }), { name: 'RangeError', message: /chunkLen/ });
     assert.throws(() => dca({ chunkSize: 1 }), { name: 'RangeError', message: /need 0 < chunkLen <= chunkSize/ });
     assert.throws(() => dca({ rotaryDim: 10 }), { name: 'RangeError', message: /rotaryDim = 10 must be even and in \[2, headDim = 8\]/ });
-    assert.throws(() => dca({ seqLogitScale: [Number.NaN] }), { name: 'RangeError', message: /seqLogitScale\[0\] is not finite/ });
-    assert.throws(() => dca({ seqLogitScale: [1, 1] }), { name: 'RangeError', message: /seqLogitScale has 2 elements, expected numSeqs = 1/ });
+    assert.throws(() => dca({ rowLogitScale: [1, Number.NaN] }), { name: 'RangeError', message: /rowLogitScale\[1\] is not finite/ });
+    assert.throws(() => dca({ rowLogitScale: [1] }), { name: 'RangeError', message: /rowLogitScale has 1 elements, expected T = 2/ });
     dca({ numHeads: 4, numKvHeads: 2 });
     assert.throws(() => dca({ numHeads: 3, numKvHeads: 2 }), { name: 'RangeError', message: /attentionDca: numHeads = 3 is not a multiple of numKvHeads = 2/ });
   });

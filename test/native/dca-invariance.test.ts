@@ -3,13 +3,15 @@
 // gives bit-identical logits and greedy tokens on each backend (every row's result depends only on its
 // position and keys); the CPU and reference backends agree; and a Scheduler-driven batch (budget 37, a
 // second request hitting the prefix cache, its StepPlan passed to the runner as is) reproduces each request
-// run alone. A planted bug (early chunks without the prompt length) shows the comparison can fail.
+// run alone; a recompute after preemption (prompt and generated tokens fed again, one step mixing prompt
+// rows with generated rows) reproduces the decodes bit for bit. A planted bug (early chunks without the
+// prompt length) shows the comparison can fail.
 import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { asSeqId } from '../../src/core/ids.js';
 import { Scheduler } from '../../src/core/scheduler.js';
 import type { LoadedModel } from '../../src/model/load.js';
-import { ModelRunner } from '../../src/runtime/model-runner.js';
+import { ModelRunner, singleSequenceStep } from '../../src/runtime/model-runner.js';
 import { argmax, BACKENDS, BLOCK_SIZE, loadTinyDca, logSoftmax, makeBackend, maxAbsDiff, randomPrompt, runGreedy, type GreedyRun } from './dca-model-helpers.js';
 
 const PROMPT_LEN = 300;
@@ -56,6 +58,31 @@ describe('chunked-prefill invariance (one step vs chunks of 16 and 37)', () => {
     const diff = runDiff(wrong, runs.get(`cpu/${PROMPT_LEN}`)!);
     assert.ok(diff > 1e-2, `temperature of early chunks is invisible (diff ${diff})`);
   });
+});
+
+test('recompute after preemption: prompt + generated tokens in one step and in chunks of 37 equal the decodes (cpu, bit-identical)', () => {
+  const whole = runs.get(`cpu/${PROMPT_LEN}`)!;
+  const fed = [...prompt, ...whole.tokens.slice(0, NUM_DECODES)]; // positions 0..P+3; rows P..P+3 were generated
+  const vocab = model.config.vocabSize;
+  for (const chunk of [fed.length, 37]) { // chunks of 37: [296, 304) holds prompt rows 296..299 and generated rows 300..303
+    const runner = new ModelRunner(makeBackend('cpu'), model.config, model.weights, { numBlocks: 32, blockSize: BLOCK_SIZE });
+    const got: Float32Array[] = []; // logits at positions P-1 .. P+3
+    try {
+      for (let start = 0; start < fed.length; start += chunk) {
+        const ids = fed.slice(start, start + chunk);
+        const step = singleSequenceStep(ids, start, BLOCK_SIZE, 32, PROMPT_LEN);
+        const rows = ids.map((_, i) => i).filter((i) => start + i >= PROMPT_LEN - 1);
+        step.sampleRows = Int32Array.from(rows.length > 0 ? rows : [ids.length - 1]); // every step writes its K/V
+        const logits = runner.step(step);
+        if (rows.length === 0) continue;
+        rows.forEach((_, i) => got.push(logits.slice(i * vocab, (i + 1) * vocab)));
+      }
+    } finally {
+      runner.dispose();
+    }
+    assert.equal(got.length, NUM_DECODES + 1);
+    got.forEach((row, d) => assert.equal(maxAbsDiff(row, whole.steps[d]), 0, `chunks of ${chunk}: position ${PROMPT_LEN - 1 + d} recomputed vs decoded`));
+  }
 });
 
 test('cpu and reference backends agree (log-probs within 1e-3, same greedy tokens)', (t) => {

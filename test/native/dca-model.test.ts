@@ -4,7 +4,8 @@
 // and greedy decodes against the float64 forward of test/ref/qwen2-dca-f64.ts, tightly with the engine's
 // key temperature (unscaled keys, s_k = s(prompt)) and within 0.03 with vLLM's (keys scaled when
 // written); (3) plausible bugs (no temperature, a wrong chunk length, plain RoPE) miss the reference by
-// far more than either tolerance; (4) the runner refuses a KV block size that does not divide L.
+// far more than either tolerance; (4) a recompute step (prompt and generated rows at once) equals prefill
+// plus decodes; (5) the runner refuses a KV block size that does not divide L.
 // Must not: loosen a bound to pass.
 import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -109,6 +110,33 @@ describe('tiny-dca forward vs the float64 forward from the spec (300-token promp
       assert.ok(Math.min(vllm, same) > 10 * LOGPROB_TOL, `${name}: only ${Math.min(vllm, same)} from the float64 forward`);
     }
   });
+});
+
+test('a recompute step (80-token prompt and 3 generated tokens fed at once) equals prefill + decodes: float64 exactly, cpu within 1e-3', (t) => {
+  const P = 80;
+  const short = randomPrompt(7, P, model.config.vocabSize);
+  const generated = [11, 2222, 333];
+  const rows = [P - 1, P, P + 1, P + 2]; // the prompt's last row and the three generated rows
+  for (const keyTemperature of ['prompt', 'at-write'] as const) {
+    const stepwise = new Qwen2DcaForwardF64(model.dir, keyTemperature);
+    const want = [stepwise.step(short, P, [P - 1])[0], ...generated.map((id) => stepwise.step([id], P, [0])[0])];
+    const got = new Qwen2DcaForwardF64(model.dir, keyTemperature).step([...short, ...generated], P, rows);
+    got.forEach((row, i) => assert.ok(maxAbsDiff(row, want[i]) <= 1e-12, `float64 (${keyTemperature}): row ${rows[i]}`));
+    if (keyTemperature !== 'prompt') continue;
+    const runner = new ModelRunner(makeBackend('cpu'), model.config, model.weights, { numBlocks: 8, blockSize: BLOCK_SIZE });
+    try {
+      const step = singleSequenceStep([...short, ...generated], 0, BLOCK_SIZE, 8, P);
+      step.sampleRows = Int32Array.from(rows);
+      const logits = runner.step(step);
+      const V = model.config.vocabSize;
+      let d = 0;
+      rows.forEach((_, i) => (d = Math.max(d, maxAbsDiff(logSoftmax(logits.subarray(i * V, (i + 1) * V)), want[i]))));
+      t.diagnostic(`cpu recompute step vs float64 prefill + decodes: max |log-prob diff| = ${d.toExponential(2)}`);
+      assert.ok(d <= LOGPROB_TOL_SAME_SEMANTICS, `cpu recompute step: ${d}`);
+    } finally {
+      runner.dispose();
+    }
+  }
 });
 
 test('the runner refuses a KV block size that does not divide the DCA chunk length', () => {

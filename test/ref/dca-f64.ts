@@ -1,6 +1,7 @@
 // Float64 references for Dual Chunk Attention, written straight from long-context-attention.md §2.8: per
 // DCA sub-range, three separate partial attentions (intra / succ / inter) on dense gathered K/V, each giving
-// an output and its LSE, merged by the §2.7 rule; plus plain-RoPE attention and the DCA tolerance.
+// an output and its LSE, merged by the §2.7 rule; plus plain-RoPE attention and the DCA tolerance. Logit
+// multipliers are per query row (RowScale), as in Backend.attentionDca.
 // Invariant: independent of src/ (positions are re-derived here from §2.3, not imported from dca.ts) and a
 // different algorithm from the one-pass reference, so the two check each other. Takes UN-rotated keys.
 // Must not: read block tables or caches (K/V are dense per sequence).
@@ -10,6 +11,24 @@ export interface DcaShape {
   readonly numHeads: number;
   readonly numKvHeads: number;
   readonly headDim: number;
+}
+
+/**
+ * A logit multiplier (softmax scale · the attention temperature product): one number for every query row,
+ * or one entry per query row of q, in order (the per-row contract of Backend.attentionDca).
+ */
+export type RowScale = number | ArrayLike<number>;
+
+/** The multiplier of query row i (of numRows) of `scale`; throws if a per-row list has the wrong length. */
+export function rowScaleOf(scale: RowScale, numRows: number): (i: number) => number {
+  if (typeof scale === 'number') return () => scale;
+  if (scale.length !== numRows) throw new Error(`per-row scale has ${scale.length} entries for ${numRows} query rows`);
+  return (i) => scale[i];
+}
+
+/** s(N) = max(1, 0.1 ln(N / original_max) + 1), §2.6. */
+export function temperatureF64(N: number, originalMax: number): number {
+  return Math.max(1, 0.1 * Math.log(N / originalMax) + 1);
 }
 
 export interface DcaF64Params {
@@ -62,9 +81,10 @@ interface Partial {
 /**
  * Dense attention of already-rotated query rows qRot [numRows, numHeads, headDim] against rotated keys
  * [keyStart, keyEnd) of kRot/v [numKeys, numKvHeads, headDim]. If causal, row r (at absolute position
- * rowPosition(r)) sees only keys ≤ that position. Returns the normalized output and the LSE per (row, head).
+ * rowPosition(r)) sees only keys ≤ that position; its logits are scaleOf(r) · q·k. Returns the normalized
+ * output and the LSE per (row, head).
  */
-function partialAttentionF64(qRot: Float64Array, kRot: Float64Array, v: ArrayLike<number>, shape: DcaShape, keyStart: number, keyEnd: number, causal: boolean, rowPosition: (r: number) => number, scale: number): Partial {
+function partialAttentionF64(qRot: Float64Array, kRot: Float64Array, v: ArrayLike<number>, shape: DcaShape, keyStart: number, keyEnd: number, causal: boolean, rowPosition: (r: number) => number, scaleOf: (r: number) => number): Partial {
   const { numHeads, numKvHeads, headDim } = shape;
   const numRows = qRot.length / (numHeads * headDim);
   const out = new Float64Array(qRot.length);
@@ -81,7 +101,7 @@ function partialAttentionF64(qRot: Float64Array, kRot: Float64Array, v: ArrayLik
         const kBase = (j * numKvHeads + kvHead) * headDim;
         let dot = 0;
         for (let d = 0; d < headDim; d++) dot += qRot[qBase + d] * kRot[kBase + d];
-        logits[j - keyStart] = scale * dot;
+        logits[j - keyStart] = scaleOf(r) * dot;
         max = Math.max(max, logits[j - keyStart]);
       }
       let sum = 0;
@@ -120,9 +140,10 @@ function mergeLse(parts: readonly Partial[], headDim: number): Float64Array {
 /**
  * DCA attention of ONE sequence (§2.8). q [numQueries, numHeads, headDim] un-rotated, its rows the last
  * numQueries positions [P0, P1) of the sequence; k, v [numKeys = P1, numKvHeads, headDim], k un-rotated.
- * `scale` is the full logit multiplier (softmax scale · seqLogitScale). Returns out like q.
+ * `scale` is the full logit multiplier (softmax scale · temperature), one for all rows or one per row of q.
+ * Returns out like q.
  */
-export function dcaAttentionF64(q: ArrayLike<number>, k: ArrayLike<number>, v: ArrayLike<number>, shape: DcaShape, p: DcaF64Params, scale: number): Float64Array {
+export function dcaAttentionF64(q: ArrayLike<number>, k: ArrayLike<number>, v: ArrayLike<number>, shape: DcaShape, p: DcaF64Params, scale: RowScale): Float64Array {
   const { numHeads, headDim } = shape;
   const L = p.chunkLen;
   const C = p.chunkSize;
@@ -131,19 +152,21 @@ export function dcaAttentionF64(q: ArrayLike<number>, k: ArrayLike<number>, v: A
   const P0 = P1 - q.length / rowLen;
   const kRot = dcaRotateKeysF64(k, shape, p);
   const out = new Float64Array(q.length);
+  const scaleOfRow = rowScaleOf(scale, P1 - P0);
   for (let begin = P0; begin < P1; ) {
     const cs = Math.floor(begin / L) * L; // start of the DCA chunk holding `begin`
     const end = Math.min(cs + L, P1);
     const rows = Array.from(q).slice((begin - P0) * rowLen, (end - P0) * rowLen); // Q = queries [begin, end)
     const at = (r: number) => begin + r;
     const rotated = (qpos: (pos: number) => number) => rotateRowsF64(rows, numHeads, headDim, p.theta, p.rotaryDim, (r) => qpos(at(r)));
+    const scaleOf = (r: number) => scaleOfRow(begin - P0 + r);
     const parts: Partial[] = [];
     // part A (intra): rotation p mod L vs keys [cs, end), causal
-    parts.push(partialAttentionF64(rotated((pos) => pos % L), kRot, v, shape, cs, end, true, at, scale));
+    parts.push(partialAttentionF64(rotated((pos) => pos % L), kRot, v, shape, cs, end, true, at, scaleOf));
     // part B (succ): rotation min(p mod L + L, C) vs keys [cs − L, cs), no mask
-    if (cs >= L) parts.push(partialAttentionF64(rotated((pos) => Math.min((pos % L) + L, C)), kRot, v, shape, cs - L, cs, false, at, scale));
+    if (cs >= L) parts.push(partialAttentionF64(rotated((pos) => Math.min((pos % L) + L, C)), kRot, v, shape, cs - L, cs, false, at, scaleOf));
     // part C (inter): rotation min(2L − 1, C) vs keys [0, cs − L), no mask
-    if (cs >= 2 * L) parts.push(partialAttentionF64(rotated(() => Math.min(2 * L - 1, C)), kRot, v, shape, 0, cs - L, false, at, scale));
+    if (cs >= 2 * L) parts.push(partialAttentionF64(rotated(() => Math.min(2 * L - 1, C)), kRot, v, shape, 0, cs - L, false, at, scaleOf));
     out.set(mergeLse(parts, headDim), (begin - P0) * rowLen);
     begin = end;
   }
@@ -152,14 +175,15 @@ export function dcaAttentionF64(q: ArrayLike<number>, k: ArrayLike<number>, v: A
 
 /**
  * Brute-force attention of ONE sequence from explicit rotation rules: the logit of (query at p, key k ≤ p)
- * is scale · R(queryRotation(p, k))q · R(keyRotation(k))k. Used with the dca-toy.py table as the rule (an
+ * is scale_p · R(queryRotation(p, k))q · R(keyRotation(k))k (scale_p: the RowScale of p's row). Used with the dca-toy.py table as the rule (an
  * oracle for the DCA references) and with identity rules as plain causal RoPE attention.
  */
-export function tableAttentionF64(q: ArrayLike<number>, k: ArrayLike<number>, v: ArrayLike<number>, shape: DcaShape, theta: number, rotaryDim: number, scale: number, queryRotation: (p: number, k: number) => number, keyRotation: (k: number) => number): Float64Array {
+export function tableAttentionF64(q: ArrayLike<number>, k: ArrayLike<number>, v: ArrayLike<number>, shape: DcaShape, theta: number, rotaryDim: number, scale: RowScale, queryRotation: (p: number, k: number) => number, keyRotation: (k: number) => number): Float64Array {
   const { numHeads, numKvHeads, headDim } = shape;
   const numKeys = k.length / (numKvHeads * headDim);
   const P0 = numKeys - q.length / (numHeads * headDim);
   const out = new Float64Array(q.length);
+  const scaleOf = rowScaleOf(scale, numKeys - P0);
   const rotate = (x: ArrayLike<number>, base: number, position: number) =>
     rotateRowsF64(Array.prototype.slice.call(x, base, base + headDim) as number[], 1, headDim, theta, rotaryDim, () => position);
   for (let i = 0; i < out.length / (numHeads * headDim); i++) {
@@ -172,7 +196,7 @@ export function tableAttentionF64(q: ArrayLike<number>, k: ArrayLike<number>, v:
         const kr = rotate(k, (j * numKvHeads + g) * headDim, keyRotation(j));
         let dot = 0;
         for (let d = 0; d < headDim; d++) dot += qr[d] * kr[d];
-        logits.push(scale * dot);
+        logits.push(scaleOf(i) * dot);
       }
       const max = Math.max(...logits);
       const weights = logits.map((l) => Math.exp(l - max));
@@ -188,7 +212,7 @@ export function tableAttentionF64(q: ArrayLike<number>, k: ArrayLike<number>, v:
 }
 
 /** Plain causal RoPE attention of ONE sequence: queries and keys rotated at their absolute positions. */
-export function plainRopeAttentionF64(q: ArrayLike<number>, k: ArrayLike<number>, v: ArrayLike<number>, shape: DcaShape, theta: number, rotaryDim: number, scale: number): Float64Array {
+export function plainRopeAttentionF64(q: ArrayLike<number>, k: ArrayLike<number>, v: ArrayLike<number>, shape: DcaShape, theta: number, rotaryDim: number, scale: RowScale): Float64Array {
   return tableAttentionF64(q, k, v, shape, theta, rotaryDim, scale, (p) => p, (j) => j);
 }
 
@@ -200,11 +224,12 @@ export function plainRopeAttentionF64(q: ArrayLike<number>, k: ArrayLike<number>
  * <= (2D + 48)·U·M + angleError·M; weights move by 2δ, normalisation over n keys by (2n + 16)·U. Doubled.
  * `angleError` (radians) is 0 against dcaAttentionF64 and covers the fp32 angle rounding otherwise.
  */
-export function dcaTolerance(q: ArrayLike<number>, k: ArrayLike<number>, v: ArrayLike<number>, shape: DcaShape, rotaryDim: number, scale: number, angleError = 0): Tolerance {
+export function dcaTolerance(q: ArrayLike<number>, k: ArrayLike<number>, v: ArrayLike<number>, shape: DcaShape, rotaryDim: number, scale: RowScale, angleError = 0): Tolerance {
   const { numHeads, numKvHeads, headDim } = shape;
   const half = rotaryDim / 2;
   const numQueries = q.length / (numHeads * headDim);
   const numKeys = k.length / (numKvHeads * headDim);
+  const scaleOf = rowScaleOf(scale, numQueries);
   const atol = new Float64Array(q.length);
   const maxVUpTo = new Float64Array(numKeys * numKvHeads); // [numKeys, numKvHeads]: max |v| over keys 0..j
   for (let j = 0; j < numKeys; j++) {
@@ -225,7 +250,7 @@ export function dcaTolerance(q: ArrayLike<number>, k: ArrayLike<number>, v: Arra
         let sum = 0;
         for (let d = 0; d < half; d++) sum += (Math.abs(q[qBase + d]) + Math.abs(q[qBase + half + d])) * (Math.abs(k[kBase + d]) + Math.abs(k[kBase + half + d]));
         for (let d = rotaryDim; d < headDim; d++) sum += Math.abs(q[qBase + d] * k[kBase + d]);
-        magnitude = Math.max(magnitude, Math.abs(scale) * sum);
+        magnitude = Math.max(magnitude, Math.abs(scaleOf(i)) * sum);
       }
       const logitError = ((2 * headDim + 48) * U + angleError) * magnitude;
       const bound = 2 * maxVUpTo[position * numKvHeads + g] * (2 * logitError + (2 * (position + 1) + 16) * U);

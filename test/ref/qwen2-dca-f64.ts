@@ -1,15 +1,17 @@
 // A float64 forward of a whole Qwen2 model with Dual Chunk Attention, written from long-context-attention.md
-// §2: keys rotated at k mod L (§2.2); prefill scales the softmax by s(prompt length) in every chunk, decode
-// scales the query by s(current length) (§2.6); attention per DCA sub-range as three partials merged by LSE
-// (§2.8, via dca-f64.ts). Two key temperatures: 'at-write' multiplies each key by the s of the step that
-// writes it (vLLM, §2.2), 'prompt' gives every key s(prompt length) (unscaled keys with s_k applied in the
-// kernel, §2.6 last bullet / §3.3; generated keys count as prompt keys). They differ only in decodes.
+// §2: keys rotated at k mod L (§2.2); prompt rows scale the softmax by s(prompt length) in every chunk,
+// the row of a generated token at position p scales its query by s(p + 1), the length of the decode that
+// produced it (§2.6); per row, so a step may feed prompt and generated rows together (a recompute after
+// preemption) and equals feeding them one by one. Attention per DCA sub-range as three partials merged by
+// LSE (§2.8, via dca-f64.ts). Two key temperatures: 'at-write' multiplies each key by its row's s (vLLM,
+// §2.2), 'prompt' gives every key s(prompt length) (unscaled keys with s_k applied in the kernel, §2.6
+// last bullet / §3.3; generated keys count as prompt keys). They differ only for generated rows.
 // Invariant: independent of src/ (reads config.json and model.safetensors itself, HF tensor
 // names, separate gate/up); plain RoPE when the config has no dual_chunk_attention_config.
 // Must not: share code with the engine's loader, graph or backends, or optimize beyond what tests need.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { dcaAttentionF64, plainRopeAttentionF64, type DcaShape } from './dca-f64.js';
+import { dcaAttentionF64, plainRopeAttentionF64, temperatureF64, type DcaShape } from './dca-f64.js';
 import { decodeBf16, decodeF16 } from './f64.js';
 
 interface RawConfig {
@@ -72,11 +74,6 @@ function rmsnorm(x: Float64Array, weight: Float64Array, eps: number, H: number):
   return y;
 }
 
-/** s(N) = max(1, 0.1 ln(N / original_max) + 1), §2.6. */
-export function temperatureF64(N: number, originalMax: number): number {
-  return Math.max(1, 0.1 * Math.log(N / originalMax) + 1);
-}
-
 /**
  * One sequence through the model, step by step (prefill chunks, then decodes), with its own dense KV
  * history: kScaled [numTokens, numKvHeads, headDim] holds s_write · (W_k h + b_k), un-rotated (rotation is
@@ -106,7 +103,7 @@ export class Qwen2DcaForwardF64 {
 
   /**
    * Feeds tokens at positions [numTokens, numTokens + ids.length) of a request whose prompt has
-   * promptLen tokens (a prefill step while the step ends within the prompt, else a decode of one token).
+   * promptLen tokens: prompt rows (positions < promptLen), generated rows (>= promptLen), or both.
    * Returns the natural-log softmax over the vocabulary for each row in `rows` (indices into ids).
    */
   step(ids: readonly number[], promptLen: number, rows: readonly number[]): Float64Array[] {
@@ -117,14 +114,14 @@ export class Qwen2DcaForwardF64 {
     const D = H / numHeads;
     const I = c.intermediate_size;
     const T = ids.length;
-    const P1 = this.numTokens + T;
+    const P0 = this.numTokens;
+    const P1 = P0 + T;
     const dca = c.dual_chunk_attention_config ?? null;
-    const isPrefill = P1 <= promptLen;
-    if (!isPrefill && T !== 1) throw new Error('a decode step feeds one token');
-    // §2.6: prefill N = max(prompt_len, seq_len) = promptLen; decode N = current length.
+    // §2.6: a prompt row uses N = max(prompt_len, seq_len) = promptLen (every prefill chunk ends within the
+    // prompt); a generated token at p was decoded with N = p + 1 tokens.
     const sOf = (N: number) => (dca === null ? 1 : temperatureF64(N, dca.original_max_position_embeddings));
-    const s = sOf(isPrefill ? Math.max(promptLen, P1) : P1);
-    const sKey = this.keyTemperature === 'at-write' ? s : sOf(promptLen);
+    const sRow = Array.from({ length: T }, (_, t) => (P0 + t < promptLen ? sOf(promptLen) : sOf(P0 + t + 1)));
+    const sKey = sRow.map((s) => (this.keyTemperature === 'at-write' ? s : sOf(promptLen)));
     const shape: DcaShape = { numHeads, numKvHeads, headDim: D };
     const embed = this.get('model.embed_tokens.weight');
     let x = new Float64Array(T * H);
@@ -136,14 +133,14 @@ export class Qwen2DcaForwardF64 {
       const k = linear(h, this.get(`${p}self_attn.k_proj.weight`), this.w.get(`${p}self_attn.k_proj.bias`), T, H, numKvHeads * D);
       const v = linear(h, this.get(`${p}self_attn.v_proj.weight`), this.w.get(`${p}self_attn.v_proj.bias`), T, H, numKvHeads * D);
       for (let e = 0; e < k.length; e++) {
-        this.kScaled[l].push(sKey * k[e]); // §2.2: K_cached = s_write · R(k mod L) · k
+        this.kScaled[l].push(sKey[Math.floor(e / (numKvHeads * D))] * k[e]); // §2.2: K_cached = s_write · R(k mod L) · k
         this.vs[l].push(v[e]);
       }
       const scale = 1 / Math.sqrt(D);
-      // Prefill: softmax scale × s; decode: query × s. Either way the logit gains one factor s.
+      // Prefill: softmax scale × s; decode: query × s. Either way each row's logits gain its factor s.
       const attn = dca === null
         ? plainRopeAttentionF64(q, this.kScaled[l], this.vs[l], shape, c.rope_theta, D, scale)
-        : dcaAttentionF64(q, this.kScaled[l], this.vs[l], shape, { chunkLen: dca.chunk_size - dca.local_size, chunkSize: dca.chunk_size, theta: c.rope_theta, rotaryDim: D }, scale * s);
+        : dcaAttentionF64(q, this.kScaled[l], this.vs[l], shape, { chunkLen: dca.chunk_size - dca.local_size, chunkSize: dca.chunk_size, theta: c.rope_theta, rotaryDim: D }, sRow.map((s) => scale * s));
       const o = linear(attn, this.get(`${p}self_attn.o_proj.weight`), undefined, T, numHeads * D, H);
       x = x.map((xi, e) => xi + o[e]);
       const h2 = rmsnorm(x, this.get(`${p}post_attention_layernorm.weight`), c.rms_norm_eps, H);

@@ -12,7 +12,7 @@ import { UserError } from '../../src/errors.js';
 import type { DcaConfig, ModelConfig } from '../../src/model/config-types.js';
 import {
   attentionTemperature, checkMaxModelLen, dcaConstants, dcaVariant, keyRotationPosition, queryRotationPositions,
-  relativeDistance, seqLogitScale, stepLogitScales, validateDca,
+  relativeDistance, rowLogitScale, stepRowLogitScales, validateDca,
 } from '../../src/model/dca.js';
 import { checkDcaCase, DCA_CASES, ORACLE_CASE, PLAIN_ROPE_CASES, readToyOracle, runDcaConformance, type DcaCase } from '../conformance/dca-suite.js';
 import { dcaAttentionF64, plainRopeAttentionF64, tableAttentionF64 } from '../ref/dca-f64.js';
@@ -138,35 +138,46 @@ describe('attention temperature (§2.6)', () => {
     assert.throws(() => attentionTemperature(0, orig));
   });
 
-  test('seqLogitScale: prefill s(prompt)^2 for every scheduler chunk, decode s(current)·s(prompt)', () => {
+  test('rowLogitScale: prompt rows s(prompt)^2 in every scheduler chunk, the token at p s(p+1)·s(prompt)', () => {
     const orig = 262144;
     const s = (n: number) => attentionTemperature(n, orig);
-    assert.equal(seqLogitScale({ promptLen: 100_000, currentLen: 50_000, isPrefill: true, originalMax: orig }), 1);
-    const early = seqLogitScale({ promptLen: 1_000_000, currentLen: 131_072, isPrefill: true, originalMax: orig });
-    const last = seqLogitScale({ promptLen: 1_000_000, currentLen: 1_000_000, isPrefill: true, originalMax: orig });
+    const at = (promptLen: number, position: number) => rowLogitScale({ promptLen, position, originalMax: orig });
+    assert.equal(at(100_000, 49_999), 1);
+    const early = at(1_000_000, 131_071); // a row of the first 131,072-token chunk
+    const last = at(1_000_000, 999_999);
     assert.equal(early, s(1_000_000) ** 2);
     assert.equal(last, early);
     assert.ok(early > 1.285 && early < 1.287, `s(1M)^2 = ${early}`);
-    const decode = seqLogitScale({ promptLen: 1_000_000, currentLen: 1_008_192, isPrefill: false, originalMax: orig });
+    const decode = at(1_000_000, 1_008_191); // the decode that makes the sequence 1,008,192 tokens long
     assert.equal(decode, s(1_008_192) * s(1_000_000));
     assert.ok(decode > 1.286 && decode < 1.288, `decode at 1M + 8K: ${decode}`);
+    assert.equal(at(1_000_000, 1_000_000), s(1_000_001) * s(1_000_000), 'the first generated token');
     // A short prompt whose generation crosses the training length: only the query side grows.
-    assert.equal(seqLogitScale({ promptLen: 262_000, currentLen: 270_000, isPrefill: false, originalMax: orig }), s(270_000));
-    assert.throws(() => seqLogitScale({ promptLen: 0, currentLen: 1, isPrefill: true, originalMax: orig }));
+    assert.equal(at(262_000, 269_999), s(270_000));
+    assert.throws(() => rowLogitScale({ promptLen: 0, position: 0, originalMax: orig }), /promptLen must be a positive integer/);
+    assert.throws(() => rowLogitScale({ promptLen: 5, position: -1, originalMax: orig }), /query position must be an integer >= 0/);
   });
 
-  test('stepLogitScales: prefill chunks of a long prompt, decodes, recompute, and no promptLens', () => {
+  test('stepRowLogitScales: per row, from each row\'s position and its sequence\'s prompt length', () => {
     const orig = 64;
     const s = (n: number) => attentionTemperature(n, orig);
-    // [contextLen, promptLen]: an early chunk, the last chunk, a decode, a short prompt, a recompute after preemption.
-    const got = stepLogitScales(Int32Array.from([37, 300, 305, 20, 302]), Int32Array.from([300, 300, 300, 20, 300]), orig);
-    const want = [s(300) ** 2, s(300) ** 2, s(305) * s(300), 1, s(302) * s(300)];
+    const P = 300;
+    // Sequences: an early chunk [0, 3), a decode at 304, a short prompt [17, 20), and a recompute after
+    // preemption feeding prompt rows 297..299 with generated rows 300..302 in ONE step.
+    const positions = Int32Array.from([0, 1, 2, 304, 17, 18, 19, 297, 298, 299, 300, 301, 302]);
+    const queryStart = Int32Array.from([0, 3, 4, 7, 13]);
+    const contextLens = Int32Array.from([3, 305, 20, 303]);
+    const got = stepRowLogitScales(positions, queryStart, contextLens, Int32Array.from([P, P, 20, P]), orig);
+    const want = [s(P) ** 2, s(P) ** 2, s(P) ** 2, s(305) * s(P), 1, 1, 1, s(P) ** 2, s(P) ** 2, s(P) ** 2, s(301) * s(P), s(302) * s(P), s(303) * s(P)];
     assert.deepEqual([...got], want.map(Math.fround));
     assert.ok(got[0] > 1.33 && got[0] < 1.34, `s(300)^2 = ${got[0]}`);
+    assert.ok(got[12] > got[11] && got[11] > got[10] && got[10] !== got[9], 'generated rows grow with their position');
     // Without promptLens every context counts as a prompt: fine within original_max, refused beyond it.
-    assert.deepEqual([...stepLogitScales(Int32Array.from([64, 1]), undefined, orig)], [1, 1]);
-    assert.throws(() => stepLogitScales(Int32Array.from([10, 65]), undefined, orig), /sequence 1 has 65 tokens > original_max_position_embeddings 64/);
-    assert.throws(() => stepLogitScales(Int32Array.from([10, 65]), Int32Array.from([10]), orig), /promptLens has 1 entries for 2 sequences/);
+    const two = (lens: number[]) => [Int32Array.from([lens[0] - 1, lens[1] - 1]), Int32Array.from([0, 1, 2]), Int32Array.from(lens)] as const;
+    assert.deepEqual([...stepRowLogitScales(...two([64, 1]), undefined, orig)], [1, 1]);
+    assert.throws(() => stepRowLogitScales(...two([10, 65]), undefined, orig), /sequence 1 has 65 tokens > original_max_position_embeddings 64/);
+    assert.throws(() => stepRowLogitScales(...two([10, 65]), Int32Array.from([10]), orig), /promptLens has 1 entries for 2 sequences/);
+    assert.throws(() => stepRowLogitScales(Int32Array.from([0]), Int32Array.from([0, 2]), Int32Array.from([1]), undefined, orig), /queryStart must have 2 entries from 0 to T = 1/);
   });
 });
 
@@ -249,6 +260,24 @@ describe('float64 DCA references', () => {
       assert.ok(diff > 1e-3, `row ${p} should see clamped distances, max diff ${diff}`);
     }
   });
+
+  test('a per-row scale equals each row computed alone with its own scalar scale (dca, table, tolerance)', () => {
+    const rng = makeRng(23);
+    const [q, k, v] = [randomF32(rng, 20 * 16, 2), randomF32(rng, 20 * 8), randomF32(rng, 20 * 8)];
+    const scales = Array.from({ length: 20 }, (_, i) => 0.2 + 0.05 * i);
+    const rowLen = 16;
+    const dca = dcaAttentionF64(q, k, v, shape, toy, scales);
+    const plain = plainRopeAttentionF64(q, k, v, shape, 100, 8, scales);
+    for (const p of [0, 5, 6, 13, 19]) {
+      const keys = (x: Float32Array) => x.subarray(0, (p + 1) * 8);
+      const row = q.subarray(p * rowLen, (p + 1) * rowLen);
+      const exact = { atol: 1e-12, rtol: 1e-12 };
+      assertClose(dca.subarray(p * rowLen, (p + 1) * rowLen), dcaAttentionF64(row, keys(k), keys(v), shape, toy, scales[p]), exact, `dca row ${p}`);
+      assertClose(plain.subarray(p * rowLen, (p + 1) * rowLen), plainRopeAttentionF64(row, keys(k), keys(v), shape, 100, 8, scales[p]), exact, `plain row ${p}`);
+    }
+    assert.notDeepEqual([...dca.subarray(19 * rowLen)], [...dcaAttentionF64(q, k, v, shape, toy, 0.4).subarray(19 * rowLen)]);
+    assert.throws(() => dcaAttentionF64(q, k, v, shape, toy, scales.slice(1)), /per-row scale has 19 entries for 20 query rows/);
+  });
 });
 
 runDcaConformance('reference', createReferenceBackend);
@@ -258,7 +287,7 @@ runDcaConformance('reference', createReferenceBackend);
  * in fp32, fp32 dots, and an online softmax over tiles of 16 keys with fp32 statistics. The suite must
  * accept it, or its tolerance would fail correct fp32 backends.
  */
-const fp32TiledDca: NonNullable<Backend['attentionDca']> = (q, cache, batch, positions, dca, scale, seqLogitScale, out) => {
+const fp32TiledDca: NonNullable<Backend['attentionDca']> = (q, cache, batch, positions, dca, scale, rowLogitScale, out) => {
   const f = Math.fround;
   const [, numHeads, headDim] = q.shape;
   const [qs, ks, vs, o] = [q.data, cache.k.data, cache.v.data, out.data] as Float32Array[];
@@ -267,10 +296,10 @@ const fp32TiledDca: NonNullable<Backend['attentionDca']> = (q, cache, batch, pos
   const L = dca.chunkLen;
   const invFreq = Float32Array.from({ length: half }, (_, i) => f(1 / f(Math.pow(f(dca.ropeTheta), f(f(2 * i) / f(dca.rotaryDim))))));
   for (let s = 0; s < batch.numSeqs; s++) {
-    const logitScale = f(f(scale) * seqLogitScale[s]);
     const slot = (j: number) => batch.blockTables[s * batch.maxBlocksPerSeq + Math.floor(j / blockSize)] * blockSize + (j % blockSize);
     for (let row = batch.queryStart[s]; row < batch.queryStart[s + 1]; row++) {
       const p = positions[row];
+      const logitScale = f(f(scale) * rowLogitScale[row]);
       const rot = queryRotationPositions(p, L, dca.chunkSize);
       const chunkStart = Math.floor(p / L) * L;
       for (let h = 0; h < numHeads; h++) {
@@ -322,11 +351,22 @@ describe('the conformance suite catches planted bugs', () => {
   const find = (prefix: string): DcaCase => DCA_CASES.find((c) => c.label.startsWith(prefix))!;
   const decodes = find('toy: decodes at every boundary');
   const qwen = find('Qwen constants');
+  const perRow = find('toy: every query row its own factor');
+  const recompute = find('tiny: recompute after preemption');
+  const seqOfRow = (queryStart: Int32Array, t: number) => {
+    let s = 0;
+    while (queryStart[s + 1] <= t) s++;
+    return s;
+  };
   type Dca = NonNullable<Backend['attentionDca']>;
   const mutants: [string, Dca, DcaCase][] = [
     ['no clamp at C (succ/inter rotation one too far)', (q, c, b, p, dca, s, l, o) => referenceAttentionDca(q, c, b, p, { ...dca, chunkSize: dca.chunkSize + 1 }, s, l, o), decodes],
     ['plain RoPE instead of DCA', (q, c, b, p, dca, s, l, o) => referenceAttentionDca(q, c, b, p, { ...dca, chunkLen: 1 << 30, chunkSize: 1 << 30 }, s, l, o), decodes],
-    ['seqLogitScale ignored', (q, c, b, p, dca, s, l, o) => referenceAttentionDca(q, c, b, p, dca, s, l.map(() => 1), o), decodes],
+    ['rowLogitScale ignored', (q, c, b, p, dca, s, l, o) => referenceAttentionDca(q, c, b, p, dca, s, l.map(() => 1), o), decodes],
+    ['one factor per sequence (its first row\'s), as the old per-sequence contract', (q, c, b, p, dca, s, l, o) =>
+      referenceAttentionDca(q, c, b, p, dca, s, l.map((_, t) => l[b.queryStart[seqOfRow(b.queryStart, t)]]), o), perRow],
+    ['one factor per sequence (its last row\'s: the current length), on a recompute step', (q, c, b, p, dca, s, l, o) =>
+      referenceAttentionDca(q, c, b, p, dca, s, l.map((_, t) => l[b.queryStart[seqOfRow(b.queryStart, t) + 1] - 1]), o), recompute],
     ['q rotated in place', (q, c, b, p, dca, s, l, o) => {
       referenceAttentionDca(q, c, b, p, dca, s, l, o);
       (q.data as Float32Array)[3] += 0.5;
