@@ -139,12 +139,6 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
   float* f32(const Args& a, size_t i, const char* name, int64_t elems) {
     return static_cast<float*>(buf(a, i, name, static_cast<size_t>(elems) * 4));
   }
-  static int64_t mul(const Args& a, std::initializer_list<int64_t> dims) {
-    int64_t n = 1;
-    for (int64_t d : dims)
-      if (__builtin_mul_overflow(n, d, &n)) throw a.range("tensor size overflows");
-    return n;
-  }
   // Copies host index arrays to the device (one stream-ordered copy); returns device pointers in order.
   std::vector<const int32_t*> stage(std::initializer_list<Napi::Int32Array> arrays) {
     size_t total = 0;
@@ -160,16 +154,6 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
     }
     return out;
   }
-  void checkIndices(const Args& a, const Napi::Int32Array& arr, const char* name, int64_t lo, int64_t hi,
-                    bool allowMinusOne) {
-    for (size_t i = 0; i < arr.ElementLength(); ++i) {
-      const int32_t v = arr[i];
-      if ((v < lo || v >= hi) && !(allowMinusOne && v == -1))
-        throw a.range(std::string(name) + "[" + std::to_string(i) + "] = " + std::to_string(v) + " is outside [" +
-                      std::to_string(lo) + ", " + std::to_string(hi) + ")");
-    }
-  }
-
   Napi::Value info(const Napi::CallbackInfo& cb) {
     Napi::Object o = Napi::Object::New(cb.Env());
     const Napi::Env env = cb.Env();
@@ -366,25 +350,12 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
     const double scale = a.number(14, "scale");
     if (nH % nKv != 0) throw a.range("numHeads must be a multiple of numKvHeads");
     if (nKv > 65535) throw a.range("numKvHeads must be <= 65535");
-    if (D > 256) throw a.range("headDim must be <= 256 on the CUDA backend");
+    if (D > 256 || D % 4 != 0) throw a.range("headDim must be a multiple of 4 and <= 256 on the CUDA backend");
     if (static_cast<int64_t>(qs.ElementLength()) != numSeqs + 1 || static_cast<int64_t>(cl.ElementLength()) != numSeqs ||
         static_cast<int64_t>(bt.ElementLength()) != mul(a, {numSeqs, maxB}))
       throw a.range("queryStart, contextLens or blockTables length does not match numSeqs, maxBlocksPerSeq");
     const int32_t *qsd = qs.Data(), *cld = cl.Data(), *btd = bt.Data();
-    if (qsd[0] != 0 || qsd[numSeqs] != T) throw a.range("queryStart must run from 0 to T");
-    for (int64_t s = 0; s < numSeqs; ++s) {
-      const int64_t nq = static_cast<int64_t>(qsd[s + 1]) - qsd[s], ctx = cld[s];
-      if (nq < 0) throw a.range("queryStart must be non-decreasing");
-      if (ctx < nq) throw a.range("contextLens[" + std::to_string(s) + "] is smaller than its query count");
-      const int64_t used = (ctx + bs - 1) / bs;
-      if (used > maxB) throw a.range("contextLens[" + std::to_string(s) + "] needs more than maxBlocksPerSeq blocks");
-      for (int64_t b = 0; b < used; ++b) {
-        const int32_t blk = btd[s * maxB + b];
-        if (blk < 0 || blk >= numBlocks)
-          throw a.range("blockTables[" + std::to_string(s) + ", " + std::to_string(b) + "] = " + std::to_string(blk) +
-                        " is outside [0, " + std::to_string(numBlocks) + ")");
-      }
-    }
+    checkBatch(a, T, numSeqs, qsd, cld, btd, maxB, bs, numBlocks);
     const int64_t cacheElems = mul(a, {numBlocks, bs, nKv, D});
     const float* q = f32(a, 0, "q", mul(a, {T, nH, D}));
     const float* kc = f32(a, 3, "kCache", cacheElems);

@@ -89,8 +89,8 @@ struct AttentionShape {
   int64_t numBlocks;
 };
 struct AttentionOptions {
-  int numSms = 132;   // the grid is split along keys when there are fewer than 2 CTAs per SM
-  int maxSplits = 64;  // 1: never split (one pass, no combine kernel)
+  int numSms = 132;   // the grid is split along keys when there are fewer than 8 CTAs per SM
+  int maxSplits = 256;  // 1: never split (one pass, no combine kernel)
 };
 struct AttentionScratch {
   DeviceScratch indices;   // tiles, context lengths and block tables of one call

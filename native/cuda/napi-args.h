@@ -1,6 +1,6 @@
-// Argument parsing for the N-API glue of longctx_cuda.node (native/cuda/addon.cpp): every error names the op
-// and the argument (TypeError: wrong kind of value; RangeError: out of range), plus the exact host-side
-// IEEE half -> float widening used by download().
+// Argument parsing and host-side validation for the N-API glue of longctx_cuda.node (native/cuda/addon.cpp):
+// every error names the op and the argument (TypeError: wrong kind of value; RangeError: out of range or a
+// bad index), plus the exact host-side IEEE half -> float widening used by download().
 #pragma once
 
 #include <napi.h>
@@ -79,6 +79,45 @@ float widenF16Host(uint16_t h) {  // exact IEEE half -> float (subnormals, inf, 
   const uint32_t bits = sign | (exp == 31 ? (0xffu << 23) | (mant << 13) : ((exp + 112) << 23) | (mant << 13));
   std::memcpy(&f, &bits, 4);
   return f;
+}
+
+// The element count of a tensor with these dims (RangeError on overflow).
+inline int64_t mul(const Args& a, std::initializer_list<int64_t> dims) {
+  int64_t n = 1;
+  for (int64_t d : dims)
+    if (__builtin_mul_overflow(n, d, &n)) throw a.range("tensor size overflows");
+  return n;
+}
+
+// Every entry in [lo, hi) (or -1 where allowed), else a RangeError naming the entry.
+inline void checkIndices(const Args& a, const Napi::Int32Array& arr, const char* name, int64_t lo, int64_t hi,
+                         bool allowMinusOne) {
+  for (size_t i = 0; i < arr.ElementLength(); ++i) {
+    const int32_t v = arr[i];
+    if ((v < lo || v >= hi) && !(allowMinusOne && v == -1))
+      throw a.range(std::string(name) + "[" + std::to_string(i) + "] = " + std::to_string(v) + " is outside [" +
+                    std::to_string(lo) + ", " + std::to_string(hi) + ")");
+  }
+}
+
+// An AttentionBatch (backend.ts): queryStart from 0 to T, non-decreasing; contextLens >= each query count
+// and within maxBlocksPerSeq blocks; the used block-table entries in [0, numBlocks).
+inline void checkBatch(const Args& a, int64_t T, int64_t numSeqs, const int32_t* qs, const int32_t* cl,
+                       const int32_t* bt, int64_t maxB, int64_t bs, int64_t numBlocks) {
+  if (qs[0] != 0 || qs[numSeqs] != T) throw a.range("queryStart must run from 0 to T");
+  for (int64_t s = 0; s < numSeqs; ++s) {
+    const int64_t nq = static_cast<int64_t>(qs[s + 1]) - qs[s], ctx = cl[s];
+    if (nq < 0) throw a.range("queryStart must be non-decreasing");
+    if (ctx < nq) throw a.range("contextLens[" + std::to_string(s) + "] is smaller than its query count");
+    const int64_t used = (ctx + bs - 1) / bs;
+    if (used > maxB) throw a.range("contextLens[" + std::to_string(s) + "] needs more than maxBlocksPerSeq blocks");
+    for (int64_t b = 0; b < used; ++b) {
+      const int32_t blk = bt[s * maxB + b];
+      if (blk < 0 || blk >= numBlocks)
+        throw a.range("blockTables[" + std::to_string(s) + ", " + std::to_string(b) + "] = " + std::to_string(blk) +
+                      " is outside [0, " + std::to_string(numBlocks) + ")");
+    }
+  }
 }
 
 }  // namespace lcuda_napi

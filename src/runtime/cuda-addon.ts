@@ -60,7 +60,7 @@ export interface NativeCudaContext {
     k: number, v: number, T: number, slotMapping: Int32Array, kCache: number, vCache: number,
     numBlocks: number, blockSize: number, numKvHeads: number, headDim: number,
   ): void;
-  /** Causal GQA attention over the paged cache (AttentionBatch in backend.ts). headDim <= 256. */
+  /** Causal GQA attention over the paged cache (AttentionBatch in backend.ts). headDim % 4 == 0, <= 256. */
   attention(
     q: number, T: number, numHeads: number, kCache: number, vCache: number,
     numBlocks: number, blockSize: number, numKvHeads: number, headDim: number,

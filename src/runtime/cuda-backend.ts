@@ -15,7 +15,7 @@ export interface CudaBackendOptions {
   device?: number;
   /** Matmuls with at most this many rows (<= 8) use the weight-streaming GEMV kernel; 0: always cuBLAS. Default 8. */
   gemvMaxRows?: number;
-  /** Upper bound on the key splits of one attention call (1: never split). Default 64. */
+  /** Upper bound on the key splits of one attention call (1: never split). Default 256. */
   attentionMaxSplits?: number;
 }
 
@@ -76,7 +76,7 @@ export function createCudaBackend(opts: CudaBackendOptions = {}): CudaBackend {
   if ('reason' in loaded) throw new Error(`cuda backend: ${loaded.reason}`);
   const device = opts.device ?? 0;
   const gemvMaxRows = opts.gemvMaxRows ?? 8;
-  const maxSplits = opts.attentionMaxSplits ?? 64;
+  const maxSplits = opts.attentionMaxSplits ?? 256;
   if (!Number.isInteger(device) || device < 0) fail('create', `device must be a non-negative integer, got ${device}`);
   if (!Number.isInteger(gemvMaxRows) || gemvMaxRows < 0 || gemvMaxRows > 8) fail('create', `gemvMaxRows must be in [0, 8], got ${gemvMaxRows}`);
   if (!Number.isInteger(maxSplits) || maxSplits < 1) fail('create', `attentionMaxSplits must be >= 1, got ${maxSplits}`);

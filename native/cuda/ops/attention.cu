@@ -5,7 +5,8 @@
 // the block table (no K/V expansion per head, no dense copy of the cache): each K/V tile is staged in
 // shared memory once and used by every vector of the tile. Causality is a per-vector mask; keys past the
 // context are never loaded (their shared-memory rows are zero, so 0 · V stays 0 even over poisoned slots).
-// When there are fewer than 2 CTAs per SM (decode, short prefill chunks) the keys are split into ranges
+// v2: float4 loads and shared-memory reads (headDim % 4 == 0), softmax weights through shared memory.
+// When there are fewer than 8 CTAs per SM (decode, short prefill chunks) the keys are split into ranges
 // (split-K, a.k.a. flash-decoding): each split writes unnormalised partials and a combine kernel merges them.
 #include <algorithm>
 #include <cmath>
@@ -46,25 +47,31 @@ __device__ __forceinline__ float warpSum(float v) {
   return v;
 }
 
-// DC = ceil(headDim / 32) output dims per lane; NW warps; VPW vectors per warp.
+// DC = ceil(headDim / 32) output dims per lane; NW warps; VPW vectors per warp. headDim % 4 == 0: q, K and
+// V move as float4 (global and shared memory alike).
 template <int DC, int NW, int VPW>
-__global__ void __launch_bounds__(NW * 32) pagedAttentionKernel(Params p) {
-  extern __shared__ float smem[];
-  const int D = p.headDim, ldk = D + 1;  // K rows padded: lane j reads row j conflict-free
-  float* Qs = smem;                      // [NW * VPW][D]
-  float* Ks = Qs + NW * VPW * D;         // [32][D + 1]
-  float* Vs = Ks + kKeyTile * ldk;       // [32][D]
+__global__ void __launch_bounds__(NW * 32, NW >= 8 ? 1 : 4) pagedAttentionKernel(Params p) {
+  extern __shared__ float4 smem4[];
+  const int D = p.headDim, D4 = D / 4, ldk4 = D4 + 1;  // K rows padded by 16 bytes: lane j reads row j
+  float4* Qs = smem4;                                 // [NW * VPW][D4]
+  float4* Ks = Qs + NW * VPW * D4;                    // [32][D4 + 1]
+  float4* Vs = Ks + kKeyTile * ldk4;                  // [32][D4]
+  float* Ps = reinterpret_cast<float*>(Vs + kKeyTile * D4);  // [NW * VPW][32] softmax weights of the tile
+  const float* Vsf = reinterpret_cast<const float*>(Vs);
   const Tile tile = p.tiles[blockIdx.x];
   const int kvh = blockIdx.y, split = blockIdx.z;
   const int group = p.numHeads / p.numKvHeads;
   const int nVec = tile.numRows * tile.numHeads;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const float4* q4 = reinterpret_cast<const float4*>(p.q);
+  const float4* k4 = reinterpret_cast<const float4*>(p.kCache);
+  const float4* v4 = reinterpret_cast<const float4*>(p.vCache);
 
-  for (int idx = threadIdx.x; idx < nVec * D; idx += blockDim.x) {
-    const int vi = idx / D, d = idx - vi * D;
+  for (int idx = threadIdx.x; idx < nVec * D4; idx += blockDim.x) {
+    const int vi = idx / D4, d4 = idx - vi * D4;
     const int t = tile.firstRow + vi / tile.numHeads;
     const int h = kvh * group + tile.headStart + vi % tile.numHeads;
-    Qs[idx] = p.q[(static_cast<int64_t>(t) * p.numHeads + h) * D + d];
+    Qs[idx] = q4[(static_cast<int64_t>(t) * p.numHeads + h) * D4 + d4];
   }
 
   const int kEnd = tile.pos0 + tile.numRows;  // the last row sees keys [0, kEnd)
@@ -85,60 +92,78 @@ __global__ void __launch_bounds__(NW * 32) pagedAttentionKernel(Params p) {
   }
 
   for (int k0 = kBegin; k0 < kStop; k0 += kKeyTile) {
-    __syncthreads();  // Qs written (first pass) / previous K, V tile consumed
-    for (int idx = threadIdx.x; idx < kKeyTile * D; idx += blockDim.x) {
-      const int j = idx / D, d = idx - j * D, key = k0 + j;
-      float kv = 0.f, vv = 0.f;
+    __syncthreads();  // Qs written (first pass) / previous K, V, P tile consumed
+    for (int idx = threadIdx.x; idx < kKeyTile * D4; idx += blockDim.x) {
+      const int j = idx / D4, d4 = idx - j * D4, key = k0 + j;
+      float4 kv = make_float4(0.f, 0.f, 0.f, 0.f), vv = kv;
       if (key < kStop) {
         const int64_t slot = static_cast<int64_t>(table[key / p.blockSize]) * p.blockSize + key % p.blockSize;
-        const int64_t off = (slot * p.numKvHeads + kvh) * D + d;
-        kv = p.kCache[off];
-        vv = p.vCache[off];
+        const int64_t off = (slot * p.numKvHeads + kvh) * D4 + d4;
+        kv = k4[off];
+        vv = v4[off];
       }
-      Ks[j * ldk + d] = kv;
-      Vs[j * D + d] = vv;
+      Ks[j * ldk4 + d4] = kv;
+      Vs[j * D4 + d4] = vv;
     }
     __syncthreads();
 
-    float s[VPW], pj[VPW];
+    float s[VPW];
 #pragma unroll
     for (int v = 0; v < VPW; ++v) s[v] = 0.f;
-    const float* qw = Qs + warp * VPW * D;
-    const float* krow = Ks + lane * ldk;
-    for (int d = 0; d < D; ++d) {
-      const float kd = krow[d];
+    const float4* qw = Qs + warp * VPW * D4;
+    const float4* krow = Ks + lane * ldk4;
+    for (int d4 = 0; d4 < D4; ++d4) {
+      const float4 kd = krow[d4];
 #pragma unroll
-      for (int v = 0; v < VPW; ++v) s[v] = fmaf(qw[v * D + d], kd, s[v]);
+      for (int v = 0; v < VPW; ++v) {
+        const float4 qd = qw[v * D4 + d4];  // broadcast
+        s[v] = fmaf(qd.x, kd.x, s[v]);
+        s[v] = fmaf(qd.y, kd.y, s[v]);
+        s[v] = fmaf(qd.z, kd.z, s[v]);
+        s[v] = fmaf(qd.w, kd.w, s[v]);
+      }
     }
     const int key = k0 + lane;
+    float* pw = Ps + warp * VPW * kKeyTile;
 #pragma unroll
     for (int v = 0; v < VPW; ++v) {
-      pj[v] = 0.f;
+      float pj = 0.f;
       const bool valid = key < kStop && key <= vpos[v];
       const float logit = valid ? s[v] * p.scale : -INFINITY;
       const float tileMax = warpMax(logit);
-      if (tileMax == -INFINITY) continue;  // warp-uniform: no key of this tile for vector v
-      const float mNew = fmaxf(m[v], tileMax);
-      const float alpha = expf(m[v] - mNew);  // 0 on the first tile (m = -inf)
-      pj[v] = valid ? expf(logit - mNew) : 0.f;
-      l[v] = l[v] * alpha + warpSum(pj[v]);
-      m[v] = mNew;
+      if (tileMax != -INFINITY) {  // warp-uniform: some key of this tile is visible to vector v
+        const float mNew = fmaxf(m[v], tileMax);
+        const float alpha = expf(m[v] - mNew);  // 0 on the first tile (m = -inf)
+        pj = valid ? expf(logit - mNew) : 0.f;
+        l[v] = l[v] * alpha + warpSum(pj);
+        m[v] = mNew;
 #pragma unroll
-      for (int c = 0; c < DC; ++c) acc[v][c] *= alpha;
-    }
-    const int jEnd = min(kKeyTile, kStop - k0);
-    for (int j = 0; j < jEnd; ++j) {
-      float vv[DC];
-#pragma unroll
-      for (int c = 0; c < DC; ++c) {
-        const int d = lane + 32 * c;
-        vv[c] = d < D ? Vs[j * D + d] : 0.f;
+        for (int c = 0; c < DC; ++c) acc[v][c] *= alpha;
       }
+      pw[v * kKeyTile + lane] = pj;
+    }
+    __syncwarp();
+    const int quads = (min(kKeyTile, kStop - k0) + 3) / 4;  // keys past kStop have p = 0 and V = 0
+    const float4* pw4 = reinterpret_cast<const float4*>(pw);
+    for (int j4 = 0; j4 < quads; ++j4) {
+      float4 pq[VPW];
 #pragma unroll
-      for (int v = 0; v < VPW; ++v) {
-        const float w = __shfl_sync(0xffffffffu, pj[v], j);
+      for (int v = 0; v < VPW; ++v) pq[v] = pw4[v * (kKeyTile / 4) + j4];  // broadcast
 #pragma unroll
-        for (int c = 0; c < DC; ++c) acc[v][c] = fmaf(w, vv[c], acc[v][c]);
+      for (int jj = 0; jj < 4; ++jj) {
+        const int j = 4 * j4 + jj;
+        float vv[DC];
+#pragma unroll
+        for (int c = 0; c < DC; ++c) {
+          const int d = lane + 32 * c;
+          vv[c] = d < D ? Vsf[j * D + d] : 0.f;
+        }
+#pragma unroll
+        for (int v = 0; v < VPW; ++v) {
+          const float w = jj == 0 ? pq[v].x : jj == 1 ? pq[v].y : jj == 2 ? pq[v].z : pq[v].w;
+#pragma unroll
+          for (int c = 0; c < DC; ++c) acc[v][c] = fmaf(w, vv[c], acc[v][c]);
+        }
       }
     }
   }
@@ -194,9 +219,9 @@ __global__ void combineSplitsKernel(const float* partAcc, const float* partMl, i
 
 template <int DC, int NW, int VPW>
 void launchConfig(cudaStream_t s, const Params& p, unsigned numTiles) {
-  const size_t smem = sizeof(float) * (static_cast<size_t>(NW * VPW) * p.headDim +
-                                       static_cast<size_t>(kKeyTile) * (p.headDim + 1) +
-                                       static_cast<size_t>(kKeyTile) * p.headDim);
+  const size_t d4 = static_cast<size_t>(p.headDim / 4);
+  const size_t smem = sizeof(float4) * (NW * VPW * d4 + kKeyTile * (d4 + 1) + kKeyTile * d4) +
+                      sizeof(float) * NW * VPW * kKeyTile;
   auto kernel = pagedAttentionKernel<DC, NW, VPW>;
   if (smem > 48 * 1024)
     LCUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
@@ -213,8 +238,9 @@ void launchForHeadDim(cudaStream_t s, const Params& p, unsigned numTiles) {
   else launchConfig<8, NW, VPW>(s, p, numTiles);
 }
 
-constexpr int kSmallNW = 2, kSmallVPW = 4;  // 8 vectors: decode (one row x a GQA group of <= 8)
+constexpr int kSmallNW = 4, kSmallVPW = 2;  // 8 vectors: decode (one row x a GQA group of <= 8)
 constexpr int kBigNW = 8, kBigVPW = 8;      // 64 vectors: prefill (e.g. 9 rows x 7 heads)
+constexpr int kCtasPerSm = 8;               // split the keys until the grid has this many CTAs per SM
 
 }  // namespace
 
@@ -222,7 +248,8 @@ void pagedAttention(cudaStream_t s, AttentionScratch& scratch, const AttentionOp
                     const AttentionShape& shape, const float* q, const float* kCache, const float* vCache,
                     int numSeqs, const int32_t* queryStart, const int32_t* contextLens, const int32_t* blockTables,
                     float scale, float* out) {
-  if (shape.headDim > 256) throw CudaError("paged attention: headDim > 256 is not supported");
+  if (shape.headDim > 256 || shape.headDim % 4 != 0)
+    throw CudaError("paged attention: headDim must be a multiple of 4 and <= 256");
   const int T = queryStart[numSeqs];
   if (T == 0) return;
   const int group = shape.numHeads / shape.numKvHeads;
@@ -252,8 +279,8 @@ void pagedAttention(cudaStream_t s, AttentionScratch& scratch, const AttentionOp
 
   int numSplits = 1, splitLen = maxKeys;
   const int64_t ctas = static_cast<int64_t>(tiles.size()) * shape.numKvHeads;
-  if (opt.maxSplits > 1 && ctas < 2 * static_cast<int64_t>(opt.numSms)) {
-    const int64_t want = (2 * static_cast<int64_t>(opt.numSms) + ctas - 1) / ctas;
+  if (opt.maxSplits > 1 && ctas < kCtasPerSm * static_cast<int64_t>(opt.numSms)) {
+    const int64_t want = (kCtasPerSm * static_cast<int64_t>(opt.numSms) + ctas - 1) / ctas;
     splitLen = static_cast<int>((maxKeys + want - 1) / want);
     splitLen = std::max(64, (splitLen + kKeyTile - 1) / kKeyTile * kKeyTile);
     numSplits = std::min<int>(opt.maxSplits, (maxKeys + splitLen - 1) / splitLen);
