@@ -26,7 +26,7 @@ interface GenerateOptions {
   stop?: string[];
   json: boolean;
   maxModelLen?: number;
-  backend: 'cpu' | 'reference';
+  device: 'auto' | 'cpu' | 'cuda' | 'reference';
   threads: number;
 }
 
@@ -62,7 +62,7 @@ async function run(o: GenerateOptions): Promise<void> {
   }
   const llm = await LLM.create({
     model,
-    backend: o.backend,
+    backend: o.device,
     numThreads: o.threads,
     progress: process.stderr.isTTY === true,
     ...(o.maxModelLen !== undefined ? { maxModelLen: o.maxModelLen } : {}),
@@ -128,7 +128,7 @@ export function registerGenerate(program: Command): void {
     .option('--stop <strings...>', 'stop strings (not included in the output)')
     .option('--json', 'print one JSON object: token ids, text, finish reason, log-probabilities', false)
     .addOption(new Option('--max-model-len <n>', 'largest prompt + completion tokens').argParser(int(2)))
-    .addOption(new Option('--backend <name>', 'compute backend').choices(['cpu', 'reference']).default('cpu'))
+    .addOption(new Option('--device <name>', 'compute backend (auto: cuda when a GPU and the CUDA addon are there, else cpu)').choices(['auto', 'cpu', 'cuda', 'reference']).default('auto'))
     .addOption(new Option('--threads <n>', 'CPU threads (0: all cores)').argParser(int(0)).default(0))
     .action(async (o: GenerateOptions) => {
       await run(o);

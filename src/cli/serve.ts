@@ -8,6 +8,7 @@ import type { EngineClient } from '../engine/engine-client.js';
 import { FakeEngine, type FakeEngineOptions } from '../engine/fake-engine.js';
 import { DEMO_NOTICE, ensureDemoModel } from '../engine/demo-model.js';
 import { ThreadedEngine } from '../engine/threaded-engine.js';
+import { resolveBackendKind } from '../engine/engine-backend.js';
 import { UserError } from '../errors.js';
 import { startServer } from '../server/lifecycle.js';
 
@@ -23,6 +24,7 @@ export interface ServeOptions {
   kvCacheMemoryBytes?: number;
   enablePrefixCaching: boolean;
   gpuMemoryUtilization?: number;
+  device: 'auto' | 'cpu' | 'cuda';
   tensorParallelSize: number;
   kvCacheDtype: string;
   quantization?: string;
@@ -65,8 +67,8 @@ export function checkUnimplementedFlags(o: ServeOptions): void {
   if (o.tensorParallelSize > 1) throw new UserError(`--tensor-parallel-size ${o.tensorParallelSize} is not implemented yet: only 1 is supported`);
   if (o.kvCacheDtype.startsWith('fp8')) throw new UserError(`--kv-cache-dtype ${o.kvCacheDtype} is not implemented yet: use auto`);
   if (o.quantization !== undefined) throw new UserError(`--quantization ${o.quantization} is not implemented yet: serve unquantized weights`);
-  if (o.gpuMemoryUtilization !== undefined) {
-    throw new UserError('--gpu-memory-utilization is not implemented yet: there is no GPU backend wired, the engine runs on CPU');
+  if (o.gpuMemoryUtilization !== undefined && !o.fakeEngine && resolveBackendKind(o.device) !== 'cuda') {
+    throw new UserError('--gpu-memory-utilization applies to --device cuda only; on the CPU size the KV cache with --kv-cache-memory-bytes');
   }
 }
 
@@ -93,7 +95,9 @@ export async function createEngineFromOptions(opts: ServeOptions): Promise<Engin
   return ThreadedEngine.create({
     model,
     progress: process.stderr.isTTY === true,
+    backend: opts.device,
     enablePrefixCaching: opts.enablePrefixCaching,
+    ...(opts.gpuMemoryUtilization !== undefined ? { gpuMemoryUtilization: opts.gpuMemoryUtilization } : {}),
     ...(opts.maxModelLen !== undefined && opts.maxModelLen !== 'auto' ? { maxModelLen: opts.maxModelLen } : {}),
     ...(opts.maxNumBatchedTokens !== undefined ? { maxNumBatchedTokens: opts.maxNumBatchedTokens } : {}),
     ...(opts.maxNumSeqs !== undefined ? { maxNumSeqs: opts.maxNumSeqs } : {}),
@@ -130,7 +134,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
     const mib = (l.numKvBlocks * l.blockSize * l.kvBytesPerToken) / 1024 ** 2;
     process.stderr.write(
       `longctx: KV cache ${l.numKvBlocks} blocks x ${l.blockSize} tokens = ${l.numKvBlocks * l.blockSize} tokens (${mib.toFixed(0)} MiB); ` +
-        `max_model_len ${l.maxModelLen}, max_num_seqs ${l.maxNumSeqs}, max_num_batched_tokens ${l.maxNumBatchedTokens}, prefix caching ${l.enablePrefixCaching ? 'on' : 'off'}\n`,
+        `device ${l.backend ?? 'cpu'}, max_model_len ${l.maxModelLen}, max_num_seqs ${l.maxNumSeqs}, max_num_batched_tokens ${l.maxNumBatchedTokens}, prefix caching ${l.enablePrefixCaching ? 'on' : 'off'}\n`,
     );
   }
   process.stdout.write(`longctx: serving ${running.runtime.modelName} on ${running.url}\n`);
@@ -151,7 +155,8 @@ export function registerServe(program: Command): void {
     .addOption(new Option('--kv-cache-memory-bytes <n>', 'bytes of KV cache to allocate (host memory on the CPU backend; default 1 GiB)').argParser(int(1)))
     .option('--enable-prefix-caching', 'reuse KV blocks of shared prompt prefixes', true)
     .option('--no-enable-prefix-caching', 'disable prefix caching')
-    .addOption(new Option('--gpu-memory-utilization <f>', 'fraction of GPU memory to use (not implemented yet)').argParser(fraction))
+    .addOption(new Option('--device <name>', 'compute backend (auto: cuda when a GPU and the CUDA addon are there, else cpu)').choices(['auto', 'cpu', 'cuda']).default('auto'))
+    .addOption(new Option('--gpu-memory-utilization <f>', 'fraction of the GPU memory the engine may use (--device cuda; default 0.9)').argParser(fraction))
     .addOption(new Option('--tensor-parallel-size <n>', 'GPUs to shard the model over (only 1 for now)').argParser(int(1)).default(1))
     .addOption(new Option('--kv-cache-dtype <dtype>', 'KV cache dtype (fp8 not implemented yet)').choices(['auto', 'bfloat16', 'fp8', 'fp8_e4m3', 'fp8_e5m2']).default('auto'))
     .option('--quantization <method>', 'weight quantization (not implemented yet)')

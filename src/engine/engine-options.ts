@@ -6,7 +6,7 @@ import { UserError } from '../errors.js';
 import type { ModelConfig } from '../model/config-types.js';
 import { DEFAULT_BLOCK_SIZE } from '../core/scheduler-config.js';
 
-export type BackendKind = 'cpu' | 'reference';
+export type BackendKind = 'auto' | 'cpu' | 'cuda' | 'reference';
 
 export interface EngineOptions {
   /** Model directory (config.json, safetensors, tokenizer.json). */
@@ -19,15 +19,17 @@ export interface EngineOptions {
   maxNumSeqs?: number;
   /** Tokens per KV block. Default 16. */
   blockSize?: number;
-  /** Bytes of KV cache to allocate (host memory on the CPU backends). Default 1 GiB, and with maxModelLen
-   * set never more than maxNumSeqs sequences of maxModelLen tokens use. */
+  /** Bytes of KV cache to allocate. Default: on CPU 1 GiB, on CUDA what the GPU budget leaves after weights
+   * and activations; with maxModelLen set, never more than maxNumSeqs sequences of maxModelLen tokens use. */
   kvCacheMemoryBytes?: number;
   /** Exact KV pool size in blocks (overrides kvCacheMemoryBytes). */
   numKvBlocks?: number;
   /** Reuse KV of identical prompt prefixes. Default true. */
   enablePrefixCaching?: boolean;
-  /** Compute backend. Default 'cpu' (the native addon). */
+  /** Compute backend. Default 'auto': CUDA when a GPU and the CUDA addon are there, else the native CPU addon. */
   backend?: BackendKind;
+  /** Fraction of the GPU's memory the engine may use (cuda). Default 0.9. */
+  gpuMemoryUtilization?: number;
   /** Threads of the CPU backend (0: all cores). Default 0. */
   numThreads?: number;
   /** Name reported by the server (default: the model directory's basename). */
@@ -47,6 +49,8 @@ export interface ResolvedEngineLimits {
   numKvBlocks: number;
   enablePrefixCaching: boolean;
   kvBytesPerToken: number;
+  /** The backend the engine runs on (set by the engine once it has created it). */
+  backend?: Exclude<BackendKind, 'auto'>;
 }
 
 export const DEFAULT_KV_CACHE_MEMORY_BYTES = 1024 ** 3;
@@ -66,7 +70,8 @@ export function hostKvBytesPerToken(c: Pick<ModelConfig, 'numLayers' | 'numKvHea
   return 2 * c.numLayers * c.numKvHeads * c.headDim * 4;
 }
 
-export function resolveEngineLimits(opts: EngineOptions, config: ModelConfig): ResolvedEngineLimits {
+/** `defaultKvBytes`: the KV budget when the options set none (the device budget on CUDA). */
+export function resolveEngineLimits(opts: EngineOptions, config: ModelConfig, defaultKvBytes = DEFAULT_KV_CACHE_MEMORY_BYTES): ResolvedEngineLimits {
   const blockSize = positiveInt('blockSize', opts.blockSize, DEFAULT_BLOCK_SIZE);
   const maxNumSeqs = positiveInt('maxNumSeqs', opts.maxNumSeqs, DEFAULT_MAX_NUM_SEQS);
   const kvBytesPerToken = hostKvBytesPerToken(config);
@@ -75,7 +80,7 @@ export function resolveEngineLimits(opts: EngineOptions, config: ModelConfig): R
   if (opts.numKvBlocks !== undefined) {
     numKvBlocks = positiveInt('numKvBlocks', opts.numKvBlocks, 1);
   } else {
-    const budget = opts.kvCacheMemoryBytes ?? DEFAULT_KV_CACHE_MEMORY_BYTES;
+    const budget = opts.kvCacheMemoryBytes ?? defaultKvBytes;
     if (!Number.isFinite(budget) || budget <= 0) throw new UserError(`kvCacheMemoryBytes must be a positive number, got ${budget}`);
     numKvBlocks = Math.floor(budget / bytesPerBlock);
     if (numKvBlocks < 1) {

@@ -13,8 +13,7 @@ import { loadModelDir } from '../model/load.js';
 import type { ModelConfig } from '../model/config-types.js';
 import { resolveEosTokenIds, type GenerationDefaults } from '../model/generation-config.js';
 import { ModelRunner } from '../runtime/model-runner.js';
-import { createCpuBackend } from '../runtime/cpu-backend.js';
-import { createReferenceBackend } from '../runtime/reference-backend.js';
+import { createBackend, deviceKvBudget, resolveBackendKind } from './engine-backend.js';
 import { RequestRng, TokenHistory } from '../sampling/sampler.js';
 import type { SamplingParams } from '../sampling/sampling-params.js';
 import { IdToBytes } from '../tokenizer/detokenizer.js';
@@ -30,7 +29,7 @@ import {
   type EngineStats,
   type GenerateRequest,
 } from './engine-client.js';
-import { resolveEngineLimits, type EngineOptions, type ResolvedEngineLimits } from './engine-options.js';
+import { DEFAULT_MAX_NUM_BATCHED_TOKENS, DEFAULT_MAX_NUM_SEQS, resolveEngineLimits, type EngineOptions, type ResolvedEngineLimits } from './engine-options.js';
 import { EventQueue } from './event-queue.js';
 import { checkModelDir, decodeIds, encodeText, renderChat } from './engine-tokenizer.js';
 
@@ -106,16 +105,22 @@ export class Engine implements EngineClient {
     const eosIds = opts.tokenizerEosTokenIds ?? tokenizer!.eosTokenIds;
     const idToBytes = IdToBytes.fromTokenizerJson(JSON.parse(await fs.promises.readFile(path.join(dir, TOKENIZER_FILE), 'utf8')));
     const model = await loadModelDir(dir, { progress: opts.progress === true });
-    const limits = resolveEngineLimits(opts, model.config);
-    const backend = (opts.backend ?? 'cpu') === 'reference' ? createReferenceBackend() : createCpuBackend({ numThreads: opts.numThreads ?? 0 });
+    const kind = resolveBackendKind(opts.backend);
+    const { backend, deviceBudgetBytes } = createBackend(kind, opts);
     let runner: ModelRunner;
+    let limits: ResolvedEngineLimits;
     try {
+      const kvDefault =
+        deviceBudgetBytes === null
+          ? undefined
+          : deviceKvBudget(deviceBudgetBytes, model.config, model.weights, opts.maxNumBatchedTokens ?? DEFAULT_MAX_NUM_BATCHED_TOKENS, opts.maxNumSeqs ?? DEFAULT_MAX_NUM_SEQS);
+      limits = resolveEngineLimits(opts, model.config, kvDefault);
       runner = new ModelRunner(backend, model.config, model.weights, { numBlocks: limits.numKvBlocks, blockSize: limits.blockSize });
     } catch (e) {
       backend.dispose();
       throw e;
     }
-    return new Engine(model.config, tokenizer, eosIds, idToBytes, runner, model.generationConfig, limits, dir, opts.modelName);
+    return new Engine(model.config, tokenizer, eosIds, idToBytes, runner, model.generationConfig, { ...limits, backend: kind }, dir, opts.modelName);
   }
 
   /** The model's tokenizer (absent in a worker engine, whose caller tokenizes). */
