@@ -1,6 +1,6 @@
 // `longctx serve`: the OpenAI-compatible HTTP server, with vLLM's flag names. Owns flag parsing and
 // validation (flags we do not implement yet fail with one line, never silently ignored), the pino logger,
-// the engine factory (createEngineFromOptions: the lead wires the real engine there) and the startup line
+// the engine factory (createEngineFromOptions: the worker-thread engine, or the fake one for tests) and the startup line
 // `longctx: serving <name> on http://HOST:PORT` on stdout. Must not: contain server logic (src/server/).
 import { Command, InvalidArgumentError, Option } from 'commander';
 import pino from 'pino';

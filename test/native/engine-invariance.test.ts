@@ -1,4 +1,4 @@
-// Invariance of the engine's output (issue: engine core): at temperature 0, and with a seed at temperature
+// Invariance of the engine's output: at temperature 0, and with a seed at temperature
 // 1, every request's tokens are identical whatever else runs with it: alone or concurrent, step budgets of
 // 16 / 64 / 1024 tokens, 2 or 16 running sequences, prefix caching on or off, a pool small enough to force
 // preemption, and the reference backend instead of the native CPU one.
