@@ -10,6 +10,7 @@ import path from 'node:path';
 import { asSeqId, type SeqId } from '../core/ids.js';
 import { Scheduler } from '../core/scheduler.js';
 import { loadModelDir } from '../model/load.js';
+import { readModelConfig } from '../model/config.js';
 import type { ModelConfig } from '../model/config-types.js';
 import { resolveEosTokenIds, type GenerationDefaults } from '../model/generation-config.js';
 import { ModelRunner } from '../runtime/model-runner.js';
@@ -104,8 +105,10 @@ export class Engine implements EngineClient {
     const tokenizer = opts.tokenizerEosTokenIds ? null : TextTokenizer.fromDir(dir);
     const eosIds = opts.tokenizerEosTokenIds ?? tokenizer!.eosTokenIds;
     const idToBytes = IdToBytes.fromTokenizerJson(JSON.parse(await fs.promises.readFile(path.join(dir, TOKENIZER_FILE), 'utf8')));
-    const model = await loadModelDir(dir, { progress: opts.progress === true });
     const kind = resolveBackendKind(opts.backend);
+    // Host backends: check the limits from config.json alone, before reading gigabytes of weights.
+    if (kind !== 'cuda') resolveEngineLimits(opts, readModelConfig(dir));
+    const model = await loadModelDir(dir, { progress: opts.progress === true });
     const { backend, deviceBudgetBytes } = createBackend(kind, opts);
     let runner: ModelRunner;
     let limits: ResolvedEngineLimits;
