@@ -1,6 +1,7 @@
 // Micro-benchmark of the CUDA backend's kernels on the device, outside Node: paged causal GQA attention
 // (Qwen2.5-7B head layout: 28 q / 4 kv heads, headDim 128, fp32 cache, block size 16) for a full prefill
-// and one decode at several context lengths, and the GEMM paths at 7B linear-layer shapes (cuBLAS SGEMM for
+// and one decode at several context lengths, plain and DCA (the 1M model's constants), fp32 and the bf16
+// tensor-core prefill kernel, and the GEMM paths at 7B linear-layer shapes (cuBLAS SGEMM for
 // f32 weights, bf16 weights widened + SGEMM, the T=1 GEMV kernel, and cuBLAS bf16 tensor-core GEMM as the
 // ceiling of a future bf16-activation path). Times are CUDA-event medians after a warm-up, on random data.
 // Prints one JSON object per line. Usage: attn-bench [contextLen ...]   (default 4096 16384 65536)
@@ -86,22 +87,34 @@ void benchAttention(cudaStream_t s, int numSms, int L) {
   opt.numSms = numSms;
   const AttentionShape shape{nH, nKv, D, bs, numBlocks, numBlocks};
   const float scale = 0.08838834764831845f;
+  std::vector<float> ones(L, 1.f);
+  const DcaArgs dca{253952, 262144, D, 1e7, ones.data()};  // Qwen2.5-1M constants: L = C - W = 253,952
+  struct Variant { const char* name; bool tc; bool dca; };
+  const Variant variants[] = {{"fp32", false, false}, {"tc-bf16", true, false}, {"dca-fp32", false, true}, {"dca-tc-bf16", true, true}};
   for (const int nq : {L, 1}) {
     const int32_t qs[2] = {0, nq};
     const int32_t ctx[1] = {L};
-    const double ms = timeMs(s, [&] {
-      pagedAttention(s, scratch, opt, shape, q, k, v, 1, qs, ctx, table.data(), scale, out);
-    });
-    if (nq == L) {
-      const double flops = 4.0 * D * nH * (static_cast<double>(L) * (L + 1) / 2);
-      std::printf("{\"kind\":\"attention\",\"phase\":\"prefill\",\"L\":%d,\"ms\":%.4f,\"tflops\":%.3f}\n", L, ms,
-                  flops / ms / 1e9);
-    } else {
-      const double bytes = 2.0 * L * nKv * D * sizeof(float);
-      std::printf("{\"kind\":\"attention\",\"phase\":\"decode\",\"L\":%d,\"ms\":%.4f,\"gbps\":%.1f}\n", L, ms,
-                  bytes / ms / 1e6);
+    for (const Variant& var : variants) {
+      if (nq == 1 && var.tc) continue;            // decode never takes the tensor-core kernel
+      if (var.dca && !var.tc && nq == L && L > 16384) continue;  // the fp32 DCA prefill: as slow as fp32 plain
+      opt.tensorCores = var.tc;
+      std::vector<float> scales(nq, 1.f);
+      DcaArgs d = dca;
+      d.rowLogitScale = scales.data();
+      const double ms = timeMs(s, [&] {
+        pagedAttention(s, scratch, opt, shape, q, k, v, 1, qs, ctx, table.data(), scale, out, var.dca ? &d : nullptr);
+      });
+      if (nq == L) {
+        const double flops = 4.0 * D * nH * (static_cast<double>(L) * (L + 1) / 2);
+        std::printf("{\"kind\":\"attention\",\"phase\":\"prefill\",\"variant\":\"%s\",\"L\":%d,\"ms\":%.4f,\"tflops\":%.3f}\n",
+                    var.name, L, ms, flops / ms / 1e9);
+      } else {
+        const double bytes = 2.0 * L * nKv * D * sizeof(float);
+        std::printf("{\"kind\":\"attention\",\"phase\":\"decode\",\"variant\":\"%s\",\"L\":%d,\"ms\":%.4f,\"gbps\":%.1f}\n",
+                    var.name, L, ms, bytes / ms / 1e6);
+      }
+      std::fflush(stdout);
     }
-    std::fflush(stdout);
   }
   cudaFree(k); cudaFree(v); cudaFree(q); cudaFree(out);
 }
@@ -132,8 +145,13 @@ void benchGemm(cudaStream_t s, int T) {
       std::fflush(stdout);
     };
     g.gemvMaxRows = T <= kGemvMaxRows ? kGemvMaxRows : 0;
+    g.bf16Activations = false;
     report(T <= kGemvMaxRows ? "gemv f32w" : "sgemm f32w", timeMs(s, [&] { matmul(g, s, x, T, sh.K, w, kF32, sh.N, nullptr, out); }, 500));
     report(T <= kGemvMaxRows ? "gemv bf16w" : "widen+sgemm bf16w", timeMs(s, [&] { matmul(g, s, x, T, sh.K, w16, kBF16, sh.N, nullptr, out); }, 500));
+    if (T > kGemvMaxRows) {  // the default path: x rounded to bf16 + tensor-core GEMM, fp32 out
+      g.bf16Activations = true;
+      report("round x + bf16 GEMM (default)", timeMs(s, [&] { matmul(g, s, x, T, sh.K, w16, kBF16, sh.N, nullptr, out); }, 500));
+    }
     const float alpha = 1.f, beta = 0.f;
     report("cublas bf16 x bf16 (ceiling)", timeMs(s, [&] {
       LCUBLAS_CHECK(cublasGemmEx(g.blas, CUBLAS_OP_T, CUBLAS_OP_N, sh.N, T, sh.K, &alpha, w16, CUDA_R_16BF, sh.K, x16,

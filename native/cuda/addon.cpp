@@ -28,6 +28,9 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
                            InstanceAccessor<&CudaContext::info>("info"),
                            InstanceAccessor<&CudaContext::liveBytes>("liveBytes"),
                            InstanceAccessor<&CudaContext::liveBuffers>("liveBuffers"),
+                           InstanceAccessor<&CudaContext::peakBytes>("peakBytes"),
+                           InstanceMethod<&CudaContext::guarded<&CudaContext::resetPeak>>("resetPeak"),
+                           InstanceMethod<&CudaContext::guardedValue<&CudaContext::memInfo>>("memInfo"),
                            InstanceMethod<&CudaContext::guarded<&CudaContext::dispose>>("dispose"),
                            InstanceMethod<&CudaContext::guardedValue<&CudaContext::alloc>>("alloc"),
                            InstanceMethod<&CudaContext::guarded<&CudaContext::zero>>("zero"),
@@ -43,6 +46,7 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
                            InstanceMethod<&CudaContext::guarded<&CudaContext::rope>>("rope"),
                            InstanceMethod<&CudaContext::guarded<&CudaContext::writeKv>>("writeKv"),
                            InstanceMethod<&CudaContext::guarded<&CudaContext::attention>>("attention"),
+                           InstanceMethod<&CudaContext::guarded<&CudaContext::attentionDca>>("attentionDca"),
                            InstanceMethod<&CudaContext::guarded<&CudaContext::gatherRows>>("gatherRows"),
                        });
   }
@@ -69,13 +73,17 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
     }
   }
 
-  // new CudaContext(device, gemvMaxRows, attentionMaxSplits)
+  // new CudaContext(device, gemvMaxRows, attentionMaxSplits, bf16Matmul, tensorCoreAttention)
   explicit CudaContext(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CudaContext>(info) {
-    Args a(info, "CudaContext", 3);
+    Args a(info, "CudaContext", 5);
     device_ = static_cast<int>(a.dim(0, "device"));
     gemm_.gemvMaxRows = static_cast<int>(a.dim(1, "gemvMaxRows"));
     if (gemm_.gemvMaxRows > lcuda::kGemvMaxRows) throw a.range("gemvMaxRows must be <= 8");
     attnOpt_.maxSplits = static_cast<int>(a.dim(2, "attentionMaxSplits", 1));
+    const int64_t bf16Matmul = a.dim(3, "bf16Matmul"), tcAttention = a.dim(4, "tensorCoreAttention");
+    if (bf16Matmul > 1 || tcAttention > 1) throw a.range("bf16Matmul and tensorCoreAttention must be 0 or 1");
+    gemm_.bf16Activations = bf16Matmul == 1;
+    attnOpt_.tensorCores = tcAttention == 1;
     try {
       open();
     } catch (const std::exception& e) {
@@ -117,6 +125,7 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
     bufs_.clear();
     liveBytes_ = 0;
     gemm_.widened.release();
+    gemm_.activations16.release();
     attnScratch_.indices.release();
     attnScratch_.partials.release();
     ints_.release();
@@ -166,6 +175,28 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
   }
   Napi::Value liveBytes(const Napi::CallbackInfo& cb) { return Napi::Number::New(cb.Env(), static_cast<double>(liveBytes_)); }
   Napi::Value liveBuffers(const Napi::CallbackInfo& cb) { return Napi::Number::New(cb.Env(), static_cast<double>(bufs_.size())); }
+  // High-water mark of the bytes this context holds: live buffers plus its scratch (not the CUDA context or
+  // cuBLAS workspaces), sampled at every alloc and after every GEMM and attention call.
+  Napi::Value peakBytes(const Napi::CallbackInfo& cb) { return Napi::Number::New(cb.Env(), static_cast<double>(peak_)); }
+  void resetPeak(const Napi::CallbackInfo&) {
+    peak_ = 0;
+    notePeak();
+  }
+  void notePeak() {
+    const size_t held = liveBytes_ + gemm_.widened.capacity() + gemm_.activations16.capacity() +
+                        attnScratch_.indices.capacity() + attnScratch_.partials.capacity() + ints_.capacity();
+    if (held > peak_) peak_ = held;
+  }
+  // memInfo() -> { free, total } device bytes (cudaMemGetInfo: every process and context included).
+  Napi::Value memInfo(const Napi::CallbackInfo& cb) {
+    enter(cb.Env());
+    size_t freeB = 0, totalB = 0;
+    LCUDA_CHECK(cudaMemGetInfo(&freeB, &totalB));
+    Napi::Object o = Napi::Object::New(cb.Env());
+    o.Set("free", Napi::Number::New(cb.Env(), static_cast<double>(freeB)));
+    o.Set("total", Napi::Number::New(cb.Env(), static_cast<double>(totalB)));
+    return o;
+  }
 
   void dispose(const Napi::CallbackInfo&) { release(); }
 
@@ -181,6 +212,7 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
     const uint32_t id = nextId_++;
     bufs_[id] = Buffer{ptr, bytes};
     liveBytes_ += bytes;
+    notePeak();
     return Napi::Number::New(cb.Env(), id);
   }
   Buffer& lookup(const Args& a, size_t i) {
@@ -275,6 +307,7 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
     float* out = f32(a, 7, "out", mul(a, {T, N}));
     if (T * N > 0 && (out == x || out == w || out == bias)) throw a.range("out must not alias x, w or bias");
     lcuda::matmul(gemm_, stream_, x, T, K, w, dtype, N, bias, out);
+    notePeak();
   }
   // rmsnorm(x, T, H, weight, eps, out); out may be x
   void rmsnorm(const Napi::CallbackInfo& cb) {
@@ -340,8 +373,12 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
   }
   // attention(q, T, numHeads, kCache, vCache, numBlocks, blockSize, numKvHeads, headDim, numSeqs, queryStart,
   //           contextLens, blockTables, maxBlocksPerSeq, scale, out)
-  void attention(const Napi::CallbackInfo& cb) {
-    Args a(cb, "attention", 16);
+  void attention(const Napi::CallbackInfo& cb) { attend(cb, false); }
+  // attentionDca(the 16 arguments of attention, then positions, chunkLen, chunkSize, ropeTheta, rotaryDim,
+  //              rowLogitScale); q is unrotated, positions [T] must be the causal positions of the batch.
+  void attentionDca(const Napi::CallbackInfo& cb) { attend(cb, true); }
+  void attend(const Napi::CallbackInfo& cb, bool isDca) {
+    Args a(cb, isDca ? "attentionDca" : "attention", isDca ? 22 : 16);
     enter(cb.Env());
     const int64_t T = a.dim(1, "T"), nH = a.dim(2, "numHeads", 1), numBlocks = a.dim(5, "numBlocks");
     const int64_t bs = a.dim(6, "blockSize", 1), nKv = a.dim(7, "numKvHeads", 1), D = a.dim(8, "headDim", 1);
@@ -364,8 +401,35 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
     if (T > 0 && (out == q || out == kc || out == vc)) throw a.range("out must not alias q or the cache");
     const lcuda::AttentionShape shape{static_cast<int>(nH), static_cast<int>(nKv), static_cast<int>(D),
                                       static_cast<int>(bs), static_cast<int>(maxB), numBlocks};
+    lcuda::DcaArgs dca{};
+    Napi::Float32Array rowScale;
+    if (isDca) {
+      const Napi::Int32Array pos = a.i32(16, "positions");
+      const int64_t L = a.dim(17, "chunkLen", 1), C = a.dim(18, "chunkSize", 1);
+      const double theta = a.number(19, "ropeTheta");
+      const int64_t rd = a.dim(20, "rotaryDim", 2);
+      rowScale = a.f32arr(21, "rowLogitScale");
+      if (C < L) throw a.range("chunkSize must be >= chunkLen");
+      if (rd % 2 != 0 || rd > D) throw a.range("rotaryDim must be even and <= headDim");
+      if (D > lcuda::kDcaMaxHeadDim) throw a.range("headDim must be <= 128 for attentionDca on the CUDA backend");
+      if (!(theta > 0)) throw a.range("ropeTheta must be > 0");
+      if (static_cast<int64_t>(pos.ElementLength()) != T) throw a.range("positions must have T entries");
+      if (static_cast<int64_t>(rowScale.ElementLength()) != T) throw a.range("rowLogitScale must have T entries");
+      const int32_t* posd = pos.Data();
+      const float* scd = rowScale.Data();
+      for (int64_t s = 0; s < numSeqs; ++s)
+        for (int64_t r = qsd[s]; r < qsd[s + 1]; ++r) {
+          const int64_t want = static_cast<int64_t>(cld[s]) - (qsd[s + 1] - qsd[s]) + (r - qsd[s]);
+          if (posd[r] != want)
+            throw a.range("positions[" + std::to_string(r) + "] = " + std::to_string(posd[r]) +
+                          " but the batch places that row at " + std::to_string(want));
+          if (!std::isfinite(scd[r])) throw a.range("rowLogitScale[" + std::to_string(r) + "] is not finite");
+        }
+      dca = lcuda::DcaArgs{static_cast<int>(L), static_cast<int>(C), static_cast<int>(rd), theta, rowScale.Data()};
+    }
     lcuda::pagedAttention(stream_, attnScratch_, attnOpt_, shape, q, kc, vc, static_cast<int>(numSeqs), qsd, cld, btd,
-                          static_cast<float>(scale), out);
+                          static_cast<float>(scale), out, isDca ? &dca : nullptr);
+    notePeak();
   }
   // gatherRows(x, T, H, rows, out)
   void gatherRows(const Napi::CallbackInfo& cb) {
@@ -393,7 +457,7 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
   lcuda::DeviceScratch ints_;
   std::unordered_map<uint32_t, Buffer> bufs_;
   uint32_t nextId_ = 1;
-  size_t liveBytes_ = 0;
+  size_t liveBytes_ = 0, peak_ = 0;
 };
 
 // deviceCount() -> number of CUDA devices; 0 (never an exception) when there is no driver or no GPU.

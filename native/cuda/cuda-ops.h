@@ -76,7 +76,9 @@ void addBias(cudaStream_t s, float* out, const float* bias, int64_t T, int64_t N
 constexpr int kGemvMaxRows = 8;
 struct GemmContext {
   cublasHandle_t blas = nullptr;
-  DeviceScratch widened;  // 16-bit weight rows widened to f32 for the cuBLAS path
+  DeviceScratch widened;  // 16-bit weight rows widened to f32 for the exact cuBLAS path
+  DeviceScratch activations16;  // x rounded to bf16 for the tensor-core path
+  bool bf16Activations = true;  // bf16 weights with T > gemvMaxRows: x -> bf16, tensor-core GEMM (fp32 accumulate)
   int gemvMaxRows = kGemvMaxRows;  // T <= this uses the weight-streaming GEMV kernel (0: always cuBLAS)
   size_t widenChunkElems = size_t{32} << 20;  // widen at most this many weights per cuBLAS call
 };
@@ -91,16 +93,26 @@ struct AttentionShape {
 struct AttentionOptions {
   int numSms = 132;   // the grid is split along keys when there are fewer than 8 CTAs per SM
   int maxSplits = 256;  // 1: never split (one pass, no combine kernel)
+  bool tensorCores = false;  // prefill tiles on bf16 tensor cores (attention-tc.cu) where the shape allows
 };
 struct AttentionScratch {
   DeviceScratch indices;   // tiles, context lengths and block tables of one call
   DeviceScratch partials;  // split-K partial accumulators and (max, sum) pairs
 };
+// Dual Chunk Attention constants of one call (Backend.attentionDca): q is then NOT rotated; keys were
+// cached rotated at (k mod chunkLen). rowLogitScale: host [T], the per-row temperature factor.
+constexpr int kDcaMaxHeadDim = 128;
+struct DcaArgs {
+  int chunkLen, chunkSize, rotaryDim;
+  double theta;
+  const float* rowLogitScale;
+};
 // Host arrays: queryStart [numSeqs + 1], contextLens [numSeqs], blockTables [numSeqs * maxBlocksPerSeq],
-// already validated. q, out [T, numHeads, headDim]; caches [numBlocks, blockSize, numKvHeads, headDim].
+// already validated (DCA: positions equal the causal ones the batch implies). q, out [T, numHeads,
+// headDim]; caches [numBlocks, blockSize, numKvHeads, headDim]. dca == nullptr: plain attention.
 void pagedAttention(cudaStream_t s, AttentionScratch& scratch, const AttentionOptions& opt,
                     const AttentionShape& shape, const float* q, const float* kCache, const float* vCache,
                     int numSeqs, const int32_t* queryStart, const int32_t* contextLens, const int32_t* blockTables,
-                    float scale, float* out);
+                    float scale, float* out, const DcaArgs* dca = nullptr);
 
 }  // namespace lcuda

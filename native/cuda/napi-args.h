@@ -52,6 +52,12 @@ class Args {
       throw Napi::TypeError::New(env(), pre() + "argument '" + name + "' must be an Int32Array");
     return v.As<Napi::Int32Array>();
   }
+  Napi::Float32Array f32arr(size_t i, const char* name) const {
+    const Napi::Value v = info_[i];
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+      throw Napi::TypeError::New(env(), pre() + "argument '" + name + "' must be a Float32Array");
+    return v.As<Napi::Float32Array>();
+  }
   bool isAbsent(size_t i) const { return info_[i].IsNull() || info_[i].IsUndefined(); }
 
  private:

@@ -2,17 +2,27 @@
 # The one script that runs on the GPU machine (no Node.js, no npm, no network there). Prepare here first
 # with scripts/gpu/pack.sh (node binary, N-API headers and the needed node_modules into .gpu/), then:
 #   device run, carry [".gpu"], command: bash scripts/gpu/check.sh [--no-bench]
+#   options: --no-bench (no benchmarks), --no-micro (skip bench/gpu/run.sh), --no-e2e (skip bench/gpu/e2e*)
 # Steps: unpack node; build both addons through scripts/build-native.mjs (CPU, then CUDA: fails loudly
 # here if the CUDA addon was not built); write the tiny golden model; run the CUDA tests (conformance
-# suite + golden, LONGCTX_CUDA_SYNC=1 so a kernel fault names its op); print the op table; run the
-# micro-benchmarks (bench/gpu/run.sh). Logs and tables go to $OUT (7 files, under the device's 8-file
+# suite, bf16 matmul, tensor-core attention, golden; LONGCTX_CUDA_SYNC=1 so a kernel fault names its op);
+# print the op table; run the micro-benchmarks (bench/gpu/run.sh) and the end-to-end benchmark (ours,
+# then transformers, bench/gpu/e2e*). Logs and tables go to $OUT (7 files, under the device's 8-file
 # limit with the caller's own tee); the tables are printed last.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out=${OUT:-/tmp/longctx-gpu-out}
 mkdir -p "$out"
-bench=1
-[ "${1:-}" = "--no-bench" ] && bench=0
+micro=1
+e2e=1
+for arg in "$@"; do
+  case "$arg" in
+    --no-bench) micro=0; e2e=0 ;;
+    --no-micro) micro=0 ;;
+    --no-e2e) e2e=0 ;;
+    *) echo "check: unknown option $arg"; exit 2 ;;
+  esac
+done
 t0=$(date +%s)
 stamp() { echo "[check +$(( $(date +%s) - t0 ))s] $*"; }
 
@@ -34,7 +44,8 @@ node --import tsx scripts/gpu/make-tiny-model.mts
 
 stamp "CUDA tests"
 LONGCTX_CUDA_SYNC=1 node --import tsx --test --test-concurrency=1 --test-reporter=spec \
-  test/native/cuda-conformance.test.ts test/native/cuda-golden.test.ts > "$out/tests.log" 2>&1
+  test/native/cuda-conformance.test.ts test/native/cuda-matmul-bf16.test.ts test/native/cuda-attention-tc.test.ts \
+  test/native/cuda-golden.test.ts > "$out/tests.log" 2>&1
 tests_rc=$?
 if grep -q 'CUDA backend unavailable' "$out/tests.log"; then
   echo "check: the CUDA tests SKIPPED here: $(grep -o 'CUDA backend unavailable.*' "$out/tests.log" | head -1)"; tests_rc=4
@@ -49,9 +60,18 @@ stamp "op table"
 node --import tsx scripts/gpu/op-table.ts > "$out/op-table.txt" 2>&1
 table_rc=$?
 
-if [ $bench -eq 1 ]; then
-  stamp "benchmarks"
-  OUT=$out bash bench/gpu/run.sh > "$out/bench-run.txt" 2>&1 || { echo "check: benchmark failed:"; tail -20 "$out/bench-run.txt"; }
+if [ $micro -eq 1 ]; then
+  stamp "micro-benchmarks"
+  OUT=$out bash bench/gpu/run.sh > /tmp/longctx-bench-run.txt 2>&1 || { echo "check: benchmark failed:"; tail -20 /tmp/longctx-bench-run.txt; }
+fi
+if [ $e2e -eq 1 ]; then
+  stamp "end-to-end: ours"
+  timeout 300 node --import tsx bench/gpu/e2e.ts --variant default --variant tc-attn > "$out/e2e.jsonl" 2> /tmp/longctx-e2e-err.txt \
+    || { echo "check: e2e.ts failed or timed out:"; tail -20 /tmp/longctx-e2e-err.txt; }
+  stamp "end-to-end: transformers"
+  PYTHONUNBUFFERED=1 timeout 240 python3 bench/gpu/e2e_transformers.py >> "$out/e2e.jsonl" 2> /tmp/longctx-hf-err.txt \
+    || { echo "check: e2e_transformers.py failed or timed out:"; grep -v Warning /tmp/longctx-hf-err.txt | tail -20; }
+  python3 bench/gpu/e2e_table.py "$out/e2e.jsonl" >> "$out/bench-table.txt" 2>&1
 fi
 
 stamp "done"

@@ -1,7 +1,8 @@
 // Prints the op table of scripts/gpu/check.sh: one realistic case per op (Qwen2.5-7B sizes) on the CUDA
 // backend against the float64 references of test/ref/f64.ts, with the suite's own tolerances: max |error|,
 // the allowance at the worst element, the worst error/allowance ratio (pass: <= 1) and the op's time.
-// Run on the GPU machine: node --import tsx scripts/gpu/op-table.ts. Exits 1 if any row fails.
+// Runs with exactMatmul (fp32 bounds). Run on the GPU machine: node --import tsx scripts/gpu/op-table.ts.
+// Exits 1 if any row fails.
 import type { KvCacheLayer } from '../../src/runtime/backend.js';
 import { createCudaBackend } from '../../src/runtime/cuda-backend.js';
 import { fromF32, type DType } from '../../src/runtime/tensor.js';
@@ -12,7 +13,7 @@ import {
   rmsnormF64, rmsnormTolerance, ropeF64, ropeTolerance, siluMulF64, valuesF64, writeKvF64, type Tolerance,
 } from '../../test/ref/f64.js';
 
-const be = createCudaBackend();
+const be = createCudaBackend({ exactMatmul: true }); // the fp32 suite bounds; bf16 GEMM: cuda-matmul-bf16.test.ts
 const rng = makeRng(20261201);
 const f64 = (a: Float32Array) => Float64Array.from(a);
 const rows: string[][] = [];

@@ -27,6 +27,12 @@ export interface NativeCudaContext {
   /** Bytes and count of the buffers alive (allocated, not freed); 0 after dispose(). */
   readonly liveBytes: number;
   readonly liveBuffers: number;
+  /** High-water mark of live buffers plus the context's scratch (not the CUDA context or cuBLAS workspaces). */
+  readonly peakBytes: number;
+  /** Restarts peakBytes from what is held now. */
+  resetPeak(): void;
+  /** cudaMemGetInfo: free and total device bytes (all processes and contexts). */
+  memInfo(): { free: number; total: number };
   /** Waits for the stream, frees every buffer and the handles. Idempotent; later calls throw. */
   dispose(): void;
 
@@ -67,17 +73,34 @@ export interface NativeCudaContext {
     numSeqs: number, queryStart: Int32Array, contextLens: Int32Array, blockTables: Int32Array,
     maxBlocksPerSeq: number, scale: number, out: number,
   ): void;
+  /**
+   * DCA attention (Backend.attentionDca): the 16 arguments of attention() with q unrotated, then positions [T]
+   * (must be the batch's causal positions), chunkLen, chunkSize, ropeTheta, rotaryDim, rowLogitScale [T].
+   * headDim % 4 == 0, <= 128.
+   */
+  attentionDca(
+    q: number, T: number, numHeads: number, kCache: number, vCache: number,
+    numBlocks: number, blockSize: number, numKvHeads: number, headDim: number,
+    numSeqs: number, queryStart: Int32Array, contextLens: Int32Array, blockTables: Int32Array,
+    maxBlocksPerSeq: number, scale: number, out: number,
+    positions: Int32Array, chunkLen: number, chunkSize: number, ropeTheta: number, rotaryDim: number,
+    rowLogitScale: Float32Array,
+  ): void;
   /** out[r] = x[rows[r]]. x [T, H], rows in [0, T), out [rows.length, H]. */
   gatherRows(x: number, T: number, H: number, rows: Int32Array, out: number): void;
 }
 
 export interface CudaAddon {
   /**
-   * new CudaContext(device, gemvMaxRows, attentionMaxSplits): gemvMaxRows in [0, 8] (matmuls with at most
-   * that many rows stream the weights through a GEMV kernel; 0 = always cuBLAS); attentionMaxSplits >= 1
-   * (1 = attention never splits the keys across CTAs).
+   * new CudaContext(device, gemvMaxRows, attentionMaxSplits, bf16Matmul, tensorCoreAttention): gemvMaxRows
+   * in [0, 8] (matmuls with at most that many rows stream the weights through a GEMV kernel; 0 = always
+   * cuBLAS); attentionMaxSplits >= 1 (1 = attention never splits the keys across CTAs); bf16Matmul 0 | 1
+   * (1: bf16-weight GEMMs above gemvMaxRows round x to bf16 and run on the tensor cores, fp32 accumulation);
+   * tensorCoreAttention 0 | 1 (1: prefill attention tiles on bf16 tensor cores where the shape allows).
    */
-  readonly CudaContext: new (device: number, gemvMaxRows: number, attentionMaxSplits: number) => NativeCudaContext;
+  readonly CudaContext: new (
+    device: number, gemvMaxRows: number, attentionMaxSplits: number, bf16Matmul: 0 | 1, tensorCoreAttention: 0 | 1,
+  ) => NativeCudaContext;
   /** Number of CUDA devices; 0 without a driver or GPU (never throws). */
   deviceCount(): number;
   /** '' when a device is usable, else one line saying why not. */

@@ -5,7 +5,7 @@
 // is the tensor's identity (reshape() keeps it, so views share storage) and keys the device buffer here.
 // Invariants: a tensor is usable only by the backend that made it and only until free()/dispose(); one
 // never freed gives its device memory back when garbage-collected (or at dispose()).
-import type { AttentionBatch, Backend, KvCacheLayer } from './backend.js';
+import type { AttentionBatch, Backend, DcaParams, KvCacheLayer } from './backend.js';
 import { tryLoadCudaAddon, type CudaDeviceInfo, type NativeCudaContext } from './cuda-addon.js';
 import { DTYPE_CODE } from './native-addon.js';
 import { numel, type DType, type Tensor } from './tensor.js';
@@ -17,14 +17,33 @@ export interface CudaBackendOptions {
   gemvMaxRows?: number;
   /** Upper bound on the key splits of one attention call (1: never split). Default 256. */
   attentionMaxSplits?: number;
+  /**
+   * Every matmul in exact fp32 arithmetic (fp32 activations; 16-bit weights widened exactly; SGEMM or the
+   * GEMV kernel), inside the fp32 bounds of the conformance suite. Default false: matmuls with bf16 weights
+   * and more than gemvMaxRows rows round the activations to bf16 and run on the tensor cores with fp32
+   * accumulation (relative error up to 2^-8 of sum |x·w| per output; docs/cuda-notes.md).
+   */
+  exactMatmul?: boolean;
+  /**
+   * Prefill attention tiles (attention and attentionDca) on bf16 tensor cores: Q, K, V and the softmax
+   * weights rounded to bf16, fp32 logits, statistics and accumulation. Default false (fp32 everywhere).
+   */
+  tensorCoreAttention?: boolean;
 }
 
 export interface CudaBackend extends Backend {
   readonly info: CudaDeviceInfo;
+  /** Always implemented on CUDA (plain and tensor-core kernels; headDim % 4 == 0, <= 128). */
+  attentionDca: NonNullable<Backend['attentionDca']>;
   /** Device bytes held by live tensors of this backend. */
   liveBytes(): number;
   /** Waits for every queued op (for timing; read() already waits). */
   synchronize(): void;
+  /** High-water mark of device bytes held by this backend (tensors + scratch); resetPeak() restarts it. */
+  peakBytes(): number;
+  resetPeak(): void;
+  /** cudaMemGetInfo of the device: free and total bytes (all processes). */
+  memInfo(): { free: number; total: number };
 }
 
 /** Why the CUDA backend cannot run here, or null when it can (never throws). */
@@ -80,7 +99,8 @@ export function createCudaBackend(opts: CudaBackendOptions = {}): CudaBackend {
   if (!Number.isInteger(device) || device < 0) fail('create', `device must be a non-negative integer, got ${device}`);
   if (!Number.isInteger(gemvMaxRows) || gemvMaxRows < 0 || gemvMaxRows > 8) fail('create', `gemvMaxRows must be in [0, 8], got ${gemvMaxRows}`);
   if (!Number.isInteger(maxSplits) || maxSplits < 1) fail('create', `attentionMaxSplits must be >= 1, got ${maxSplits}`);
-  const ctx: NativeCudaContext = new loaded.addon.CudaContext(device, gemvMaxRows, maxSplits);
+  const ctx: NativeCudaContext = new loaded.addon.CudaContext(device, gemvMaxRows, maxSplits,
+    opts.exactMatmul === true ? 0 : 1, opts.tensorCoreAttention === true ? 1 : 0);
   const records = new WeakMap<object, DeviceRecord>();
   let disposed = false;
   // A tensor dropped without free() releases its device buffer when its storage object is collected.
@@ -123,12 +143,33 @@ export function createCudaBackend(opts: CudaBackendOptions = {}): CudaBackend {
     return [id(op, 'cache.k', cache.k), id(op, 'cache.v', cache.v)];
   }
 
+  /** The checked leading arguments shared by ctx.attention and ctx.attentionDca (up to scale), and out's id. */
+  function attentionArgs(op: string, q: Tensor, cache: KvCacheLayer, batch: AttentionBatch, out: Tensor) {
+    const [kc, vc] = checkCache(op, cache);
+    expectRank(op, 'q', q, 3, '[T, numHeads, headDim]');
+    const [T, numHeads, headDim] = q.shape;
+    if (headDim !== cache.headDim) fail(op, `q ${fmt(q.shape)} has headDim != cache.headDim ${cache.headDim}`);
+    if (numHeads % cache.numKvHeads !== 0) fail(op, `numHeads ${numHeads} is not a multiple of numKvHeads ${cache.numKvHeads}`);
+    expectShape(op, 'out', out, q.shape);
+    const { numSeqs, queryStart, contextLens, blockTables, maxBlocksPerSeq } = batch;
+    if (queryStart.length !== numSeqs + 1 || contextLens.length !== numSeqs || blockTables.length !== numSeqs * maxBlocksPerSeq) {
+      fail(op, `batch arrays (queryStart ${queryStart.length}, contextLens ${contextLens.length}, `
+        + `blockTables ${blockTables.length}) do not match numSeqs ${numSeqs}, maxBlocksPerSeq ${maxBlocksPerSeq}`);
+    }
+    const head = [id(op, 'q', q), T, numHeads, kc, vc, cache.numBlocks, cache.blockSize, cache.numKvHeads, cache.headDim,
+      numSeqs, queryStart, contextLens, blockTables, maxBlocksPerSeq] as const;
+    return { head, out: id(op, 'out', out) };
+  }
+
   return {
     name: 'cuda',
     info: ctx.info,
 
     liveBytes: () => ctx.liveBytes,
     synchronize: () => ctx.synchronize(),
+    peakBytes: () => ctx.peakBytes,
+    resetPeak: () => ctx.resetPeak(),
+    memInfo: () => ctx.memInfo(),
 
     upload(t: Tensor): Tensor {
       if (t.data.length !== numel(t.shape)) fail('upload', `data has ${t.data.length} elements for shape ${fmt(t.shape)}`);
@@ -232,20 +273,26 @@ export function createCudaBackend(opts: CudaBackendOptions = {}): CudaBackend {
     },
 
     attention(q: Tensor, cache: KvCacheLayer, batch: AttentionBatch, scale: number, out: Tensor): void {
-      const [kc, vc] = checkCache('attention', cache);
-      expectRank('attention', 'q', q, 3, '[T, numHeads, headDim]');
-      const [T, numHeads, headDim] = q.shape;
-      if (headDim !== cache.headDim) fail('attention', `q ${fmt(q.shape)} has headDim != cache.headDim ${cache.headDim}`);
-      if (numHeads % cache.numKvHeads !== 0) fail('attention', `numHeads ${numHeads} is not a multiple of numKvHeads ${cache.numKvHeads}`);
-      expectShape('attention', 'out', out, q.shape);
-      const { numSeqs, queryStart, contextLens, blockTables, maxBlocksPerSeq } = batch;
-      if (queryStart.length !== numSeqs + 1 || contextLens.length !== numSeqs || blockTables.length !== numSeqs * maxBlocksPerSeq) {
-        fail('attention', `batch arrays (queryStart ${queryStart.length}, contextLens ${contextLens.length}, `
-          + `blockTables ${blockTables.length}) do not match numSeqs ${numSeqs}, maxBlocksPerSeq ${maxBlocksPerSeq}`);
+      const args = attentionArgs('attention', q, cache, batch, out);
+      ctx.attention(...args.head, scale, args.out);
+    },
+
+    attentionDca(
+      q: Tensor, cache: KvCacheLayer, batch: AttentionBatch, positions: Int32Array, dca: DcaParams, scale: number,
+      rowLogitScale: Float32Array, out: Tensor,
+    ): void {
+      const args = attentionArgs('attentionDca', q, cache, batch, out);
+      const T = q.shape[0];
+      if (positions.length !== T) fail('attentionDca', `${positions.length} positions for ${T} query rows`);
+      if (rowLogitScale.length !== T) fail('attentionDca', `rowLogitScale has ${rowLogitScale.length} entries for ${T} query rows`);
+      const { chunkLen, chunkSize, ropeTheta, rotaryDim } = dca;
+      if (!Number.isSafeInteger(chunkLen) || chunkLen <= 0 || !Number.isSafeInteger(chunkSize) || chunkSize < chunkLen) {
+        fail('attentionDca', `need 0 < chunkLen <= chunkSize, got chunkLen=${chunkLen}, chunkSize=${chunkSize}`);
       }
-      ctx.attention(id('attention', 'q', q), T, numHeads, kc, vc, cache.numBlocks, cache.blockSize,
-        cache.numKvHeads, cache.headDim, numSeqs, queryStart, contextLens, blockTables, maxBlocksPerSeq, scale,
-        id('attention', 'out', out));
+      if (!Number.isInteger(rotaryDim) || rotaryDim < 2 || rotaryDim % 2 !== 0 || rotaryDim > cache.headDim) {
+        fail('attentionDca', `rotaryDim ${rotaryDim} must be even and in [2, headDim=${cache.headDim}]`);
+      }
+      ctx.attentionDca(...args.head, scale, args.out, positions, chunkLen, chunkSize, ropeTheta, rotaryDim, rowLogitScale);
     },
 
     gatherRows(x: Tensor, rows: Int32Array, out: Tensor): void {

@@ -1,15 +1,17 @@
-// Native tier, CUDA: the backend conformance suite (test/conformance/*, float64 references, the same
-// tolerances as every backend) on the CUDA backend, twice more for the paths the default options may not
-// reach (every matmul through cuBLAS; attention without key splits), the attentionDca suite (skips until
-// the CUDA backend implements it), plus CUDA-only checks: Qwen2.5-7B-shaped cases, memory accounting and
-// error reporting. Everything skips with the reason when isCudaAvailable() is false (CPU machines, CI).
+// Native tier, CUDA: the backend conformance suite (test/conformance/*, float64 references, the same fp32
+// tolerances as every backend) on the CUDA backend with exactMatmul (the default bf16 tensor-core GEMM for
+// bf16 weights is checked against its own bf16 bound in cuda-matmul-bf16.test.ts), twice more for the
+// paths the default options may not reach (every matmul through cuBLAS; attention without key splits),
+// the attentionDca suite with and without key splits, plus CUDA-only checks: Qwen2.5-7B-shaped cases
+// (plain and DCA attention at headDim 128), memory accounting and error reporting. Everything skips with
+// the reason when isCudaAvailable() is false (CPU machines, CI).
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { KvCacheLayer } from '../../src/runtime/backend.js';
 import { createCudaBackend, cudaUnavailableReason, type CudaBackend } from '../../src/runtime/cuda-backend.js';
 import { fromF32, makeTensor } from '../../src/runtime/tensor.js';
 import { registerDenseOpTests } from '../conformance/dense-ops.js';
-import { runDcaConformance } from '../conformance/dca-suite.js';
+import { checkDcaCase, runDcaConformance } from '../conformance/dca-suite.js';
 import { poisonedOut, uploadF32, useBackend } from '../conformance/harness.js';
 import { checkAttention, registerPagedAttentionTests } from '../conformance/paged-attention.js';
 import { runConformance } from '../conformance/suite.js';
@@ -20,18 +22,27 @@ const unavailable = cudaUnavailableReason();
 if (unavailable !== null) {
   test('cuda conformance', { skip: `CUDA backend unavailable: ${unavailable}` }, () => {});
 } else {
-  runConformance('cuda', () => createCudaBackend());
-  describe('conformance: cuda with gemvMaxRows 0 (every matmul through cuBLAS)', () => {
-    registerDenseOpTests(useBackend(() => createCudaBackend({ gemvMaxRows: 0 })));
+  runConformance('cuda (exactMatmul)', () => createCudaBackend({ exactMatmul: true }));
+  describe('conformance: cuda with gemvMaxRows 0 (every matmul through cuBLAS, exactMatmul)', () => {
+    registerDenseOpTests(useBackend(() => createCudaBackend({ gemvMaxRows: 0, exactMatmul: true })));
   });
   describe('conformance: cuda with attentionMaxSplits 1 (one pass over the keys, no combine)', () => {
     registerPagedAttentionTests(useBackend(() => createCudaBackend({ attentionMaxSplits: 1 })));
   });
   runDcaConformance('cuda', () => createCudaBackend());
+  runDcaConformance('cuda with attentionMaxSplits 1', () => createCudaBackend({ attentionMaxSplits: 1 }));
 
   describe('cuda: Qwen2.5-7B-shaped cases (28 q / 4 kv heads, headDim 128, hidden 3584)', () => {
-    const be = useBackend(() => createCudaBackend()) as () => CudaBackend;
+    const be = useBackend(() => createCudaBackend({ exactMatmul: true })) as () => CudaBackend;
     const gqa = { numHeads: 28, numKvHeads: 4, headDim: 128, blockSize: 16 };
+    test('attentionDca at headDim 128 (L = 48): a 300-row prefill over 7 DCA chunks, a chunk after 450 keys, decodes', () => {
+      const decode = (p: number, f: number) => ({ contextLen: p + 1, numQueries: 1, logitScale: f });
+      checkDcaCase(be(), {
+        label: '7B heads, DCA L=48 C=64', chunkSize: 64, localSize: 16, theta: 1e7, ...gqa, seed: 91, qScale: 1.5,
+        seqs: [{ contextLen: 300, numQueries: 300, logitScale: 1.1 }, { contextLen: 520, numQueries: 70, logitScale: 1 },
+          decode(47, 1), decode(96, 1.2), decode(1000, 1.05)],
+      });
+    });
     test('attention: a 300-token prefill, a 64-query chunk after 448 cached keys, and 3 decodes', () => {
       checkAttention(be(), { ...gqa, numHoleBlocks: 3, seed: 77, seqs: [{ contextLen: 300, numQueries: 300 }] }, 'prefill 300');
       checkAttention(be(), { ...gqa, numHoleBlocks: 2, seed: 78, seqs: [{ contextLen: 512, numQueries: 64 }] }, 'chunk 64 of 512');

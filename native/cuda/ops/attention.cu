@@ -8,35 +8,25 @@
 // v2: float4 loads and shared-memory reads (headDim % 4 == 0), softmax weights through shared memory.
 // When there are fewer than 8 CTAs per SM (decode, short prefill chunks) the keys are split into ranges
 // (split-K, a.k.a. flash-decoding): each split writes unnormalised partials and a combine kernel merges them.
+// DCA (Backend.attentionDca, template flag): q arrives unrotated; the CTA stages each vector rotated three
+// ways (intra / succ / inter, long-context-attention.md §2.3; fp32 angle, sin/cos and rotation in double,
+// rounded once, like ropeKernel) only for the variants whose key range meets its split, and every lane picks
+// the variant of its own key (a broadcast read unless the tile straddles a DCA chunk boundary). The logit
+// scale is per query row (scale * rowLogitScale[t]). Same tiles, masks, splits and combine as plain.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
-#include "../cuda-ops.h"
+#include "attention-common.cuh"
 
 namespace lcuda {
+
+using attn::Params;
+using attn::Tile;
 
 namespace {
 
 constexpr int kKeyTile = 32;
-
-struct Tile {
-  int seq, firstRow, numRows, headStart, numHeads, pos0, pad0, pad1;  // pos0: position of firstRow
-};
-
-struct Params {
-  const float* q;
-  const float* kCache;
-  const float* vCache;
-  float* out;
-  float* partAcc;  // [numSplits, T, numHeads, headDim]
-  float* partMl;   // [numSplits, T, numHeads, 2]
-  const Tile* tiles;
-  const int32_t* contextLens;
-  const int32_t* blockTables;
-  int T, numHeads, numKvHeads, headDim, blockSize, maxBlocksPerSeq;
-  int numSplits, splitLen;
-  float scale;
-};
 
 __device__ __forceinline__ float warpMax(float v) {
   for (int off = 16; off > 0; off >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, off));
@@ -47,44 +37,71 @@ __device__ __forceinline__ float warpSum(float v) {
   return v;
 }
 
+// Stages the tile's query vectors of one DCA CTA: Qf [3][NV][D] (intra, succ, inter), each rotated at its
+// §2.3 position (dcaQueryValue); a variant whose key range misses [kBegin, kStop) is zero-filled.
+__device__ void stageDcaQueries(const Params& p, const Tile& tile, int kvh, int nVec, int NV, int kBegin, int kStop,
+                                float* invF, float* Qf) {
+  const int D = p.headDim;
+  attn::dcaInvFrequencies(p, invF);
+  __syncthreads();
+  for (int idx = threadIdx.x; idx < 3 * nVec * D; idx += blockDim.x) {
+    const int var = idx / (nVec * D), rest = idx - var * nVec * D;
+    const int vi = rest / D, d = rest - vi * D;
+    Qf[(var * NV + vi) * D + d] = attn::dcaQueryValue(p, tile, kvh, vi, var, d, invF, kBegin, kStop);
+  }
+}
+
 // DC = ceil(headDim / 32) output dims per lane; NW warps; VPW vectors per warp. headDim % 4 == 0: q, K and
-// V move as float4 (global and shared memory alike).
-template <int DC, int NW, int VPW>
+// V move as float4 (global and shared memory alike). DCA: see the file header.
+template <int DC, int NW, int VPW, bool DCA>
 __global__ void __launch_bounds__(NW * 32, NW >= 8 ? 1 : 4) pagedAttentionKernel(Params p) {
   extern __shared__ float4 smem4[];
+  constexpr int NV = NW * VPW, NQ = DCA ? 3 : 1;
   const int D = p.headDim, D4 = D / 4, ldk4 = D4 + 1;  // K rows padded by 16 bytes: lane j reads row j
-  float4* Qs = smem4;                                 // [NW * VPW][D4]
-  float4* Ks = Qs + NW * VPW * D4;                    // [32][D4 + 1]
+  float4* Qs = smem4;                                 // [NQ][NV][D4]
+  float4* Ks = Qs + NQ * NV * D4;                     // [32][D4 + 1]
   float4* Vs = Ks + kKeyTile * ldk4;                  // [32][D4]
-  float* Ps = reinterpret_cast<float*>(Vs + kKeyTile * D4);  // [NW * VPW][32] softmax weights of the tile
+  float* Ps = reinterpret_cast<float*>(Vs + kKeyTile * D4);  // [NV][32] softmax weights of the tile
   const float* Vsf = reinterpret_cast<const float*>(Vs);
   const Tile tile = p.tiles[blockIdx.x];
   const int kvh = blockIdx.y, split = blockIdx.z;
   const int group = p.numHeads / p.numKvHeads;
   const int nVec = tile.numRows * tile.numHeads;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const float4* q4 = reinterpret_cast<const float4*>(p.q);
   const float4* k4 = reinterpret_cast<const float4*>(p.kCache);
   const float4* v4 = reinterpret_cast<const float4*>(p.vCache);
-
-  for (int idx = threadIdx.x; idx < nVec * D4; idx += blockDim.x) {
-    const int vi = idx / D4, d4 = idx - vi * D4;
-    const int t = tile.firstRow + vi / tile.numHeads;
-    const int h = kvh * group + tile.headStart + vi % tile.numHeads;
-    Qs[idx] = q4[(static_cast<int64_t>(t) * p.numHeads + h) * D4 + d4];
-  }
-
   const int kEnd = tile.pos0 + tile.numRows;  // the last row sees keys [0, kEnd)
   const int kBegin = split * p.splitLen;
   const int kStop = min(kEnd, kBegin + p.splitLen);
+
+  if constexpr (DCA) {
+    stageDcaQueries(p, tile, kvh, nVec, NV, kBegin, kStop, Ps + NV * kKeyTile, reinterpret_cast<float*>(Qs));
+  } else {
+    const float4* q4 = reinterpret_cast<const float4*>(p.q);
+    for (int idx = threadIdx.x; idx < nVec * D4; idx += blockDim.x) {
+      const int vi = idx / D4, d4 = idx - vi * D4;
+      const int t = tile.firstRow + vi / tile.numHeads;
+      const int h = kvh * group + tile.headStart + vi % tile.numHeads;
+      Qs[idx] = q4[(static_cast<int64_t>(t) * p.numHeads + h) * D4 + d4];
+    }
+  }
+
   const int32_t* table = p.blockTables + static_cast<int64_t>(tile.seq) * p.maxBlocksPerSeq;
 
-  float m[VPW], l[VPW], acc[VPW][DC];
-  int vpos[VPW];
+  float m[VPW], l[VPW], acc[VPW][DC], vscale[VPW];
+  int vpos[VPW], vcs[VPW];
 #pragma unroll
   for (int v = 0; v < VPW; ++v) {
     const int vi = warp * VPW + v;
     vpos[v] = vi < nVec ? tile.pos0 + vi / tile.numHeads : -1;  // -1: no vector (never valid)
+    vscale[v] = p.scale;
+    vcs[v] = 0;
+    if constexpr (DCA) {
+      if (vi < nVec) {
+        vscale[v] = p.scale * p.rowScale[tile.firstRow + vi / tile.numHeads];
+        vcs[v] = vpos[v] / p.dcaL * p.dcaL;  // start of the vector's own DCA chunk
+      }
+    }
     m[v] = -INFINITY;
     l[v] = 0.f;
 #pragma unroll
@@ -110,13 +127,22 @@ __global__ void __launch_bounds__(NW * 32, NW >= 8 ? 1 : 4) pagedAttentionKernel
     float s[VPW];
 #pragma unroll
     for (int v = 0; v < VPW; ++v) s[v] = 0.f;
-    const float4* qw = Qs + warp * VPW * D4;
+    int qoff[VPW];  // float4 offset of the query variant vector v uses for this lane's key
+#pragma unroll
+    for (int v = 0; v < VPW; ++v) {
+      int var = 0;
+      if constexpr (DCA) {
+        const int key = k0 + lane;
+        var = attn::dcaVariant(key, vcs[v], p.dcaL);
+      }
+      qoff[v] = (var * NV + warp * VPW + v) * D4;
+    }
     const float4* krow = Ks + lane * ldk4;
     for (int d4 = 0; d4 < D4; ++d4) {
       const float4 kd = krow[d4];
 #pragma unroll
       for (int v = 0; v < VPW; ++v) {
-        const float4 qd = qw[v * D4 + d4];  // broadcast
+        const float4 qd = Qs[qoff[v] + d4];  // broadcast (DCA: unless the tile straddles a chunk boundary)
         s[v] = fmaf(qd.x, kd.x, s[v]);
         s[v] = fmaf(qd.y, kd.y, s[v]);
         s[v] = fmaf(qd.z, kd.z, s[v]);
@@ -129,7 +155,7 @@ __global__ void __launch_bounds__(NW * 32, NW >= 8 ? 1 : 4) pagedAttentionKernel
     for (int v = 0; v < VPW; ++v) {
       float pj = 0.f;
       const bool valid = key < kStop && key <= vpos[v];
-      const float logit = valid ? s[v] * p.scale : -INFINITY;
+      const float logit = valid ? s[v] * vscale[v] : -INFINITY;
       const float tileMax = warpMax(logit);
       if (tileMax != -INFINITY) {  // warp-uniform: some key of this tile is visible to vector v
         const float mNew = fmaxf(m[v], tileMax);
@@ -217,25 +243,26 @@ __global__ void combineSplitsKernel(const float* partAcc, const float* partMl, i
   }
 }
 
-template <int DC, int NW, int VPW>
+template <int DC, int NW, int VPW, bool DCA>
 void launchConfig(cudaStream_t s, const Params& p, unsigned numTiles) {
-  const size_t d4 = static_cast<size_t>(p.headDim / 4);
-  const size_t smem = sizeof(float4) * (NW * VPW * d4 + kKeyTile * (d4 + 1) + kKeyTile * d4) +
-                      sizeof(float) * NW * VPW * kKeyTile;
-  auto kernel = pagedAttentionKernel<DC, NW, VPW>;
+  const size_t d4 = static_cast<size_t>(p.headDim / 4), nq = DCA ? 3 : 1;
+  const size_t smem = sizeof(float4) * (nq * NW * VPW * d4 + kKeyTile * (d4 + 1) + kKeyTile * d4) +
+                      sizeof(float) * NW * VPW * kKeyTile + (DCA ? sizeof(float) * p.headDim : 0);
+  auto kernel = pagedAttentionKernel<DC, NW, VPW, DCA>;
   if (smem > 48 * 1024)
     LCUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
   const dim3 grid(numTiles, static_cast<unsigned>(p.numKvHeads), static_cast<unsigned>(p.numSplits));
   kernel<<<grid, NW * 32, smem, s>>>(p);
-  LCUDA_LAUNCHED("pagedAttentionKernel", s);
+  LCUDA_LAUNCHED(DCA ? "pagedAttentionKernel<dca>" : "pagedAttentionKernel", s);
 }
 
-template <int NW, int VPW>
+template <int NW, int VPW, bool DCA>
 void launchForHeadDim(cudaStream_t s, const Params& p, unsigned numTiles) {
-  if (p.headDim <= 32) launchConfig<1, NW, VPW>(s, p, numTiles);
-  else if (p.headDim <= 64) launchConfig<2, NW, VPW>(s, p, numTiles);
-  else if (p.headDim <= 128) launchConfig<4, NW, VPW>(s, p, numTiles);
-  else launchConfig<8, NW, VPW>(s, p, numTiles);
+  if (p.headDim <= 32) launchConfig<1, NW, VPW, DCA>(s, p, numTiles);
+  else if (p.headDim <= 64) launchConfig<2, NW, VPW, DCA>(s, p, numTiles);
+  else if (p.headDim <= 128) launchConfig<4, NW, VPW, DCA>(s, p, numTiles);
+  else if constexpr (!DCA) launchConfig<8, NW, VPW, DCA>(s, p, numTiles);
+  else throw CudaError("dca attention: headDim must be <= 128 on the CUDA backend");
 }
 
 constexpr int kSmallNW = 4, kSmallVPW = 2;  // 8 vectors: decode (one row x a GQA group of <= 8)
@@ -247,16 +274,21 @@ constexpr int kCtasPerSm = 8;               // split the keys until the grid has
 void pagedAttention(cudaStream_t s, AttentionScratch& scratch, const AttentionOptions& opt,
                     const AttentionShape& shape, const float* q, const float* kCache, const float* vCache,
                     int numSeqs, const int32_t* queryStart, const int32_t* contextLens, const int32_t* blockTables,
-                    float scale, float* out) {
+                    float scale, float* out, const DcaArgs* dca) {
   if (shape.headDim > 256 || shape.headDim % 4 != 0)
     throw CudaError("paged attention: headDim must be a multiple of 4 and <= 256");
+  if (dca != nullptr && (shape.headDim > kDcaMaxHeadDim || dca->chunkLen < 1 || dca->chunkSize < dca->chunkLen ||
+                         dca->rotaryDim < 2 || dca->rotaryDim % 2 != 0 || dca->rotaryDim > shape.headDim))
+    throw CudaError("dca attention: need headDim <= 128, 0 < chunkLen <= chunkSize, rotaryDim even in [2, headDim]");
   const int T = queryStart[numSeqs];
   if (T == 0) return;
   const int group = shape.numHeads / shape.numKvHeads;
   bool small = true;
   for (int sq = 0; sq < numSeqs; ++sq)
     if (static_cast<int64_t>(queryStart[sq + 1] - queryStart[sq]) * group > kSmallNW * kSmallVPW) small = false;
-  const int cap = small ? kSmallNW * kSmallVPW : kBigNW * kBigVPW;
+  // Prefill tiles go to the bf16 tensor-core kernel when enabled and the head size has an instantiation.
+  const bool tc = opt.tensorCores && !small && attn::tensorCoreHeadDim(shape.headDim);
+  const int cap = small ? kSmallNW * kSmallVPW : tc ? attn::kTcVectors : kBigNW * kBigVPW;
   const int rowsPerTile = group <= cap ? cap / group : 1;
   const int headsPerTile = group <= cap ? group : cap;
 
@@ -289,10 +321,13 @@ void pagedAttention(cudaStream_t s, AttentionScratch& scratch, const AttentionOp
     numSplits = (maxKeys + splitLen - 1) / splitLen;
   }
 
-  // Stage tiles, context lengths and block tables in one host-to-device copy (stream-ordered).
+  // Stage tiles, context lengths, block tables (and DCA row factors, as bits) in one host-to-device copy.
   const size_t tileInts = tiles.size() * (sizeof(Tile) / sizeof(int32_t));
   const size_t tableInts = static_cast<size_t>(numSeqs) * shape.maxBlocksPerSeq;
-  std::vector<int32_t> staged(tileInts + numSeqs + tableInts);
+  const size_t scaleInts = dca != nullptr ? static_cast<size_t>(T) : 0;
+  std::vector<int32_t> staged(tileInts + numSeqs + tableInts + scaleInts);
+  if (dca != nullptr)
+    std::memcpy(staged.data() + tileInts + numSeqs + tableInts, dca->rowLogitScale, scaleInts * sizeof(float));
   std::copy(reinterpret_cast<const int32_t*>(tiles.data()), reinterpret_cast<const int32_t*>(tiles.data()) + tileInts,
             staged.begin());
   std::copy(contextLens, contextLens + numSeqs, staged.begin() + tileInts);
@@ -317,6 +352,13 @@ void pagedAttention(cudaStream_t s, AttentionScratch& scratch, const AttentionOp
   p.numSplits = numSplits;
   p.splitLen = splitLen;
   p.scale = scale;
+  if (dca != nullptr) {
+    p.rowScale = reinterpret_cast<const float*>(dev + tileInts + numSeqs + tableInts);
+    p.dcaL = dca->chunkLen;
+    p.dcaC = dca->chunkSize;
+    p.rotaryDim = dca->rotaryDim;
+    p.theta = static_cast<float>(dca->theta);
+  }
   const int64_t rowsTotal = static_cast<int64_t>(T) * shape.numHeads;
   if (numSplits > 1) {
     const size_t accFloats = static_cast<size_t>(numSplits) * rowsTotal * shape.headDim;
@@ -326,8 +368,15 @@ void pagedAttention(cudaStream_t s, AttentionScratch& scratch, const AttentionOp
     p.partMl = part + accFloats;
   }
   const unsigned numTiles = static_cast<unsigned>(tiles.size());
-  if (small) launchForHeadDim<kSmallNW, kSmallVPW>(s, p, numTiles);
-  else launchForHeadDim<kBigNW, kBigVPW>(s, p, numTiles);
+  if (tc) {
+    attn::launchTensorCoreAttention(s, p, numTiles, dca != nullptr);
+  } else if (dca != nullptr) {
+    if (small) launchForHeadDim<kSmallNW, kSmallVPW, true>(s, p, numTiles);
+    else launchForHeadDim<kBigNW, kBigVPW, true>(s, p, numTiles);
+  } else {
+    if (small) launchForHeadDim<kSmallNW, kSmallVPW, false>(s, p, numTiles);
+    else launchForHeadDim<kBigNW, kBigVPW, false>(s, p, numTiles);
+  }
   if (numSplits > 1) {
     combineSplitsKernel<<<static_cast<unsigned>(rowsTotal), 128, 0, s>>>(p.partAcc, p.partMl, numSplits, rowsTotal,
                                                                         shape.headDim, out);

@@ -1,10 +1,17 @@
 // GEMM out[T, N] = x[T, K] · w[N, K]ᵀ (+ bias) with fp32 activations, f32/bf16/f16 weights and fp32
-// accumulation. Two paths, both inside the fp32 dot-product bound of the conformance suite:
+// accumulation. Three paths:
 //  - T <= gemvMaxRows (decode): one warp per output column streams its weight row once (16-byte loads when
-//    K % 8 == 0) and keeps up to 8 token rows of fp32 partial sums; bias in the epilogue.
+//    K % 8 == 0) and keeps up to 8 token rows of fp32 partial sums; bias in the epilogue. Exact fp32.
+//  - bf16 weights, T > gemvMaxRows, GemmContext::bf16Activations (the default; off with the backend's
+//    exactMatmul): x is rounded to bf16 (nearest-even) and cublasGemmEx runs bf16 x bf16 on the tensor cores
+//    with CUBLAS_COMPUTE_32F (fp32 accumulation) into fp32 out. Error: one bf16 rounding of x (relative
+//    2^-8 per term) on top of fp32 accumulation; the products themselves are exact in fp32.
 //  - otherwise: cuBLAS SGEMM (CUBLAS_COMPUTE_32F, default math: no TF32); 16-bit weights are first widened
-//    exactly to f32 in chunks of rows (GemmContext::widenChunkElems), then a bias kernel.
+//    exactly to f32 in chunks of rows (GemmContext::widenChunkElems), then a bias kernel. Exact fp32.
+#include <cuda_bf16.h>
 #include <cuda_fp16.h>
+
+#include <algorithm>
 
 #include "../cuda-ops.h"
 
@@ -105,6 +112,23 @@ void gemv(cudaStream_t s, const float* x, int T, int64_t K, const void* w, int d
   LCUDA_LAUNCHED("gemvKernel", s);
 }
 
+// dst = bf16(src), round to nearest even (__float2bfloat16_rn), 4 values per thread step when n % 4 == 0.
+__global__ void roundToBf16Kernel(const float* src, int64_t n, __nv_bfloat16* dst) {
+  const int64_t stride = int64_t{gridDim.x} * blockDim.x;
+  const int64_t first = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
+  if (n % 4 == 0) {
+    const float4* s4 = reinterpret_cast<const float4*>(src);
+    __nv_bfloat162* d2 = reinterpret_cast<__nv_bfloat162*>(dst);
+    for (int64_t i = first; i < n / 4; i += stride) {
+      const float4 v = s4[i];
+      d2[2 * i] = __floats2bfloat162_rn(v.x, v.y);
+      d2[2 * i + 1] = __floats2bfloat162_rn(v.z, v.w);
+    }
+  } else {
+    for (int64_t i = first; i < n; i += stride) dst[i] = __float2bfloat16_rn(src[i]);
+  }
+}
+
 // Column-major view: outᵀ [N, T] = w [N, K] (stored as K x N, transposed) · xᵀ [K, T].
 void sgemmRows(cublasHandle_t blas, const float* x, int64_t T, int64_t K, const float* wRows, int64_t rows,
                int64_t ldc, float* out) {
@@ -130,7 +154,19 @@ void matmul(GemmContext& g, cudaStream_t s, const float* x, int64_t T, int64_t K
     return;
   }
   LCUBLAS_CHECK(cublasSetStream(g.blas, s));
-  if (dtype == kF32) {
+  if (dtype == kBF16 && g.bf16Activations) {
+    const int64_t n = T * K;
+    auto* xb = static_cast<__nv_bfloat16*>(g.activations16.ensure(static_cast<size_t>(n) * 2, s));
+    const int64_t work = n % 4 == 0 ? n / 4 : n;
+    const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((work + 255) / 256, 132 * 16));
+    roundToBf16Kernel<<<blocks, 256, 0, s>>>(x, n, xb);
+    LCUDA_LAUNCHED("roundToBf16Kernel", s);
+    const float alpha = 1.f, beta = 0.f;
+    LCUBLAS_CHECK(cublasGemmEx(g.blas, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(N), static_cast<int>(T),
+                               static_cast<int>(K), &alpha, w, CUDA_R_16BF, static_cast<int>(K), xb, CUDA_R_16BF,
+                               static_cast<int>(K), &beta, out, CUDA_R_32F, static_cast<int>(N), CUBLAS_COMPUTE_32F,
+                               CUBLAS_GEMM_DEFAULT));
+  } else if (dtype == kF32) {
     sgemmRows(g.blas, x, T, K, static_cast<const float*>(w), N, N, out);
   } else {
     int64_t rowsPerChunk = static_cast<int64_t>(g.widenChunkElems) / K;

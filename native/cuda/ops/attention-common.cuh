@@ -1,0 +1,80 @@
+// Shared by the two paged-attention kernels (attention.cu: fp32 SIMT; attention-tc.cu: bf16 tensor cores):
+// the work unit (Tile: one KV head's vectors of one sequence), the kernel parameters, the split-K partial
+// format the combine kernel merges ([split][row][D] unnormalised accumulators, [split][row] (max, sum)),
+// and the DCA query rotation (long-context-attention.md §2.3), so both kernels see the same rotated q.
+#pragma once
+
+#include <cstdint>
+
+#include "../cuda-ops.h"
+
+namespace lcuda::attn {
+
+struct Tile {
+  int seq, firstRow, numRows, headStart, numHeads, pos0, pad0, pad1;  // pos0: position of firstRow
+};
+
+struct Params {
+  const float* q;
+  const float* kCache;
+  const float* vCache;
+  float* out;
+  float* partAcc;  // [numSplits, T, numHeads, headDim]
+  float* partMl;   // [numSplits, T, numHeads, 2]
+  const Tile* tiles;
+  const int32_t* contextLens;
+  const int32_t* blockTables;
+  int T, numHeads, numKvHeads, headDim, blockSize, maxBlocksPerSeq;
+  int numSplits, splitLen;
+  float scale;
+  // DCA only: per-row logit factors [T] (device), chunkLen L, chunkSize C, rotaryDim, rope theta.
+  const float* rowScale;
+  int dcaL, dcaC, rotaryDim;
+  float theta;
+};
+
+// invF[i] = 1 / f32(theta^(2i / rotaryDim)), the power in double rounded once (as ropeKernel). No barrier.
+__device__ inline void dcaInvFrequencies(const Params& p, float* invF) {
+  for (int i = threadIdx.x; i < p.rotaryDim / 2; i += blockDim.x) {
+    const float exponent = static_cast<float>(2 * i) / static_cast<float>(p.rotaryDim);
+    invF[i] = 1.f / static_cast<float>(pow(static_cast<double>(p.theta), static_cast<double>(exponent)));
+  }
+}
+
+// Element d of tile vector vi rotated for DCA variant var (0 intra: keys [cs, p], at p - cs; 1 succ: keys
+// [cs - L, cs), at min(p - cs + L, C); 2 inter: keys [0, cs - L), at min(2L - 1, C); cs = floor(p/L)·L).
+// fp32 angle, sin/cos and the rotation in double, rounded once. 0 when the variant's key range misses the
+// CTA's keys [kBegin, kStop) (that variant is then never selected).
+__device__ inline float dcaQueryValue(const Params& p, const Tile& tile, int kvh, int vi, int var, int d,
+                                      const float* invF, int kBegin, int kStop) {
+  const int64_t L = p.dcaL, C = p.dcaC;
+  const int half = p.rotaryDim / 2, group = p.numHeads / p.numKvHeads;
+  const int t = tile.firstRow + vi / tile.numHeads;
+  const int h = kvh * group + tile.headStart + vi % tile.numHeads;
+  const int64_t pos = tile.pos0 + vi / tile.numHeads;
+  const int64_t cs = pos / L * L, prev = cs - L > 0 ? cs - L : 0;
+  const int64_t lo = var == 0 ? cs : var == 1 ? prev : 0;
+  const int64_t hi = var == 0 ? pos + 1 : var == 1 ? cs : prev;
+  if ((lo > kBegin ? lo : kBegin) >= (hi < kStop ? hi : kStop)) return 0.f;
+  const float* src = p.q + (static_cast<int64_t>(t) * p.numHeads + h) * p.headDim;
+  if (d >= p.rotaryDim) return src[d];
+  const int64_t rot = var == 0 ? pos - cs : var == 1 ? (pos - cs + L < C ? pos - cs + L : C) : (2 * L - 1 < C ? 2 * L - 1 : C);
+  const int i = d < half ? d : d - half;
+  const float angle = static_cast<float>(rot) * invF[i];
+  double sn, cn;
+  sincos(static_cast<double>(angle), &sn, &cn);
+  const double a = src[i], b = src[i + half];
+  return static_cast<float>(d < half ? a * cn - b * sn : b * cn + a * sn);
+}
+
+// DCA variant of key `key` for a query whose own chunk starts at cs.
+__device__ __forceinline__ int dcaVariant(int key, int cs, int L) { return key >= cs ? 0 : key >= cs - L ? 1 : 2; }
+
+// ---- tensor-core prefill kernel (attention-tc.cu) ----
+constexpr int kTcVectors = 128;  // query vectors per CTA (8 warps x 16 rows of the MMA tile)
+// Whether the tensor-core kernel takes this head size.
+inline bool tensorCoreHeadDim(int headDim) { return headDim == 64 || headDim == 128; }
+// Launches it over numTiles tiles of <= kTcVectors vectors (grid: tiles x KV heads x splits).
+void launchTensorCoreAttention(cudaStream_t s, const Params& p, unsigned numTiles, bool dca);
+
+}  // namespace lcuda::attn

@@ -1,0 +1,315 @@
+// Paged causal GQA attention (plain and DCA) for prefill tiles on the bf16 tensor cores (mma.sync
+// m16n8k16, fp32 accumulate), behind AttentionOptions::tensorCores. Same work unit, split plan and partial
+// format as the fp32 kernel (attention-common.cuh); only the arithmetic differs:
+//  - a CTA is 8 warps x 16 query vectors (one MMA row block each) of one KV head; keys stream in tiles of
+//    64 through the block table; the fp32 K/V rows of the next tile are copied into a shared staging buffer
+//    with cp.async while the current tile computes (keys past the split are zero-filled, never read);
+//  - staged K and V are rounded to bf16 (nearest even) into padded row-major tiles; q is rounded to bf16
+//    once per CTA (DCA: each of the three rotations of §2.3, rotated in double first, like the fp32 kernel);
+//  - S = Q·Kᵀ on the tensor cores in fp32; per-row scale and masks (causal, split range) in fp32; online
+//    softmax statistics (max, sum) in fp32 from the unrounded weights; P rounded to bf16 feeds P·V
+//    (V fragments through ldmatrix.trans), accumulated in fp32 registers.
+// DCA: each warp ORs the variants its valid (row, key) pairs need in this tile; usually one, and S is
+// computed once per needed variant and selected per element.
+// Error: bf16 rounding of q, k, v and p (relative 2^-8 each) on top of fp32 arithmetic; the tolerance the
+// tests derive from that is in test/native/cuda-attention-tc.test.ts.
+#include <cuda_bf16.h>
+
+#include "attention-common.cuh"
+
+namespace lcuda::attn {
+
+namespace {
+
+constexpr int kWarps = 8, kRowsPerWarp = 16, kKeys = 64;
+static_assert(kWarps * kRowsPerWarp == kTcVectors, "CTA vectors");
+
+__device__ __forceinline__ void cpAsync16(void* smem, const void* gmem, int srcBytes) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(srcBytes));
+}
+__device__ __forceinline__ void cpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cpAsyncWaitAll() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
+
+__device__ __forceinline__ uint32_t packBf16(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x (low 16 bits) = lo
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+// d[0..3] += A (16x16 bf16, row) x B (16x8 bf16, col), fp32.
+__device__ __forceinline__ void mma16816(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                         uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ void ldmatrixX4Trans(uint32_t (&r)[4], const void* smem) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(s));
+}
+
+template <int D>
+struct Smem {
+  static constexpr int kLd = D + 8;  // bf16 row stride: 16-byte rows, conflict-free fragment loads
+  static size_t bytes(bool dca) {
+    const size_t nq = dca ? 3 : 1;
+    return 2 * (nq * kTcVectors * kLd + 2 * kKeys * kLd) + 4 * (2 * kKeys * D) + (dca ? 4 * D : 0);
+  }
+};
+
+// Start copying keys [k0, k0 + 64) of the CTA's range (< kStop; the rest zero-filled) into the staging tile.
+template <int D>
+__device__ __forceinline__ void issueTile(const Params& p, const int32_t* table, int kvh, int k0, int kStop,
+                                          float* stage) {
+  constexpr int D4 = D / 4;
+  for (int idx = threadIdx.x; idx < kKeys * D4; idx += blockDim.x) {
+    const int j = idx / D4, d4 = idx - j * D4, key = k0 + j;
+    const float* ksrc = p.kCache;
+    const float* vsrc = p.vCache;
+    int bytes = 0;
+    if (key < kStop) {
+      const int64_t slot = static_cast<int64_t>(table[key / p.blockSize]) * p.blockSize + key % p.blockSize;
+      const int64_t off = (slot * p.numKvHeads + kvh) * D + 4 * d4;
+      ksrc += off;
+      vsrc += off;
+      bytes = 16;
+    }
+    cpAsync16(stage + j * D + 4 * d4, ksrc, bytes);
+    cpAsync16(stage + kKeys * D + j * D + 4 * d4, vsrc, bytes);
+  }
+  cpAsyncCommit();
+}
+
+template <int D, bool DCA>
+__global__ void __launch_bounds__(kWarps * 32, 1) tensorCoreAttentionKernel(Params p) {
+  using S = Smem<D>;
+  constexpr int kLd = S::kLd, NQ = DCA ? 3 : 1, D4 = D / 4, NT = D / 8;
+  extern __shared__ __align__(16) unsigned char smem[];
+  __nv_bfloat16* Qs = reinterpret_cast<__nv_bfloat16*>(smem);  // [NQ][128][kLd]
+  __nv_bfloat16* Ks = Qs + NQ * kTcVectors * kLd;                // [64][kLd]
+  __nv_bfloat16* Vs = Ks + kKeys * kLd;                          // [64][kLd]
+  float* stage = reinterpret_cast<float*>(Vs + kKeys * kLd);     // [2][64][D] fp32 (K, V)
+  float* invF = stage + 2 * kKeys * D;                           // [D] (DCA)
+
+  const Tile tile = p.tiles[blockIdx.x];
+  const int kvh = blockIdx.y, split = blockIdx.z;
+  const int group = p.numHeads / p.numKvHeads;
+  const int nVec = tile.numRows * tile.numHeads;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tig = lane % 4;
+  const int kEnd = tile.pos0 + tile.numRows;
+  const int kBegin = split * p.splitLen;
+  const int kStop = min(kEnd, kBegin + p.splitLen);
+  const int32_t* table = p.blockTables + static_cast<int64_t>(tile.seq) * p.maxBlocksPerSeq;
+  if (kBegin < kStop) issueTile<D>(p, table, kvh, kBegin, kStop, stage);
+
+  if constexpr (DCA) {
+    dcaInvFrequencies(p, invF);
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < NQ * kTcVectors * D; idx += blockDim.x) {
+      const int var = idx / (kTcVectors * D), rest = idx - var * kTcVectors * D;
+      const int vi = rest / D, d = rest - vi * D;
+      const float x = vi < nVec ? dcaQueryValue(p, tile, kvh, vi, var, d, invF, kBegin, kStop) : 0.f;
+      Qs[(var * kTcVectors + vi) * kLd + d] = __float2bfloat16_rn(x);
+    }
+  } else {
+    const float4* q4 = reinterpret_cast<const float4*>(p.q);
+    for (int idx = threadIdx.x; idx < kTcVectors * D4; idx += blockDim.x) {
+      const int vi = idx / D4, d4 = idx - vi * D4;
+      float4 x = make_float4(0.f, 0.f, 0.f, 0.f);
+      if (vi < nVec) {
+        const int t = tile.firstRow + vi / tile.numHeads;
+        const int h = kvh * group + tile.headStart + vi % tile.numHeads;
+        x = q4[(static_cast<int64_t>(t) * p.numHeads + h) * D4 + d4];
+      }
+      *reinterpret_cast<uint2*>(Qs + vi * kLd + 4 * d4) = make_uint2(packBf16(x.x, x.y), packBf16(x.z, x.w));
+    }
+  }
+
+  // This thread's two rows of its warp's 16: r = 0 -> vector 16w + g, r = 1 -> 16w + g + 8.
+  int rpos[2], rcs[2];
+  float rscale[2], m[2], l[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int vi = warp * kRowsPerWarp + g + 8 * r;
+    rpos[r] = vi < nVec ? tile.pos0 + vi / tile.numHeads : -1;
+    rscale[r] = p.scale;
+    rcs[r] = 0;
+    if constexpr (DCA) {
+      if (vi < nVec) {
+        rscale[r] = p.scale * p.rowScale[tile.firstRow + vi / tile.numHeads];
+        rcs[r] = rpos[r] / p.dcaL * p.dcaL;
+      }
+    }
+    m[r] = -INFINITY;
+    l[r] = 0.f;
+  }
+  float o[NT][4];
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.f;
+  const bool active = warp * kRowsPerWarp < nVec;  // warp-uniform: the warp owns some vector
+
+  for (int k0 = kBegin; k0 < kStop; k0 += kKeys) {
+    cpAsyncWaitAll();
+    __syncthreads();  // staging holds keys [k0, k0 + 64); Ks/Vs of the previous tile consumed; Qs staged
+    for (int idx = threadIdx.x; idx < 2 * kKeys * D4; idx += blockDim.x) {
+      const int kv = idx / (kKeys * D4), rest = idx - kv * kKeys * D4, j = rest / D4, d4 = rest - j * D4;
+      const float4 x = reinterpret_cast<const float4*>(stage)[idx];
+      *reinterpret_cast<uint2*>((kv == 0 ? Ks : Vs) + j * kLd + 4 * d4) = make_uint2(packBf16(x.x, x.y), packBf16(x.z, x.w));
+    }
+    __syncthreads();  // Ks/Vs ready, staging free
+    if (k0 + kKeys < kStop) issueTile<D>(p, table, kvh, k0 + kKeys, kStop, stage);
+    if (!active) continue;
+
+    // S = Q Kᵀ for this warp's 16 rows x 64 keys: s[j] is the n-tile of keys 8j..8j+7.
+    auto computeS = [&](int var, float (&s)[kKeys / 8][4]) {
+#pragma unroll
+      for (int j = 0; j < kKeys / 8; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+      const __nv_bfloat16* qa = Qs + (var * kTcVectors + warp * kRowsPerWarp + g) * kLd + 2 * tig;
+#pragma unroll
+      for (int ks = 0; ks < D / 16; ++ks) {
+        const uint32_t* q0 = reinterpret_cast<const uint32_t*>(qa + 16 * ks);
+        const uint32_t* q1 = reinterpret_cast<const uint32_t*>(qa + 8 * kLd + 16 * ks);
+        const uint32_t a0 = q0[0], a1 = q1[0], a2 = q0[4], a3 = q1[4];
+#pragma unroll
+        for (int j = 0; j < kKeys / 8; ++j) {
+          const uint32_t* kb = reinterpret_cast<const uint32_t*>(Ks + (8 * j + g) * kLd + 16 * ks + 2 * tig);
+          mma16816(s[j], a0, a1, a2, a3, kb[0], kb[4]);
+        }
+      }
+    };
+    float s[kKeys / 8][4];
+    if constexpr (DCA) {
+      unsigned need = 0;
+#pragma unroll
+      for (int j = 0; j < kKeys / 8; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int key = k0 + 8 * j + 2 * tig + (e & 1), r = e >> 1;
+          if (key < kStop && key <= rpos[r]) need |= 1u << dcaVariant(key, rcs[r], p.dcaL);
+        }
+      need = __reduce_or_sync(0xffffffffu, need);
+      bool first = true;
+#pragma unroll
+      for (int var = 0; var < 3; ++var) {
+        if (!((need >> var) & 1u)) continue;
+        float sv[kKeys / 8][4];
+        computeS(var, sv);
+#pragma unroll
+        for (int j = 0; j < kKeys / 8; ++j)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int key = k0 + 8 * j + 2 * tig + (e & 1);
+            if (first || dcaVariant(key, rcs[e >> 1], p.dcaL) == var) s[j][e] = sv[j][e];
+          }
+        first = false;
+      }
+      if (first) {  // no valid key for any row of this warp in this tile
+#pragma unroll
+        for (int j = 0; j < kKeys / 8; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+      }
+    } else {
+      computeS(0, s);
+    }
+
+    // Scale, mask and the online softmax, per row (a row's 64 keys live in the 4 lanes of its group).
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      float mx = -INFINITY;
+#pragma unroll
+      for (int j = 0; j < kKeys / 8; ++j)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int key = k0 + 8 * j + 2 * tig + e;
+          const float x = key < kStop && key <= rpos[r] ? s[j][2 * r + e] * rscale[r] : -INFINITY;
+          s[j][2 * r + e] = x;
+          mx = fmaxf(mx, x);
+        }
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      const float mNew = fmaxf(m[r], mx);
+      const float alpha = mNew == -INFINITY ? 1.f : expf(m[r] - mNew);  // expf(-inf) = 0 on the first keys
+      float sum = 0.f;
+#pragma unroll
+      for (int j = 0; j < kKeys / 8; ++j)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const float pj = mNew == -INFINITY ? 0.f : expf(s[j][2 * r + e] - mNew);
+          s[j][2 * r + e] = pj;
+          sum += pj;
+        }
+      l[r] = l[r] * alpha + sum;  // this lane's share of the row sum; lanes are summed at the end
+      m[r] = mNew;
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+        o[nt][2 * r] *= alpha;
+        o[nt][2 * r + 1] *= alpha;
+      }
+    }
+
+    // O += P V: P (bf16) from the S registers, V fragments with ldmatrix.trans (two n-tiles per load).
+#pragma unroll
+    for (int ks = 0; ks < kKeys / 16; ++ks) {
+      const uint32_t a0 = packBf16(s[2 * ks][0], s[2 * ks][1]), a1 = packBf16(s[2 * ks][2], s[2 * ks][3]);
+      const uint32_t a2 = packBf16(s[2 * ks + 1][0], s[2 * ks + 1][1]), a3 = packBf16(s[2 * ks + 1][2], s[2 * ks + 1][3]);
+      const int vrow = 16 * ks + (lane & 7) + 8 * ((lane >> 3) & 1);
+#pragma unroll
+      for (int nt = 0; nt < NT; nt += 2) {
+        uint32_t b[4];
+        ldmatrixX4Trans(b, Vs + vrow * kLd + 8 * (nt + (lane >> 4)));
+        mma16816(o[nt], a0, a1, a2, a3, b[0], b[1]);
+        mma16816(o[nt + 1], a0, a1, a2, a3, b[2], b[3]);
+      }
+    }
+  }
+
+  if (!active) return;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    float lr = l[r];
+    lr += __shfl_xor_sync(0xffffffffu, lr, 1);
+    lr += __shfl_xor_sync(0xffffffffu, lr, 2);
+    const int vi = warp * kRowsPerWarp + g + 8 * r;
+    if (vi >= nVec) continue;
+    const int t = tile.firstRow + vi / tile.numHeads;
+    const int h = kvh * group + tile.headStart + vi % tile.numHeads;
+    const int64_t row = static_cast<int64_t>(t) * p.numHeads + h;
+    if (p.numSplits == 1) {
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt)
+        *reinterpret_cast<float2*>(p.out + row * D + 8 * nt + 2 * tig) = make_float2(o[nt][2 * r] / lr, o[nt][2 * r + 1] / lr);
+    } else {
+      const int64_t prow = static_cast<int64_t>(split) * p.T * p.numHeads + row;
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt)
+        *reinterpret_cast<float2*>(p.partAcc + prow * D + 8 * nt + 2 * tig) = make_float2(o[nt][2 * r], o[nt][2 * r + 1]);
+      if (tig == 0) {
+        p.partMl[prow * 2] = m[r];
+        p.partMl[prow * 2 + 1] = lr;
+      }
+    }
+  }
+}
+
+template <int D, bool DCA>
+void launch(cudaStream_t s, const Params& p, unsigned numTiles) {
+  const size_t smem = Smem<D>::bytes(DCA);
+  auto kernel = tensorCoreAttentionKernel<D, DCA>;
+  LCUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  const dim3 grid(numTiles, static_cast<unsigned>(p.numKvHeads), static_cast<unsigned>(p.numSplits));
+  kernel<<<grid, kWarps * 32, smem, s>>>(p);
+  LCUDA_LAUNCHED(DCA ? "tensorCoreAttentionKernel<dca>" : "tensorCoreAttentionKernel", s);
+}
+
+}  // namespace
+
+void launchTensorCoreAttention(cudaStream_t s, const Params& p, unsigned numTiles, bool dca) {
+  if (p.headDim == 128) dca ? launch<128, true>(s, p, numTiles) : launch<128, false>(s, p, numTiles);
+  else if (p.headDim == 64) dca ? launch<64, true>(s, p, numTiles) : launch<64, false>(s, p, numTiles);
+  else throw CudaError("tensor-core attention: headDim must be 64 or 128");
+}
+
+}  // namespace lcuda::attn

@@ -1,0 +1,157 @@
+// Native tier, CUDA: prefill attention on the bf16 tensor cores (createCudaBackend({ tensorCoreAttention:
+// true }), native/cuda/ops/attention-tc.cu), plain and DCA, against float64 references over shuffled,
+// NaN-poisoned paged caches, with a tolerance derived from bf16 rounding (the fp32 suite bound cannot hold).
+//
+// Derivation, per (query row, head), with u = 2^-8 (bf16 unit roundoff), U = 2^-24, n keys seen, D = headDim,
+// c = the row's logit multiplier, ρ = the relative rounding of a q or k element on its way into the MMA
+// (0 when the inputs are bf16 values already, u + 2U otherwise: fp32 rotation/caching, then bf16):
+//  - logits: bf16 x bf16 products are exact in fp32; the MMA sums D of them in fp32 (possibly truncating,
+//    < 2^-23 per add), then the scale multiply: |Δs_j| <= δ = |c|·((2ρ + ρ²) + D·2^-23·(1+ρ)² + 4U)·|q|₂|k_j|₂
+//    (Cauchy-Schwarz: valid for DCA too, since RoPE rotations keep |q|₂);
+//  - weights: exp(s_j + Δ_j) within e^{±δ}(1 ± 4U) of exact (expf <= 2 ulp), so the normalised weights are
+//    within a factor e^{±2δ'} (δ' = δ + 4U); P is rounded to bf16 for P·V (1 ± u), V by 1 ± ρ_v;
+//  - accumulation: P·V and the sum of weights over n keys in fp32 (n·2^-23 + n·U), one division.
+// |out − ref| <= max_j |v_j| · (e^{2δ'}(1+u)(1+ρ_v)(1 + n·2^-22 + 4U) − 1), doubled like the suite's bounds.
+// With bf16-valued inputs (ρ = 0) this is ~2u·max|v|: sharp enough that a wrong mask or a dropped key tile
+// at these context lengths fails. A norm-wise check (|err|₂ / |ref|₂ <= 2^-5) backs it for the DCA cases.
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import type { AttentionBatch, KvCacheLayer } from '../../src/runtime/backend.js';
+import { createCudaBackend, cudaUnavailableReason } from '../../src/runtime/cuda-backend.js';
+import { poisonedOut, uploadF32, useBackend } from '../conformance/harness.js';
+import { dcaAttentionF64, dcaRotateKeysF64 } from '../ref/dca-f64.js';
+import { assertClose, decodeBf16, denseAttentionF64, makeRng, randomF32, U, type Rng } from '../ref/f64.js';
+
+const unavailable = cudaUnavailableReason();
+const u = 2 ** -8;
+
+interface TcCase {
+  label: string;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  blockSize: number;
+  seqs: { contextLen: number; numQueries: number; logitScale?: number }[];
+  seed: number;
+  dca?: { chunkLen: number; chunkSize: number; theta: number };
+}
+
+function toBf16Values(x: Float32Array): Float32Array {
+  const bits = new Uint32Array(Float32Array.from(x).buffer);
+  return Float32Array.from(bits, (b) => decodeBf16((b + 0x7fff + ((b >>> 16) & 1)) >>> 16));
+}
+
+const norm = (a: ArrayLike<number>, from: number, len: number) => {
+  let s = 0;
+  for (let i = from; i < from + len; i++) s += a[i] * a[i];
+  return Math.sqrt(s);
+};
+
+/** The bound of the header for every element of one sequence's output. */
+function bf16Tolerance(q: Float32Array, k: Float32Array, v: Float32Array, c: TcCase, numQueries: number, scale: number, rho: number): Float64Array {
+  const { numHeads, numKvHeads, headDim: D } = c;
+  const numKeys = k.length / (numKvHeads * D);
+  const atol = new Float64Array(q.length);
+  for (let i = 0; i < numQueries; i++) {
+    const n = numKeys - numQueries + i + 1;
+    for (let h = 0; h < numHeads; h++) {
+      const kvh = Math.floor(h / (numHeads / numKvHeads));
+      let maxK = 0;
+      let maxV = 0;
+      for (let j = 0; j < n; j++) {
+        maxK = Math.max(maxK, norm(k, (j * numKvHeads + kvh) * D, D));
+        for (let d = 0; d < D; d++) maxV = Math.max(maxV, Math.abs(v[(j * numKvHeads + kvh) * D + d]));
+      }
+      const delta = Math.abs(scale) * ((2 * rho + rho * rho) + D * 2 ** -23 * (1 + rho) ** 2 + 4 * U) * norm(q, (i * numHeads + h) * D, D) * maxK + 4 * U;
+      const bound = 2 * maxV * (Math.exp(2 * delta) * (1 + u) * (1 + rho) * (1 + n * 2 ** -22 + 4 * U) - 1);
+      atol.fill(bound, (i * numHeads + h) * D, (i * numHeads + h + 1) * D);
+    }
+  }
+  return atol;
+}
+
+function runCase(be: ReturnType<typeof createCudaBackend>, c: TcCase): void {
+  const rng: Rng = makeRng(c.seed);
+  const { numHeads, numKvHeads, headDim: D, blockSize } = c;
+  const rowLen = numKvHeads * D;
+  const bf16Inputs = c.dca === undefined; // plain: q, k, v are bf16 values, so only P and fp32 errors remain
+  const gen = (n: number) => (bf16Inputs ? toBf16Values(randomF32(rng, n)) : randomF32(rng, n));
+  const seqs = c.seqs.map((s) => ({ q: gen(s.numQueries * numHeads * D), k: gen(s.contextLen * rowLen), v: gen(s.contextLen * rowLen) }));
+  const blocks = c.seqs.map((s) => Math.ceil(s.contextLen / blockSize));
+  const numBlocks = blocks.reduce((a, b) => a + b, 0) + 2;
+  const ids = rng.shuffle(Array.from({ length: numBlocks }, (_, i) => i));
+  const maxBlocksPerSeq = Math.max(...blocks) + 1;
+  const blockTables = new Int32Array(c.seqs.length * maxBlocksPerSeq).fill(-1);
+  const kPool = new Float32Array(numBlocks * blockSize * rowLen).fill(NaN); // holes and tails stay NaN
+  const vPool = new Float32Array(kPool.length).fill(NaN);
+  const dcaP = c.dca && { chunkLen: c.dca.chunkLen, chunkSize: c.dca.chunkSize, theta: c.dca.theta, rotaryDim: D };
+  c.seqs.forEach((s, si) => {
+    const table = ids.splice(0, blocks[si]);
+    blockTables.set(table, si * maxBlocksPerSeq);
+    const kCached = dcaP ? dcaRotateKeysF64(seqs[si].k, { numHeads, numKvHeads, headDim: D }, dcaP) : seqs[si].k;
+    for (let j = 0; j < s.contextLen; j++) {
+      const at = (table[Math.floor(j / blockSize)] * blockSize + (j % blockSize)) * rowLen;
+      for (let e = 0; e < rowLen; e++) {
+        kPool[at + e] = kCached[j * rowLen + e];
+        vPool[at + e] = seqs[si].v[j * rowLen + e];
+      }
+    }
+  });
+  const queryStart = new Int32Array(c.seqs.length + 1);
+  c.seqs.forEach((s, si) => (queryStart[si + 1] = queryStart[si] + s.numQueries));
+  const T = queryStart[c.seqs.length];
+  const qHost = new Float32Array(T * numHeads * D);
+  seqs.forEach((s, si) => qHost.set(s.q, queryStart[si] * numHeads * D));
+  const batch: AttentionBatch = { numSeqs: c.seqs.length, queryStart, contextLens: Int32Array.from(c.seqs, (s) => s.contextLen), blockTables, maxBlocksPerSeq };
+  const shape = [numBlocks, blockSize, numKvHeads, D];
+  const cache: KvCacheLayer = { k: uploadF32(be, shape, kPool), v: uploadF32(be, shape, vPool), numBlocks, blockSize, numKvHeads, headDim: D };
+  const q = uploadF32(be, [T, numHeads, D], qHost);
+  const out = poisonedOut(be, [T, numHeads, D]);
+  const scale = 1 / Math.sqrt(D);
+  const rowScale = Float32Array.from(c.seqs.flatMap((s) => new Array<number>(s.numQueries).fill(s.logitScale ?? 1)));
+  if (c.dca) {
+    const positions = Int32Array.from(c.seqs.flatMap((s) => Array.from({ length: s.numQueries }, (_, i) => s.contextLen - s.numQueries + i)));
+    be.attentionDca(q, cache, batch, positions, { chunkLen: c.dca.chunkLen, chunkSize: c.dca.chunkSize, ropeTheta: c.dca.theta, rotaryDim: D }, scale, rowScale, out);
+  } else {
+    be.attention(q, cache, batch, scale, out);
+  }
+  const got = be.read(out);
+  c.seqs.forEach((s, si) => {
+    const { q: qs, k: ks, v: vs } = seqs[si];
+    const c64 = scale * Math.fround(s.logitScale ?? 1);
+    const ref = dcaP
+      ? dcaAttentionF64(qs, ks, vs, { numHeads, numKvHeads, headDim: D }, dcaP, c64)
+      : denseAttentionF64(Float64Array.from(qs), Float64Array.from(ks), Float64Array.from(vs), numHeads, numKvHeads, D, c64);
+    const from = queryStart[si] * numHeads * D;
+    const part = got.subarray(from, from + qs.length);
+    const label = `${c.label}: sequence ${si} (${s.contextLen} keys, ${s.numQueries} queries)`;
+    const atol = bf16Tolerance(qs, ks, vs, c, s.numQueries, c64, bf16Inputs ? 0 : u + 2 * U);
+    assertClose(part, ref, { atol, rtol: 0 }, label, [s.numQueries, numHeads, D]);
+    let err = 0;
+    for (let i = 0; i < ref.length; i++) err += (part[i] - ref[i]) ** 2;
+    const rel = Math.sqrt(err) / norm(ref, 0, ref.length);
+    assert.ok(rel <= 2 ** -5, `${label}: relative error ${rel} > 2^-5`);
+  });
+  for (const t of [q, out, cache.k, cache.v]) be.free(t);
+}
+
+if (unavailable !== null) {
+  test('cuda tensor-core attention', { skip: `CUDA backend unavailable: ${unavailable}` }, () => {});
+} else {
+  describe('cuda: tensor-core prefill attention (bf16 operands, fp32 softmax and accumulation)', () => {
+    const be = useBackend(() => createCudaBackend({ tensorCoreAttention: true })) as () => ReturnType<typeof createCudaBackend>;
+    const split = useBackend(() => createCudaBackend({ tensorCoreAttention: true, attentionMaxSplits: 1 })) as () => ReturnType<typeof createCudaBackend>;
+    const gqa = { numHeads: 28, numKvHeads: 4, headDim: 128, blockSize: 16 };
+    const cases: TcCase[] = [
+      { label: '7B heads: a 300-row prefill, a 90-row chunk after 400 keys, one odd length', ...gqa, seed: 1, seqs: [{ contextLen: 300, numQueries: 300 }, { contextLen: 490, numQueries: 90 }, { contextLen: 77, numQueries: 77 }] },
+      { label: 'headDim 64, GQA 2, block 5, a 1000-key prefill (16 key tiles)', numHeads: 4, numKvHeads: 2, headDim: 64, blockSize: 5, seed: 2, seqs: [{ contextLen: 1000, numQueries: 1000 }] },
+      { label: 'MHA 3 heads, headDim 128, block 7: rows not a multiple of the 16-row MMA block', numHeads: 3, numKvHeads: 3, headDim: 128, blockSize: 7, seed: 3, seqs: [{ contextLen: 129, numQueries: 45 }, { contextLen: 65, numQueries: 65 }] },
+      { label: 'DCA (L=48, C=64) 7B heads: 300-row prefill over 7 chunks, per-sequence factors', ...gqa, seed: 4, dca: { chunkLen: 48, chunkSize: 64, theta: 1e7 }, seqs: [{ contextLen: 300, numQueries: 300, logitScale: 1.1 }, { contextLen: 200, numQueries: 40, logitScale: 1.3 }] },
+      { label: 'DCA (L=70, C=100) headDim 64: a chunk crossing L, 2L and 3L', numHeads: 8, numKvHeads: 2, headDim: 64, blockSize: 10, seed: 5, dca: { chunkLen: 70, chunkSize: 100, theta: 10000 }, seqs: [{ contextLen: 300, numQueries: 240 }] },
+    ];
+    for (const c of cases) {
+      test(c.label, () => runCase(be(), c));
+      test(`${c.label} (no key splits)`, () => runCase(split(), c));
+    }
+  });
+}
