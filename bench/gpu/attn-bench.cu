@@ -71,7 +71,7 @@ double timeMs(cudaStream_t s, const std::function<void()>& fn, double budgetMs =
   return times[times.size() / 2];
 }
 
-void benchAttention(cudaStream_t s, int numSms, int L) {
+void benchAttention(cudaStream_t s, int numSms, int L, bool tcOnly) {
   const int nH = 28, nKv = 4, D = 128, bs = 16;
   const int numBlocks = (L + bs - 1) / bs;
   const size_t cacheElems = static_cast<size_t>(numBlocks) * bs * nKv * D;
@@ -96,6 +96,7 @@ void benchAttention(cudaStream_t s, int numSms, int L) {
     const int32_t ctx[1] = {L};
     for (const Variant& var : variants) {
       if (nq == 1 && var.tc) continue;            // decode never takes the tensor-core kernel
+      if (tcOnly && !(var.tc && nq == L)) continue;
       if (var.dca && !var.tc && nq == L && L > 16384) continue;  // the fp32 DCA prefill: as slow as fp32 plain
       opt.tensorCores = var.tc;
       std::vector<float> scales(nq, 1.f);
@@ -168,15 +169,20 @@ void benchGemm(cudaStream_t s, int T) {
 int main(int argc, char** argv) {
   try {
     std::vector<int> lens;
-    for (int i = 1; i < argc; ++i) lens.push_back(std::atoi(argv[i]));
+    bool tcOnly = false;  // --tc-only: the tensor-core prefill rows alone (no GEMM)
+    for (int i = 1; i < argc; ++i) {
+      if (std::string(argv[i]) == "--tc-only") tcOnly = true;
+      else lens.push_back(std::atoi(argv[i]));
+    }
     if (lens.empty()) lens = {4096, 16384, 65536};
     cudaDeviceProp prop{};
     LCUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
     std::printf("{\"kind\":\"device\",\"name\":\"%s\",\"sms\":%d}\n", prop.name, prop.multiProcessorCount);
     cudaStream_t s;
     LCUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-    for (int T : {4096, 1}) benchGemm(s, T);
-    for (int L : lens) benchAttention(s, prop.multiProcessorCount, L);
+    if (!tcOnly)
+      for (int T : {4096, 1}) benchGemm(s, T);
+    for (int L : lens) benchAttention(s, prop.multiProcessorCount, L, tcOnly);
     LCUDA_CHECK(cudaStreamSynchronize(s));
   } catch (const std::exception& e) {
     std::fprintf(stderr, "attn-bench: %s\n", e.what());

@@ -2,7 +2,8 @@
 # Builds and runs the GPU micro-benchmarks side by side (run by scripts/gpu/check.sh on the GPU machine,
 # after the CUDA addon build left build/cuda/liblongctx_cuda_ops.a): our attention kernel and GEMM paths
 # (attn-bench.cu) vs PyTorch SDPA (sdpa_bench.py), then one table (compare.py). Logs go to $OUT.
-# Usage: bench/gpu/run.sh [contextLen ...]   (default 4096 16384 65536)
+# Usage: bench/gpu/run.sh [--tc-only] [contextLen ...]   (default 4096 16384 65536)
+#   --tc-only: only the tensor-core prefill attention rows (no GEMM, no SDPA; the table then lacks the peer)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=${OUT:-/tmp/longctx-bench}
@@ -10,6 +11,13 @@ mkdir -p "$out"
 cuda=${CUDA_HOME:-/usr/local/cuda}
 "$cuda/bin/nvcc" -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Inative/cuda bench/gpu/attn-bench.cu \
   build/cuda/liblongctx_cuda_ops.a -L"$cuda/lib64" -lcublas -Xlinker -rpath -Xlinker "$cuda/lib64" -o /tmp/attn-bench
-timeout 240 /tmp/attn-bench "$@" | tee "$out/bench-ours.jsonl" || echo "run.sh: attn-bench failed or timed out (partial results kept)"
-PYTHONUNBUFFERED=1 timeout 150 python3 bench/gpu/sdpa_bench.py "$@" | tee "$out/bench-sdpa.jsonl" || echo "run.sh: sdpa_bench failed or timed out (partial results kept)"
+tconly=0
+[ "${1:-}" = "--tc-only" ] && { tconly=1; shift; }
+if [ $tconly -eq 1 ]; then
+  timeout 240 /tmp/attn-bench --tc-only "$@" | tee "$out/bench-ours.jsonl" || echo "run.sh: attn-bench failed or timed out (partial results kept)"
+  : > "$out/bench-sdpa.jsonl"
+else
+  timeout 240 /tmp/attn-bench "$@" | tee "$out/bench-ours.jsonl" || echo "run.sh: attn-bench failed or timed out (partial results kept)"
+  PYTHONUNBUFFERED=1 timeout 150 python3 bench/gpu/sdpa_bench.py "$@" | tee "$out/bench-sdpa.jsonl" || echo "run.sh: sdpa_bench failed or timed out (partial results kept)"
+fi
 python3 bench/gpu/compare.py "$out/bench-ours.jsonl" "$out/bench-sdpa.jsonl" | tee "$out/bench-table.txt"

@@ -2,7 +2,9 @@
 # The one script that runs on the GPU machine (no Node.js, no npm, no network there). Prepare here first
 # with scripts/gpu/pack.sh (node binary, N-API headers and the needed node_modules into .gpu/), then:
 #   device run, carry [".gpu"], command: bash scripts/gpu/check.sh [--no-bench]
-#   options: --no-bench (no benchmarks), --no-micro (skip bench/gpu/run.sh), --no-e2e (skip bench/gpu/e2e*)
+#   options: --no-bench (no benchmarks), --no-micro (skip bench/gpu/run.sh), --no-e2e (skip bench/gpu/e2e*),
+#   --no-op-table, --no-peer (skip the transformers baseline), --e2e-variants=a,b (default: default,tc-attn),
+#   --micro-tc-only (attention micro-benchmark of the tensor-core prefill kernels only, no SDPA)
 # Steps: unpack node; build both addons through scripts/build-native.mjs (CPU, then CUDA: fails loudly
 # here if the CUDA addon was not built); write the tiny golden model; run the CUDA tests (conformance
 # suite, bf16 matmul, tensor-core attention, golden; LONGCTX_CUDA_SYNC=1 so a kernel fault names its op);
@@ -15,11 +17,19 @@ out=${OUT:-/tmp/longctx-gpu-out}
 mkdir -p "$out"
 micro=1
 e2e=1
+optable=1
+peer=1
+variants=default,tc-attn
+tconly=0
 for arg in "$@"; do
   case "$arg" in
     --no-bench) micro=0; e2e=0 ;;
     --no-micro) micro=0 ;;
     --no-e2e) e2e=0 ;;
+    --no-op-table) optable=0 ;;
+    --no-peer) peer=0 ;;
+    --e2e-variants=*) variants=${arg#--e2e-variants=} ;;
+    --micro-tc-only) tconly=1 ;;
     *) echo "check: unknown option $arg"; exit 2 ;;
   esac
 done
@@ -56,26 +66,35 @@ if [ $tests_rc -ne 0 ]; then
   grep -E '✖|not ok|Error|error:' "$out/tests.log" | head -60
 fi
 
-stamp "op table"
-node --import tsx scripts/gpu/op-table.ts > "$out/op-table.txt" 2>&1
-table_rc=$?
+table_rc=0
+if [ $optable -eq 1 ]; then
+  stamp "op table"
+  node --import tsx scripts/gpu/op-table.ts > "$out/op-table.txt" 2>&1
+  table_rc=$?
+fi
 
 if [ $micro -eq 1 ]; then
   stamp "micro-benchmarks"
-  OUT=$out bash bench/gpu/run.sh > /tmp/longctx-bench-run.txt 2>&1 || { echo "check: benchmark failed:"; tail -20 /tmp/longctx-bench-run.txt; }
+  if [ $tconly -eq 1 ]; then
+    OUT=$out bash bench/gpu/run.sh --tc-only > /tmp/longctx-bench-run.txt 2>&1 || { echo "check: benchmark failed:"; tail -20 /tmp/longctx-bench-run.txt; }
+  else
+    OUT=$out bash bench/gpu/run.sh > /tmp/longctx-bench-run.txt 2>&1 || { echo "check: benchmark failed:"; tail -20 /tmp/longctx-bench-run.txt; }
+  fi
 fi
 if [ $e2e -eq 1 ]; then
   stamp "end-to-end: ours"
-  timeout 300 node --import tsx bench/gpu/e2e.ts --variant default --variant tc-attn > "$out/e2e.jsonl" 2> /tmp/longctx-e2e-err.txt \
+  timeout 300 node --import tsx bench/gpu/e2e.ts --variant "$variants" > "$out/e2e.jsonl" 2> /tmp/longctx-e2e-err.txt \
     || { echo "check: e2e.ts failed or timed out:"; tail -20 /tmp/longctx-e2e-err.txt; }
-  stamp "end-to-end: transformers"
-  PYTHONUNBUFFERED=1 timeout 240 python3 bench/gpu/e2e_transformers.py >> "$out/e2e.jsonl" 2> /tmp/longctx-hf-err.txt \
-    || { echo "check: e2e_transformers.py failed or timed out:"; grep -v Warning /tmp/longctx-hf-err.txt | tail -20; }
+  if [ $peer -eq 1 ]; then
+    stamp "end-to-end: transformers"
+    PYTHONUNBUFFERED=1 timeout 240 python3 bench/gpu/e2e_transformers.py >> "$out/e2e.jsonl" 2> /tmp/longctx-hf-err.txt \
+      || { echo "check: e2e_transformers.py failed or timed out:"; grep -v Warning /tmp/longctx-hf-err.txt | tail -20; }
+  fi
   python3 bench/gpu/e2e_table.py "$out/e2e.jsonl" >> "$out/bench-table.txt" 2>&1
 fi
 
 stamp "done"
-echo; echo "== op table (CUDA backend vs float64 references, suite tolerances) =="; cat "$out/op-table.txt"
+[ -f "$out/op-table.txt" ] && { echo; echo "== op table (CUDA backend vs float64 references, suite tolerances) =="; cat "$out/op-table.txt"; }
 [ -f "$out/bench-table.txt" ] && cat "$out/bench-table.txt"
 echo; echo "tests rc $tests_rc, op table rc $table_rc"
 [ $tests_rc -eq 0 ] && [ $table_rc -eq 0 ]

@@ -62,24 +62,30 @@ struct Smem {
 };
 
 // Start copying keys [k0, k0 + 64) of the CTA's range (< kStop; the rest zero-filled) into the staging tile.
+// The block-table lookups are all issued first (independent loads, one latency), then the copies.
 template <int D>
 __device__ __forceinline__ void issueTile(const Params& p, const int32_t* table, int kvh, int k0, int kStop,
                                           float* stage) {
-  constexpr int D4 = D / 4;
-  for (int idx = threadIdx.x; idx < kKeys * D4; idx += blockDim.x) {
-    const int j = idx / D4, d4 = idx - j * D4, key = k0 + j;
-    const float* ksrc = p.kCache;
-    const float* vsrc = p.vCache;
-    int bytes = 0;
+  constexpr int D4 = D / 4, kIters = kKeys * D4 / (kWarps * 32);
+  static_assert(kKeys * D4 % (kWarps * 32) == 0, "whole iterations");
+  int64_t off[kIters];
+  int bytes[kIters];
+#pragma unroll
+  for (int it = 0; it < kIters; ++it) {
+    const int idx = threadIdx.x + it * kWarps * 32, j = idx / D4, d4 = idx - j * D4, key = k0 + j;
+    off[it] = 0;
+    bytes[it] = 0;
     if (key < kStop) {
       const int64_t slot = static_cast<int64_t>(table[key / p.blockSize]) * p.blockSize + key % p.blockSize;
-      const int64_t off = (slot * p.numKvHeads + kvh) * D + 4 * d4;
-      ksrc += off;
-      vsrc += off;
-      bytes = 16;
+      off[it] = (slot * p.numKvHeads + kvh) * D + 4 * d4;
+      bytes[it] = 16;
     }
-    cpAsync16(stage + j * D + 4 * d4, ksrc, bytes);
-    cpAsync16(stage + kKeys * D + j * D + 4 * d4, vsrc, bytes);
+  }
+#pragma unroll
+  for (int it = 0; it < kIters; ++it) {
+    const int idx = threadIdx.x + it * kWarps * 32, j = idx / D4, d4 = idx - j * D4;
+    cpAsync16(stage + j * D + 4 * d4, p.kCache + off[it], bytes[it]);
+    cpAsync16(stage + kKeys * D + j * D + 4 * d4, p.vCache + off[it], bytes[it]);
   }
   cpAsyncCommit();
 }
@@ -182,7 +188,23 @@ __global__ void __launch_bounds__(kWarps * 32, 1) tensorCoreAttentionKernel(Para
       }
     };
     float s[kKeys / 8][4];
+    int uniformVar = 0;  // DCA: the one variant of every (valid row, key) pair of this warp and tile, or -1
     if constexpr (DCA) {
+      unsigned csLo = 0xffffffffu, csHi = 0;
+#pragma unroll
+      for (int r = 0; r < 2; ++r)
+        if (rpos[r] >= 0) {
+          csLo = min(csLo, static_cast<unsigned>(rcs[r]));
+          csHi = max(csHi, static_cast<unsigned>(rcs[r]));
+        }
+      csLo = __reduce_min_sync(0xffffffffu, csLo);
+      csHi = __reduce_max_sync(0xffffffffu, csHi);
+      const int cs = static_cast<int>(csLo), last = min(k0 + kKeys, kStop) - 1;
+      uniformVar = csLo != csHi ? -1 : k0 >= cs ? 0 : last < cs && k0 >= cs - p.dcaL ? 1 : last < cs - p.dcaL ? 2 : -1;
+    }
+    if (uniformVar >= 0) {
+      computeS(uniformVar, s);
+    } else if constexpr (DCA) {  // the tile straddles a DCA boundary for some row: per-element variants
       unsigned need = 0;
 #pragma unroll
       for (int j = 0; j < kKeys / 8; ++j)
@@ -211,23 +233,31 @@ __global__ void __launch_bounds__(kWarps * 32, 1) tensorCoreAttentionKernel(Para
 #pragma unroll
         for (int j = 0; j < kKeys / 8; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
       }
-    } else {
-      computeS(0, s);
     }
 
     // Scale, mask and the online softmax, per row (a row's 64 keys live in the 4 lanes of its group).
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       float mx = -INFINITY;
+      if (k0 + kKeys <= kStop && k0 + kKeys - 1 <= rpos[r]) {  // every key of the tile is visible to the row
 #pragma unroll
-      for (int j = 0; j < kKeys / 8; ++j)
+        for (int j = 0; j < kKeys / 8; ++j)
 #pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const int key = k0 + 8 * j + 2 * tig + e;
-          const float x = key < kStop && key <= rpos[r] ? s[j][2 * r + e] * rscale[r] : -INFINITY;
-          s[j][2 * r + e] = x;
-          mx = fmaxf(mx, x);
-        }
+          for (int e = 0; e < 2; ++e) {
+            s[j][2 * r + e] *= rscale[r];
+            mx = fmaxf(mx, s[j][2 * r + e]);
+          }
+      } else {
+#pragma unroll
+        for (int j = 0; j < kKeys / 8; ++j)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const int key = k0 + 8 * j + 2 * tig + e;
+            const float x = key < kStop && key <= rpos[r] ? s[j][2 * r + e] * rscale[r] : -INFINITY;
+            s[j][2 * r + e] = x;
+            mx = fmaxf(mx, x);
+          }
+      }
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
       const float mNew = fmaxf(m[r], mx);
@@ -243,10 +273,12 @@ __global__ void __launch_bounds__(kWarps * 32, 1) tensorCoreAttentionKernel(Para
         }
       l[r] = l[r] * alpha + sum;  // this lane's share of the row sum; lanes are summed at the end
       m[r] = mNew;
+      if (alpha != 1.f) {  // the row max moved (rare after the first tiles)
 #pragma unroll
-      for (int nt = 0; nt < NT; ++nt) {
-        o[nt][2 * r] *= alpha;
-        o[nt][2 * r + 1] *= alpha;
+        for (int nt = 0; nt < NT; ++nt) {
+          o[nt][2 * r] *= alpha;
+          o[nt][2 * r + 1] *= alpha;
+        }
       }
     }
 
