@@ -4,7 +4,8 @@
 // tensor-core prefill kernel, and the GEMM paths at 7B linear-layer shapes (cuBLAS SGEMM for
 // f32 weights, bf16 weights widened + SGEMM, the T=1 GEMV kernel, and cuBLAS bf16 tensor-core GEMM as the
 // ceiling of a future bf16-activation path). Times are CUDA-event medians after a warm-up, on random data.
-// Prints one JSON object per line. Usage: attn-bench [contextLen ...]   (default 4096 16384 65536)
+// Prints one JSON object per line. Usage: attn-bench [--tc-only | --only=VARIANT] [contextLen ...]
+// (default 4096 16384 65536; VARIANT: fp32, tc-bf16, dca-fp32, dca-tc-bf16). Profiling: scripts/gpu/profile-attn.sh
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -71,7 +72,7 @@ double timeMs(cudaStream_t s, const std::function<void()>& fn, double budgetMs =
   return times[times.size() / 2];
 }
 
-void benchAttention(cudaStream_t s, int numSms, int L, bool tcOnly) {
+void benchAttention(cudaStream_t s, int numSms, int L, bool tcOnly, const std::string& only) {
   const int nH = 28, nKv = 4, D = 128, bs = 16;
   const int numBlocks = (L + bs - 1) / bs;
   const size_t cacheElems = static_cast<size_t>(numBlocks) * bs * nKv * D;
@@ -97,6 +98,7 @@ void benchAttention(cudaStream_t s, int numSms, int L, bool tcOnly) {
     for (const Variant& var : variants) {
       if (nq == 1 && var.tc) continue;            // decode never takes the tensor-core kernel
       if (tcOnly && !(var.tc && nq == L)) continue;
+      if (!only.empty() && only != var.name) continue;
       if (var.dca && !var.tc && nq == L && L > 16384) continue;  // the fp32 DCA prefill: as slow as fp32 plain
       opt.tensorCores = var.tc;
       std::vector<float> scales(nq, 1.f);
@@ -170,8 +172,11 @@ int main(int argc, char** argv) {
   try {
     std::vector<int> lens;
     bool tcOnly = false;  // --tc-only: the tensor-core prefill rows alone (no GEMM)
+    std::string only;     // --only=VARIANT: that attention variant alone (no GEMM), e.g. for ncu
     for (int i = 1; i < argc; ++i) {
-      if (std::string(argv[i]) == "--tc-only") tcOnly = true;
+      const std::string a = argv[i];
+      if (a == "--tc-only") tcOnly = true;
+      else if (a.rfind("--only=", 0) == 0) only = a.substr(7);
       else lens.push_back(std::atoi(argv[i]));
     }
     if (lens.empty()) lens = {4096, 16384, 65536};
@@ -180,9 +185,9 @@ int main(int argc, char** argv) {
     std::printf("{\"kind\":\"device\",\"name\":\"%s\",\"sms\":%d}\n", prop.name, prop.multiProcessorCount);
     cudaStream_t s;
     LCUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-    if (!tcOnly)
+    if (!tcOnly && only.empty())
       for (int T : {4096, 1}) benchGemm(s, T);
-    for (int L : lens) benchAttention(s, prop.multiProcessorCount, L, tcOnly);
+    for (int L : lens) benchAttention(s, prop.multiProcessorCount, L, tcOnly, only);
     LCUDA_CHECK(cudaStreamSynchronize(s));
   } catch (const std::exception& e) {
     std::fprintf(stderr, "attn-bench: %s\n", e.what());
