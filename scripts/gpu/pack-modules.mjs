@@ -8,7 +8,14 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const roots = ['cmake-js', 'node-addon-api', 'node-api-headers', 'tsx', 'cli-progress'];
+// --engine (for scripts/gpu/engine-check.sh, which runs the compiled dist/ instead of TypeScript): no tsx
+// or esbuild, but what the engine and the server import, with only the linux-x64-gnu binary of
+// `tokenizers` (the package ships every platform's, 64 MB in all).
+const engine = process.argv.includes('--engine');
+const roots = engine
+  ? ['cmake-js', 'node-addon-api', 'node-api-headers', 'cli-progress', 'tokenizers', '@huggingface/jinja', 'commander', 'pino', 'prom-client', 'hono', '@hono/node-server', 'zod']
+  : ['cmake-js', 'node-addon-api', 'node-api-headers', 'tsx', 'cli-progress'];
+const otherPlatformBinary = (src) => /tokenizers\.[a-z0-9-]+\.node$/.test(src) && !src.endsWith('tokenizers.linux-x64-gnu.node');
 const dest = path.join(root, '.gpu', 'node_modules');
 
 /** The directory of package `name` as seen from package directory `from` (node's lookup order). */
@@ -41,7 +48,7 @@ fs.rmSync(dest, { recursive: true, force: true });
 let bytes = 0;
 for (const dir of [...seen].sort()) {
   const rel = path.relative(path.join(root, 'node_modules'), dir);
-  fs.cpSync(dir, path.join(dest, rel), { recursive: true, dereference: true, filter: (src) => !src.slice(dir.length).includes(`${path.sep}node_modules${path.sep}`) });
+  fs.cpSync(dir, path.join(dest, rel), { recursive: true, dereference: true, filter: (src) => !src.slice(dir.length).includes(`${path.sep}node_modules${path.sep}`) && !otherPlatformBinary(src) });
   const walk = (p) => (fs.statSync(p).isDirectory() ? fs.readdirSync(p).reduce((n, f) => n + walk(path.join(p, f)), 0) : fs.statSync(p).size);
   bytes += walk(path.join(dest, rel));
 }
