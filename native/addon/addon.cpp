@@ -10,6 +10,7 @@
 #include <memory>
 #include <string>
 
+#include "addon-args.h"
 #include "cpu-ops.h"
 #include "thread-pool.h"
 
@@ -18,121 +19,9 @@ namespace {
 using longctx::ThreadPool;
 namespace cpu = longctx::cpu;
 
-constexpr int64_t kMaxDim = (int64_t{1} << 31) - 1;
-
-// A typed array argument: its base pointer, element count and byte span (for aliasing checks).
-template <typename T>
-struct ArrayArg {
-  T* data = nullptr;
-  int64_t length = 0;
-  const char* name = "";
-  uintptr_t begin() const { return reinterpret_cast<uintptr_t>(data); }
-  uintptr_t end() const { return begin() + static_cast<uintptr_t>(length) * sizeof(T); }
-};
-
-// Reads the arguments of one call, naming the op and argument in every error.
-class Args {
- public:
-  Args(const Napi::CallbackInfo& info, const char* op, size_t count) : info_(info), op_(op) {
-    if (info.Length() != count)
-      throw Napi::TypeError::New(env(), prefix() + "expected " + std::to_string(count) + " arguments, got " +
-                                            std::to_string(info.Length()));
-  }
-
-  Napi::Env env() const { return info_.Env(); }
-  std::string prefix() const { return std::string(op_) + ": "; }
-
-  template <typename T, napi_typedarray_type Kind>
-  ArrayArg<T> array(size_t i, const char* name, const char* jsType) const {
-    const Napi::Value v = info_[i];
-    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != Kind)
-      throw Napi::TypeError::New(env(), prefix() + "argument '" + name + "' must be a " + jsType);
-    Napi::TypedArrayOf<T> arr = v.As<Napi::TypedArrayOf<T>>();
-    return ArrayArg<T>{arr.Data(), static_cast<int64_t>(arr.ElementLength()), name};
-  }
-  ArrayArg<float> f32(size_t i, const char* name) const {
-    return array<float, napi_float32_array>(i, name, "Float32Array");
-  }
-  ArrayArg<uint16_t> u16(size_t i, const char* name) const {
-    return array<uint16_t, napi_uint16_array>(i, name, "Uint16Array");
-  }
-  ArrayArg<int32_t> i32(size_t i, const char* name) const {
-    return array<int32_t, napi_int32_array>(i, name, "Int32Array");
-  }
-  bool isNull(size_t i) const { return info_[i].IsNull() || info_[i].IsUndefined(); }
-
-  // An integer in [minValue, 2^31 - 1].
-  int64_t dim(size_t i, const char* name, int64_t minValue = 0) const {
-    const Napi::Value v = info_[i];
-    if (!v.IsNumber()) throw Napi::TypeError::New(env(), prefix() + "argument '" + name + "' must be a number");
-    const double d = v.As<Napi::Number>().DoubleValue();
-    if (!(d >= static_cast<double>(minValue) && d <= static_cast<double>(kMaxDim)) || std::floor(d) != d)
-      throw Napi::RangeError::New(env(), prefix() + "argument '" + name + "' must be an integer in [" +
-                                             std::to_string(minValue) + ", " + std::to_string(kMaxDim) + "], got " +
-                                             Napi::Value(v).ToString().Utf8Value());
-    return static_cast<int64_t>(d);
-  }
-
-  double number(size_t i, const char* name) const {
-    const Napi::Value v = info_[i];
-    if (!v.IsNumber()) throw Napi::TypeError::New(env(), prefix() + "argument '" + name + "' must be a number");
-    const double d = v.As<Napi::Number>().DoubleValue();
-    if (!std::isfinite(d)) throw Napi::RangeError::New(env(), prefix() + "argument '" + name + "' must be finite");
-    return d;
-  }
-
-  cpu::DType dtype(size_t i, const char* name) const {
-    const int64_t code = dim(i, name);
-    if (code > 2)
-      throw Napi::RangeError::New(env(), prefix() + "argument '" + name + "' must be a dtype code 0 (f32), 1 (bf16) "
-                                                                           "or 2 (f16), got " + std::to_string(code));
-    return static_cast<cpu::DType>(code);
-  }
-
-  // Throws unless arr.length == product of dims (described as e.g. "T*K = 3*4").
-  template <typename T>
-  void expectLength(const ArrayArg<T>& arr, std::initializer_list<int64_t> dims, const char* formula) const {
-    int64_t n = 1;
-    std::string values;
-    for (int64_t d : dims) {
-      if (__builtin_mul_overflow(n, d, &n))
-        throw Napi::RangeError::New(env(), prefix() + std::string(arr.name) + " size " + formula + " overflows");
-      values += (values.empty() ? "" : "*") + std::to_string(d);
-    }
-    if (arr.length != n)
-      throw Napi::RangeError::New(env(), prefix() + std::string(arr.name) + " has " + std::to_string(arr.length) +
-                                             " elements, expected " + formula + " = " + values + " = " +
-                                             std::to_string(n));
-  }
-
-  // Throws if the byte ranges of a and b overlap (allowSame: unless they are exactly the same range).
-  template <typename A, typename B>
-  void disjoint(const ArrayArg<A>& a, const ArrayArg<B>& b, bool allowSame = false) const {
-    if (a.length == 0 || b.length == 0) return;
-    if (allowSame && a.begin() == b.begin() && a.end() == b.end()) return;
-    if (a.begin() < b.end() && b.begin() < a.end())
-      throw Napi::RangeError::New(env(), prefix() + std::string(a.name) + " and " + b.name + " overlap in memory" +
-                                             (allowSame ? " (only exact aliasing is allowed)" : ""));
-  }
-
- private:
-  const Napi::CallbackInfo& info_;
-  const char* op_;
-};
-
-// Runs an op, turning kernel exceptions into JS errors (index problems are RangeErrors).
-template <typename Fn>
-void guarded(Napi::Env env, Fn&& fn) {
-  try {
-    fn();
-  } catch (const Napi::Error&) {
-    throw;
-  } catch (const cpu::OpError& e) {
-    throw Napi::RangeError::New(env, e.what());
-  } catch (const std::exception& e) {
-    throw Napi::Error::New(env, e.what());
-  }
-}
+using longctx::addon::ArrayArg;
+using longctx::addon::Args;
+using longctx::addon::guarded;
 
 class CpuContext : public Napi::ObjectWrap<CpuContext> {
  public:
@@ -151,6 +40,7 @@ class CpuContext : public Napi::ObjectWrap<CpuContext> {
                            InstanceMethod<&CpuContext::writeKv>("writeKv"),
                            InstanceMethod<&CpuContext::attention>("attention"),
                            InstanceMethod<&CpuContext::attentionDca>("attentionDca"),
+                           InstanceMethod<&CpuContext::attentionDcaSparse>("attentionDcaSparse"),
                        });
   }
 
@@ -403,6 +293,34 @@ class CpuContext : public Napi::ObjectWrap<CpuContext> {
     });
   }
 
+  // The DCA arguments attentionDca and attentionDcaSparse share at positions 14..20: positions, chunkLen,
+  // chunkSize, theta, rotaryDim, scale, rowLogitScale. Checks lengths, finiteness and that out overlaps none.
+  struct DcaArgs {
+    ArrayArg<int32_t> positions;
+    ArrayArg<float> rowLogitScale;
+    cpu::DcaView dca{};
+    float scale = 1;
+  };
+  static DcaArgs dcaArgs(const Args& a, const AttentionArgs& r) {
+    DcaArgs d;
+    d.positions = a.i32(14, "positions");
+    d.dca.chunkLen = a.dim(15, "chunkLen", 1);
+    d.dca.chunkSize = a.dim(16, "chunkSize", 1);
+    d.dca.theta = a.number(17, "theta");
+    d.dca.rotaryDim = a.dim(18, "rotaryDim", 2);
+    d.scale = static_cast<float>(a.number(19, "scale"));
+    d.rowLogitScale = a.f32(20, "rowLogitScale");
+    if (!(d.dca.theta > 0)) throw Napi::RangeError::New(a.env(), a.prefix() + "theta must be > 0");
+    a.expectLength(d.positions, {r.T}, "T");
+    a.expectLength(d.rowLogitScale, {r.T}, "T");
+    for (int64_t t = 0; t < r.T; t++)
+      if (!std::isfinite(d.rowLogitScale.data[t]))
+        throw Napi::RangeError::New(a.env(), a.prefix() + "rowLogitScale[" + std::to_string(t) + "] is not finite");
+    a.disjoint(r.out, d.positions);
+    a.disjoint(r.out, d.rowLogitScale);
+    return d;
+  }
+
   // attentionDca(q, T, numHeads, kCache, vCache, numBlocks, blockSize, numKvHeads, headDim,
   //              numSeqs, queryStart, contextLens, blockTables, maxBlocksPerSeq,
   //              positions, chunkLen, chunkSize, theta, rotaryDim, scale, rowLogitScale, out)
@@ -410,25 +328,39 @@ class CpuContext : public Napi::ObjectWrap<CpuContext> {
     Args a(info, "attentionDca", 22);
     ThreadPool& p = pool(info.Env());
     const AttentionArgs r = attentionArgs(a, 21);
-    const auto positions = a.i32(14, "positions");
-    cpu::DcaView dca{};
-    dca.chunkLen = a.dim(15, "chunkLen", 1);
-    dca.chunkSize = a.dim(16, "chunkSize", 1);
-    dca.theta = a.number(17, "theta");
-    dca.rotaryDim = a.dim(18, "rotaryDim", 2);
-    const double scale = a.number(19, "scale");
-    const auto rowLogitScale = a.f32(20, "rowLogitScale");
-    if (!(dca.theta > 0)) throw Napi::RangeError::New(info.Env(), a.prefix() + "theta must be > 0");
-    a.expectLength(positions, {r.T}, "T");
-    a.expectLength(rowLogitScale, {r.T}, "T");
-    for (int64_t t = 0; t < r.T; t++)
-      if (!std::isfinite(rowLogitScale.data[t]))
-        throw Napi::RangeError::New(info.Env(), a.prefix() + "rowLogitScale[" + std::to_string(t) + "] is not finite");
-    a.disjoint(r.out, positions);
-    a.disjoint(r.out, rowLogitScale);
+    const DcaArgs d = dcaArgs(a, r);
     guarded(info.Env(), [&] {
-      cpu::attentionDca(p, r.q.data, r.T, r.numHeads, r.cache, r.batch, positions.data, dca,
-                        static_cast<float>(scale), rowLogitScale.data, r.out.data);
+      cpu::attentionDca(p, r.q.data, r.T, r.numHeads, r.cache, r.batch, d.positions.data, d.dca, d.scale,
+                        d.rowLogitScale.data, r.out.data);
+    });
+  }
+
+  // attentionDcaSparse(q, T, numHeads, kCache, vCache, numBlocks, blockSize, numKvHeads, headDim,
+  //                    numSeqs, queryStart, contextLens, blockTables, maxBlocksPerSeq,
+  //                    positions, chunkLen, chunkSize, theta, rotaryDim, scale, rowLogitScale,
+  //                    numSparseRows, lastQ, verticalSize, slashSize, out)
+  void attentionDcaSparse(const Napi::CallbackInfo& info) {
+    Args a(info, "attentionDcaSparse", 26);
+    ThreadPool& p = pool(info.Env());
+    const AttentionArgs r = attentionArgs(a, 25);
+    const DcaArgs d = dcaArgs(a, r);
+    const auto numSparseRows = a.i32(21, "numSparseRows");
+    cpu::SparseDcaView sparse{};
+    sparse.lastQ = a.dim(22, "lastQ", 1);
+    const auto verticalSize = a.i32(23, "verticalSize");
+    const auto slashSize = a.i32(24, "slashSize");
+    a.expectLength(numSparseRows, {r.batch.numSeqs}, "numSeqs");
+    a.expectLength(verticalSize, {r.numHeads}, "numHeads");
+    a.expectLength(slashSize, {r.numHeads}, "numHeads");
+    a.disjoint(r.out, numSparseRows);
+    a.disjoint(r.out, verticalSize);
+    a.disjoint(r.out, slashSize);
+    sparse.numSparseRows = numSparseRows.data;
+    sparse.verticalSize = verticalSize.data;
+    sparse.slashSize = slashSize.data;
+    guarded(info.Env(), [&] {
+      cpu::attentionDcaSparse(p, r.q.data, r.T, r.numHeads, r.cache, r.batch, d.positions.data, d.dca, d.scale,
+                              d.rowLogitScale.data, sparse, r.out.data);
     });
   }
 

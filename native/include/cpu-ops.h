@@ -171,4 +171,31 @@ void attentionDca(ThreadPool& pool, const float* q, int64_t T, int64_t numHeads,
                   const AttentionBatchView& batch, const int32_t* positions, const DcaView& dca, float scale,
                   const float* rowLogitScale, float* out);
 
+// ---------------------------------------------------------------------------------------------------
+// Vertical-slash sparse prefill rows (long-context-attention.md §4; SparseDcaParams in src/runtime/backend.ts
+// spells out the selection, the stages and the exact key set, which this op implements).
+struct SparseDcaView {
+  const int32_t* numSparseRows;  // [numSeqs]: the first numSparseRows[s] query rows of sequence s are sparse
+  int64_t lastQ;                 // estimation rows per sub-range (m = min(lastQ, rows)), >= 1
+  const int32_t* verticalSize;   // [numHeads] >= 1, after the 30 -> 130 bump
+  const int32_t* slashSize;      // [numHeads] >= 1
+};
+
+// attentionDcaSparse: attentionDca, except that the sparse rows of each sequence are split into DCA
+// sub-ranges [begin, end) and, per (sub-range, query head), attend only the vertical-slash key set chosen
+// from the last m rows (critical rotations, fp32 softmax statistics, fp32 column / diagonal sums, forced
+// first-30 columns and 100 nearest diagonals, index tie-breaks), with the ordinary rotations in one fp32
+// online softmax per row (per stage, tiles of 64 keys of the stage's ascending key list, shared by the 64
+// rows of a block). The other rows are computed by attentionDca on a compacted copy of those rows
+// (bit-identical to calling it on them alone).
+//   Same shapes, layout, GQA, rowLogitScale and positions rules as attentionDca.
+// Threads: (1) one item per (sub-range, query head): estimation and selection into per-item lists;
+//   (2) one item per (sub-range, query head, 64-row block): the block's key lists, then all its rows.
+//   Each output element is written by one item in a fixed order, so results do not depend on the thread count.
+// Throws OpError (before any work) on what attentionDca rejects, and on numSparseRows[s] outside
+//   [0, numQueries(s)], lastQ < 1 or a budget < 1.
+void attentionDcaSparse(ThreadPool& pool, const float* q, int64_t T, int64_t numHeads, const KvCacheView& cache,
+                        const AttentionBatchView& batch, const int32_t* positions, const DcaView& dca, float scale,
+                        const float* rowLogitScale, const SparseDcaView& sparse, float* out);
+
 }  // namespace longctx::cpu

@@ -1,5 +1,6 @@
-// Writes a random-weight Qwen2 model directory (config.json, generation_config.json, safetensors weights,
-// Qwen2.5 tokenizer files) for a named preset, streaming tensor by tensor, sharding above maxShardBytes.
+// Writes a random-weight Qwen2 model directory (config.json, generation_config.json, sparse_attention_config.json
+// for sparse presets, safetensors weights, Qwen2.5 tokenizer files) for a named preset, streaming tensor by
+// tensor, sharding above maxShardBytes.
 // Invariant: same (preset, seed, dtype) ⇒ byte-identical files (no time, host or path in any file).
 // Must not: overwrite a non-empty directory without `force`, or hold more than two chunks of weights.
 import fs from 'node:fs';
@@ -10,10 +11,11 @@ import { byteProgress } from './byte-progress.js';
 import { checkpointTensors, type CheckpointTensor } from './checkpoint-layout.js';
 import { parseModelConfig } from './config.js';
 import type { ModelConfig } from './config-types.js';
-import { generationConfigJson, PRESET_NAMES, PRESETS, presetConfigJson, weightDistribution } from './init-presets.js';
+import { generationConfigJson, PRESET_NAMES, PRESETS, presetConfigJson, presetSparseConfigJson, weightDistribution } from './init-presets.js';
 import { writeQwen25TokenizerFiles } from './init-tokenizer-files.js';
 import { randomTensorChunks } from './random-weights.js';
 import { INDEX_FILE, shardFileName, SINGLE_FILE, writeSafetensors, writeSafetensorsIndex, type TensorToWrite } from './safetensors.js';
+import { SPARSE_CONFIG_FILE } from './sparse-config.js';
 
 export const DEFAULT_MAX_SHARD_BYTES = 2 * 1024 ** 3;
 
@@ -52,7 +54,7 @@ function prepareDir(dir: string, force: boolean): void {
   if (entries.length === 0) return;
   if (!force) throw new UserError(`${dir} is not empty: pass --force to overwrite the model files in it`);
   for (const f of entries) {
-    if (f === SINGLE_FILE || f === INDEX_FILE || /^model-\d+-of-\d+\.safetensors$/.test(f)) fs.rmSync(path.join(dir, f), { force: true });
+    if (f === SINGLE_FILE || f === INDEX_FILE || f === SPARSE_CONFIG_FILE || /^model-\d+-of-\d+\.safetensors$/.test(f)) fs.rmSync(path.join(dir, f), { force: true });
   }
 }
 
@@ -100,6 +102,11 @@ export async function initModel(dir: string, opts: InitModelOptions = {}): Promi
   writeJson(path.join(dir, 'config.json'), configJson);
   writeJson(path.join(dir, 'generation_config.json'), generationConfigJson());
   files.push('config.json', 'generation_config.json');
+  const sparseJson = presetSparseConfigJson(preset);
+  if (sparseJson !== null) {
+    writeJson(path.join(dir, SPARSE_CONFIG_FILE), sparseJson);
+    files.push(SPARSE_CONFIG_FILE);
+  }
 
   const toWrite = (t: CheckpointTensor): TensorToWrite => ({
     name: t.name,

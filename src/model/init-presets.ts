@@ -20,6 +20,12 @@ export interface Preset {
   maxPositionEmbeddings: number;
   tieWordEmbeddings: boolean;
   dca: { chunk_size: number; local_size: number; original_max_position_embeddings: number } | null;
+  /** Sparse prefill (§4): dual_chunk_attention_config's sparse keys and sparse_attention_config.json's budgets. */
+  sparse?: {
+    threshold: number; // sparse_attention_threshold
+    lastQ: number; // sparse_attention_last_q
+    budgets: readonly (readonly (readonly [vertical: number, slash: number])[])[]; // [layer][head], as in the file
+  };
 }
 
 // 151,936 covers the Qwen2.5 tokenizer's 151,665 ids (the small official Qwen2.5 models use it);
@@ -55,6 +61,24 @@ export const PRESETS: Readonly<Record<string, Preset>> = {
     ropeTheta: 1e7,
     maxPositionEmbeddings: 4096,
     dca: { chunk_size: 64, local_size: 16, original_max_position_embeddings: 64 },
+  },
+  'tiny-dca-sparse': {
+    ...tiny,
+    name: 'tiny-dca-sparse',
+    description: 'tiny-dca with vertical-slash sparse prefill above 128 prompt tokens (last_q 16, budgets that drop keys at a few hundred tokens)',
+    ropeTheta: 1e7,
+    maxPositionEmbeddings: 4096,
+    dca: { chunk_size: 64, local_size: 16, original_max_position_embeddings: 64 },
+    sparse: {
+      threshold: 128,
+      lastQ: 16,
+      // Per head: sinks and band only (20, 100); a few picks (3x, 10x); the 30 -> 130 bump; budgets past any prompt.
+      budgets: [
+        [[20, 100], [34, 104], [30, 100], [1000, 6096]],
+        [[36, 106], [20, 100], [1000, 6096], [33, 103]],
+        [[1000, 6096], [35, 100], [20, 105], [32, 102]],
+      ],
+    },
   },
   small: {
     name: 'small',
@@ -137,7 +161,21 @@ export function presetConfigJson(p: Preset, dtype: 'bf16' | 'f32'): Record<strin
     vocab_size: p.vocabSize,
   };
   if (p.dca) json.dual_chunk_attention_config = { ...p.dca };
+  if (p.dca && p.sparse) {
+    json.dual_chunk_attention_config = {
+      ...p.dca,
+      sparse_attention_enabled: true,
+      sparse_attention_threshold: p.sparse.threshold,
+      sparse_attention_last_q: p.sparse.lastQ,
+    };
+  }
   return json;
+}
+
+/** sparse_attention_config.json of a preset (§1.2: per layer, head index -> [pattern, vertical, slash, score]), or null. */
+export function presetSparseConfigJson(p: Preset): Record<string, [string, number, number, number]>[] | null {
+  if (!p.sparse) return null;
+  return p.sparse.budgets.map((heads) => Object.fromEntries(heads.map(([v, s], h) => [String(h), ['vertical_and_slash', v, s, 0.9]])));
 }
 
 /** Qwen2.5-Instruct's generation_config.json (its sampling defaults). */

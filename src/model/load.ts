@@ -1,5 +1,5 @@
-// Loads a Hugging Face model directory (config.json, generation_config.json, model.safetensors or
-// model.safetensors.index.json + shards) into host ModelWeights.
+// Loads a Hugging Face model directory (config.json, generation_config.json, sparse_attention_config.json,
+// model.safetensors or model.safetensors.index.json + shards) into host ModelWeights.
 // Invariant: every needed tensor is checked (present, loadable dtype, exact shape, one dtype for all
 // matrices) before any data is read; every file descriptor is closed on success and on failure.
 // Must not: keep unneeded tensors (e.g. rotary inv_freq), or return a partly loaded model.
@@ -13,6 +13,7 @@ import { readModelConfig } from './config.js';
 import type { ModelConfig } from './config-types.js';
 import { readGenerationConfig, type GenerationDefaults } from './generation-config.js';
 import { INDEX_FILE, LOADABLE_DTYPES, readSafetensorsIndex, SafetensorsFile, SINGLE_FILE, type TensorInfo } from './safetensors.js';
+import { withSparseAttention } from './sparse-config.js';
 import type { LayerWeights, ModelWeights } from './weights-types.js';
 
 export interface LoadedModel {
@@ -112,9 +113,9 @@ function planLoad(config: ModelConfig, ckpt: Checkpoint, configFile: string): Ma
 
 const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
-/** Loads config, generation defaults and weights of a model directory. */
+/** Loads config (with sparse_attention_config.json's budgets, if any), generation defaults and weights of a model directory. */
 export async function loadModelDir(dir: string, opts: LoadOptions = {}): Promise<LoadedModel> {
-  const config = readModelConfig(dir);
+  const config = withSparseAttention(dir, readModelConfig(dir));
   const generationConfig = readGenerationConfig(dir);
   const ckpt = openCheckpoint(dir);
   try {

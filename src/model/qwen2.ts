@@ -5,11 +5,14 @@
 // With config.dca (Dual Chunk Attention, long-context-attention.md §2) keys are rotated once at (k mod L)
 // and cached unscaled, queries go unrotated into Backend.attentionDca with a per-row temperature (§2.6:
 // s(P)^2 for prompt rows, s(p+1)·s(P) for generated ones, whatever else the step feeds); without it the
-// graph is plain RoPE + Backend.attention.
+// graph is plain RoPE + Backend.attention. With sparse_attention_config.json budgets (§4.4) the prompt rows
+// of sequences whose prompt exceeds sparse_attention_threshold go through Backend.attentionDcaSparse; a
+// backend without that optional op runs them dense (attentionDca), which the sparse pattern approximates.
 import type { AttentionBatch, Backend, DcaParams, KvCacheLayer } from '../runtime/backend.js';
 import { reshape, type Tensor } from '../runtime/tensor.js';
 import type { ModelConfig } from './config-types.js';
 import { stepRowLogitScales, toDcaParams } from './dca.js';
+import { sparseParamsOfLayer, sparseRowsOfStep } from './sparse-config.js';
 import type { ModelWeights } from './weights-types.js';
 
 /** Everything one forward step needs; T = number of tokens in the step. */
@@ -34,6 +37,7 @@ interface DcaStep {
   params: DcaParams;
   keyPositions: Int32Array; // [T] positions[t] mod L (§2.2)
   rowLogitScale: Float32Array; // [T] s_q·s_k of each query row (§2.6)
+  numSparseRows: Int32Array | null; // [numSeqs] sparse prefill rows per sequence (§4.4); null: all dense
 }
 
 export class Qwen2Graph {
@@ -47,6 +51,10 @@ export class Qwen2Graph {
     this.numLayers = config.numLayers;
     if (weights.layers.length !== config.numLayers) {
       throw new Error(`weights have ${weights.layers.length} layers, config says ${config.numLayers}`);
+    }
+    const sparseLayers = config.dca?.sparseAttention?.layers.length;
+    if (sparseLayers !== undefined && sparseLayers !== config.numLayers) {
+      throw new Error(`sparse attention budgets cover ${sparseLayers} layers, config says ${config.numLayers}`);
     }
   }
 
@@ -112,7 +120,12 @@ export class Qwen2Graph {
         be.rope(k3, dca.keyPositions, cfg.ropeTheta, D); // keys at k mod L, unscaled (§2.2, §3.3)
         be.writeKv(k3, v3, caches[l], inputs.slotMapping);
         // q stays unrotated: the op rotates each row per key range (§2.3) and applies the temperature.
-        be.attentionDca!(q3, caches[l], inputs.batch, inputs.positions, dca.params, scale, dca.rowLogitScale, attn3);
+        if (dca.numSparseRows === null) {
+          be.attentionDca!(q3, caches[l], inputs.batch, inputs.positions, dca.params, scale, dca.rowLogitScale, attn3);
+        } else {
+          const sparse = sparseParamsOfLayer(cfg.dca!, dca.numSparseRows, l);
+          be.attentionDcaSparse!(q3, caches[l], inputs.batch, inputs.positions, dca.params, scale, dca.rowLogitScale, sparse, attn3);
+        }
       }
       be.matmul(attn, w.o, null, proj); // proj [T, H]
       be.add(x, proj, x);
@@ -147,6 +160,7 @@ export class Qwen2Graph {
       rowLogitScale: stepRowLogitScales(
         inputs.positions, inputs.batch.queryStart, inputs.batch.contextLens, inputs.promptLens, dca.originalMaxPositionEmbeddings,
       ),
+      numSparseRows: this.backend.attentionDcaSparse === undefined ? null : sparseRowsOfStep(dca, inputs.batch, inputs.promptLens),
     };
   }
 }

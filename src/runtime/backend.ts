@@ -51,6 +51,54 @@ export interface DcaParams {
   readonly rotaryDim: number; // == headDim for Qwen2
 }
 
+/**
+ * Vertical-slash sparse prefill of Dual Chunk Attention (long-context-attention.md §4, MInference as used for
+ * Qwen2.5-1M). Sequence s of the batch has numSparseRows[s] sparse rows: the FIRST numSparseRows[s] of its
+ * query rows, at positions [P0, P1) with P0 = contextLens[s] - numQueries(s) and P1 = P0 + numSparseRows[s]
+ * (its prompt rows in this step); its other rows (generated tokens of a recompute) and every row of a
+ * sequence with 0 are computed exactly as attentionDca computes them. The sparse rows are split like the
+ * §2.8 prefill: begin = P0; cs = floor(begin / L)·L, end = min(cs + L, P1), n = end - begin; next begin = end.
+ * For each such sub-range and each query head h (all logits are scale · rowLogitScale[row] · q_rot·k):
+ *  1. Estimation (§4.2): the last m = min(lastQ, n) rows, at positions p_i = end - m + i, score keys
+ *     j <= p_i of [0, end) with the CRITICAL rotations: p_i - cs + C for j < cs - L, p_i - cs + L for
+ *     cs - L <= j < cs, p_i - cs for j >= cs. P = softmax over j per row (fp32 statistics at least).
+ *     vertical[j] = Σ_i P(i, j), +inf for j < 30; slash[j] = Σ_i P(i, j - (m - 1 - i)) (the diagonal through
+ *     the last row's key j, offset δ = end - 1 - j), +inf for j >= end - 100. V = the min(verticalSize[h], end)
+ *     keys of largest vertical score (ties: smaller j first), S = the min(slashSize[h], end) diagonals of
+ *     largest slash score (ties: larger j, i.e. the nearer diagonal, first).
+ *  2. Stages (§4.2 step 6), each with kvLen keys starting at key0, in stage-local indices:
+ *     intra (keys [cs, end), causal):       verticals j - cs (j in V, j >= cs); slashes end - 1 - j (j in S, j >= cs)
+ *     succ (if cs >= L, keys [cs - L, cs)): verticals j - cs + L (cs - L <= j < cs);
+ *                                           slashes cs + n - 1 - j (j in S, cs - L <= j < cs + n)
+ *     inter (if cs >= 2L, keys [0, cs - L)): verticals j (j < cs - L); slashes cs - L + n - 1 - j (j < cs - L + n)
+ *     An empty vertical list (any stage) or slash list (succ, inter) becomes the 5 evenly spaced offsets
+ *     floor(t·kvLen / 5), t = 0..4 (0..kvLen-1 when kvLen < 5).
+ *  3. Key set (the §4.3 64x64 block construction as a set: its tiles clipped to the stage, plus its columns,
+ *     i.e. the verticals outside every tile): stage rows r = 0..n-1 form blocks of 64; base = kvLen - n
+ *     (intra) or kvLen (succ, inter). For block b let e = 64(b+1) (not clipped to n, as in vLLM's index
+ *     kernel). The slash offsets δ, in descending order, give x = base + e - δ, one past the last column the
+ *     diagonal crosses in the block; x <= 0 is skipped, else x = max(x, 64). The first x opens the range
+ *     [x - 64, x); each later one, against the open range [rs, re): x <= re adds nothing, re < x <= re + 64
+ *     grows it to re + 64, x > re + 64 closes it and opens [x - 64, x).
+ *     Row r of block b attends exactly the local keys c in [0, kvLen) that lie in a range of block b or are
+ *     a vertical of the stage, and (intra only) c <= base + r, i.e. key0 + c <= the row's position.
+ *  4. Attention: one softmax over the union of the three stages' key sets, each stage's keys seen with its
+ *     ORDINARY rotation (intra p - cs, succ min(p - cs + L, C), inter min(2L - 1, C)): the §2.7 LSE merge.
+ * With budgets >= the key count every key is selected and the result is attentionDca's.
+ */
+export interface SparseDcaParams {
+  readonly numSparseRows: Int32Array; // [numSeqs], 0 <= numSparseRows[s] <= numQueries(s)
+  readonly lastQ: number; // sparse_attention_last_q, >= 1
+  readonly verticalSize: Int32Array; // [numHeads] >= 1, this layer's budgets after the 30 -> 130 bump
+  readonly slashSize: Int32Array; // [numHeads] >= 1 (>= 1 keeps the main diagonal, so no row is empty)
+}
+
+/** Constants of the vertical-slash pattern (§4.1-4.3); not configurable in vLLM either. */
+export const SPARSE_SINK_COLUMNS = 30; // first keys forced into every vertical selection
+export const SPARSE_LOCAL_DIAGONALS = 100; // nearest diagonals forced into every slash selection
+export const SPARSE_BLOCK = 64; // rows per query block and width of a slash window
+export const SPARSE_FALLBACK_COUNT = 5; // evenly spaced indices standing in for an empty stage list
+
 export interface Backend {
   /** 'reference' | 'cpu' | 'cuda' */
   readonly name: string;
@@ -126,6 +174,23 @@ export interface Backend {
     dca: DcaParams,
     scale: number,
     rowLogitScale: Float32Array,
+    out: Tensor,
+  ): void;
+
+  /**
+   * attentionDca with vertical-slash sparse prefill rows (SparseDcaParams): same inputs, layout, masking,
+   * GQA and per-row temperature; rows outside the sparse rows are exactly attentionDca's. Optional: a
+   * backend without it runs such steps with attentionDca (dense DCA, which the sparse pattern approximates).
+   */
+  attentionDcaSparse?(
+    q: Tensor,
+    cache: KvCacheLayer,
+    batch: AttentionBatch,
+    positions: Int32Array,
+    dca: DcaParams,
+    scale: number,
+    rowLogitScale: Float32Array,
+    sparse: SparseDcaParams,
     out: Tensor,
   ): void;
 

@@ -2,7 +2,7 @@
 // a programming error) and then calls the addon on the tensors' own typed arrays. Host tensors are shared,
 // never copied: upload() returns its argument, and the addon reads and writes the same memory.
 // Must not do math in TypeScript; the kernels live in native/cpu and are documented in native/include.
-import type { AttentionBatch, Backend, DcaParams, KvCacheLayer } from './backend.js';
+import type { AttentionBatch, Backend, DcaParams, KvCacheLayer, SparseDcaParams } from './backend.js';
 import { DTYPE_CODE, loadNativeAddon, type NativeCpuContext } from './native-addon.js';
 import { makeTensor, numel, toF32, type Tensor } from './tensor.js';
 
@@ -61,6 +61,27 @@ function checkAttention(op: string, q: Tensor, cache: KvCacheLayer, batch: Atten
       + `blockTables ${blockTables.length}) do not match numSeqs ${numSeqs}, maxBlocksPerSeq ${maxBlocksPerSeq}`);
   }
   return [...q.shape];
+}
+
+/** Checks shared by attentionDca and attentionDcaSparse; returns the addon's first 19 arguments. */
+function checkDca(op: string, q: Tensor, cache: KvCacheLayer, batch: AttentionBatch, positions: Int32Array, dca: DcaParams,
+  rowLogitScale: Float32Array, out: Tensor) {
+  const [T, numHeads, headDim] = checkAttention(op, q, cache, batch, out);
+  if (positions.length !== T) fail(op, `${positions.length} positions for q ${fmt(q.shape)}`);
+  if (rowLogitScale.length !== T) fail(op, `rowLogitScale has ${rowLogitScale.length} entries for ${T} query rows`);
+  const { chunkLen, chunkSize, ropeTheta, rotaryDim } = dca;
+  if (!Number.isSafeInteger(chunkLen) || chunkLen <= 0 || !Number.isSafeInteger(chunkSize) || chunkSize < chunkLen) {
+    fail(op, `need 0 < chunkLen <= chunkSize, got chunkLen ${chunkLen}, chunkSize ${chunkSize}`);
+  }
+  if (!Number.isInteger(rotaryDim) || rotaryDim < 2 || rotaryDim % 2 !== 0 || rotaryDim > headDim) {
+    fail(op, `rotaryDim ${rotaryDim} must be even and in [2, headDim = ${headDim}]`);
+  }
+  const { numSeqs, queryStart, contextLens, blockTables, maxBlocksPerSeq } = batch;
+  return [f32Data(op, 'q', q), T, numHeads,
+    cache.k.data as Float32Array, cache.v.data as Float32Array,
+    cache.numBlocks, cache.blockSize, cache.numKvHeads, cache.headDim,
+    numSeqs, queryStart, contextLens, blockTables, maxBlocksPerSeq, positions,
+    chunkLen, chunkSize, ropeTheta, rotaryDim] as const;
 }
 
 export function createCpuBackend(opts: CpuBackendOptions = {}): Backend {
@@ -175,23 +196,22 @@ export function createCpuBackend(opts: CpuBackendOptions = {}): Backend {
 
     attentionDca(q: Tensor, cache: KvCacheLayer, batch: AttentionBatch, positions: Int32Array, dca: DcaParams,
       scale: number, rowLogitScale: Float32Array, out: Tensor): void {
-      const [T, numHeads, headDim] = checkAttention('attentionDca', q, cache, batch, out);
-      const { numSeqs, queryStart, contextLens, blockTables, maxBlocksPerSeq } = batch;
-      if (positions.length !== T) fail('attentionDca', `${positions.length} positions for q ${fmt(q.shape)}`);
-      if (rowLogitScale.length !== T) fail('attentionDca', `rowLogitScale has ${rowLogitScale.length} entries for ${T} query rows`);
-      const { chunkLen, chunkSize, ropeTheta, rotaryDim } = dca;
-      if (!Number.isSafeInteger(chunkLen) || chunkLen <= 0 || !Number.isSafeInteger(chunkSize) || chunkSize < chunkLen) {
-        fail('attentionDca', `need 0 < chunkLen <= chunkSize, got chunkLen ${chunkLen}, chunkSize ${chunkSize}`);
+      const args = checkDca('attentionDca', q, cache, batch, positions, dca, rowLogitScale, out);
+      ctx.attentionDca(...args, scale, rowLogitScale, f32Data('attentionDca', 'out', out));
+    },
+
+    attentionDcaSparse(q: Tensor, cache: KvCacheLayer, batch: AttentionBatch, positions: Int32Array, dca: DcaParams,
+      scale: number, rowLogitScale: Float32Array, sparse: SparseDcaParams, out: Tensor): void {
+      const op = 'attentionDcaSparse';
+      const args = checkDca(op, q, cache, batch, positions, dca, rowLogitScale, out);
+      const numHeads = q.shape[1];
+      const { numSparseRows, lastQ, verticalSize, slashSize } = sparse;
+      if (numSparseRows.length !== batch.numSeqs) fail(op, `numSparseRows has ${numSparseRows.length} entries for ${batch.numSeqs} sequences`);
+      if (!Number.isSafeInteger(lastQ) || lastQ < 1) fail(op, `lastQ must be an integer >= 1, got ${lastQ}`);
+      for (const [name, sizes] of [['verticalSize', verticalSize], ['slashSize', slashSize]] as const) {
+        if (sizes.length !== numHeads) fail(op, `${name} has ${sizes.length} entries for ${numHeads} heads`);
       }
-      if (!Number.isInteger(rotaryDim) || rotaryDim < 2 || rotaryDim % 2 !== 0 || rotaryDim > headDim) {
-        fail('attentionDca', `rotaryDim ${rotaryDim} must be even and in [2, headDim = ${headDim}]`);
-      }
-      ctx.attentionDca(f32Data('attentionDca', 'q', q), T, numHeads,
-        cache.k.data as Float32Array, cache.v.data as Float32Array,
-        cache.numBlocks, cache.blockSize, cache.numKvHeads, cache.headDim,
-        numSeqs, queryStart, contextLens, blockTables, maxBlocksPerSeq, positions,
-        chunkLen, chunkSize, ropeTheta, rotaryDim, scale, rowLogitScale,
-        f32Data('attentionDca', 'out', out));
+      ctx.attentionDcaSparse(...args, scale, rowLogitScale, numSparseRows, lastQ, verticalSize, slashSize, f32Data(op, 'out', out));
     },
 
     gatherRows(x: Tensor, rows: Int32Array, out: Tensor): void {

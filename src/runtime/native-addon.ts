@@ -114,6 +114,24 @@ export interface NativeCpuContext {
     chunkLen: number, chunkSize: number, theta: number, rotaryDim: number,
     scale: number, rowLogitScale: Float32Array, out: Float32Array,
   ): void;
+
+  /**
+   * Vertical-slash sparse DCA prefill (Backend.attentionDcaSparse; SparseDcaParams in backend.ts has the
+   * algorithm). The first 21 arguments are attentionDca()'s; numSparseRows [numSeqs] in [0, numQueries(s)]
+   * (the leading sparse rows of each sequence; the rest are attentionDca's rows), lastQ >= 1, verticalSize
+   * and slashSize [numHeads] >= 1 (after the 30 -> 130 bump). Violations are RangeErrors.
+   */
+  attentionDcaSparse(
+    q: Float32Array, T: number, numHeads: number,
+    kCache: Float32Array, vCache: Float32Array,
+    numBlocks: number, blockSize: number, numKvHeads: number, headDim: number,
+    numSeqs: number, queryStart: Int32Array, contextLens: Int32Array, blockTables: Int32Array,
+    maxBlocksPerSeq: number, positions: Int32Array,
+    chunkLen: number, chunkSize: number, theta: number, rotaryDim: number,
+    scale: number, rowLogitScale: Float32Array,
+    numSparseRows: Int32Array, lastQ: number, verticalSize: Int32Array, slashSize: Int32Array,
+    out: Float32Array,
+  ): void;
 }
 
 /** The module object of longctx_cpu.node. */

@@ -6,6 +6,7 @@
 import type { AttentionBatch, Backend, KvCacheLayer } from './backend.js';
 import { makeTensor, numel, toF32, type Tensor } from './tensor.js';
 import { referenceAttentionDca } from './reference-dca.js';
+import { referenceAttentionDcaSparse } from './reference-sparse.js';
 
 function fail(op: string, message: string): never {
   throw new Error(`reference ${op}: ${message}`);
@@ -271,6 +272,7 @@ export function createReferenceBackend(): Backend {
     writeKv,
     attention,
     attentionDca: referenceAttentionDca,
+    attentionDcaSparse: referenceAttentionDcaSparse,
     gatherRows,
   };
 }
