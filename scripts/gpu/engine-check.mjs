@@ -1,8 +1,9 @@
 // On the GPU machine: the whole engine (scheduler, sampling, the compiled dist/ code) on the CUDA backend
 // against the native CPU backend, for one model directory. Greedy outputs of a batch of prompts must give
 // the same tokens; seeded sampling too; the table prints the largest log-prob difference and the KV pool
-// the CUDA engine sized from the GPU budget. Usage: node scripts/gpu/engine-check.mjs MODEL_DIR
-// Exit code 1 when tokens differ.
+// the CUDA engine sized from the GPU budget. Usage: node scripts/gpu/engine-check.mjs MODEL_DIR [--bf16]
+// Exit code 1 when tokens differ. With --bf16 (a bf16-weight model: the CUDA default rounds activations to
+// bf16 for tensor-core GEMMs while the CPU keeps them in fp32) it only reports the agreement.
 import { LLM } from '../../dist/index.js';
 
 const model = process.argv[2];
@@ -48,5 +49,6 @@ console.log(`  cuda: KV pool ${gpu.limits.numKvBlocks} blocks x ${gpu.limits.blo
 console.log(`  cpu : KV pool ${cpu.limits.numKvBlocks} blocks x ${cpu.limits.blockSize} (backend ${cpu.limits.backend}), load ${cpu.loadMs.toFixed(0)} ms, generate ${cpu.genMs.toFixed(0)} ms`);
 console.log(`  greedy: ${greedySame}/${prompts.length} prompts with identical tokens; max |logprob cuda - cpu| ${maxLp.toExponential(2)}`);
 console.log(`  seeded n=2: ${seededSame}/${prompts.length * 2} choices with identical tokens`);
-console.log(`  ${ok ? 'PASS' : 'FAIL'}`);
-process.exit(ok ? 0 : 1);
+const reportOnly = process.argv.includes('--bf16');
+console.log(`  ${reportOnly ? 'REPORT (bf16 activations on CUDA, fp32 on CPU: tokens may differ)' : ok ? 'PASS' : 'FAIL'}`);
+process.exit(ok || reportOnly ? 0 : 1);

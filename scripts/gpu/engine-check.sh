@@ -22,7 +22,7 @@ rc=0
 for dtype in f32 bf16; do
   m=/tmp/longctx-tiny-$dtype
   node .gpu/write-model.mjs $m tiny 1 $dtype > /dev/null && cp .gpu/tok/tokenizer.json .gpu/tok/tokenizer_config.json $m/
-  node scripts/gpu/engine-check.mjs $m || rc=1
+  node scripts/gpu/engine-check.mjs $m $([ $dtype = bf16 ] && echo --bf16) || rc=1
 done
 port=8741
 node bin/longctx.js serve --model /tmp/longctx-tiny-bf16 --device cuda --port $port --log-level warn > "$out/serve.log" 2>&1 &
