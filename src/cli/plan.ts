@@ -2,8 +2,6 @@
 // sequences fit" from config.json alone, without a GPU. Owns argument parsing, reading the model's config
 // (and sparse_attention_config.json budgets when present) and printing; all arithmetic is src/core/memory-plan.ts.
 // Exit codes: 0 = fits, 2 = answered but does not fit (table and reason still printed), 1 = bad input.
-import fs from 'node:fs';
-import path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { UserError } from '../errors.js';
 import { findGpu, KNOWN_GPUS } from '../core/gpus.js';
@@ -11,6 +9,7 @@ import { planMemory, DEFAULT_BLOCK_SIZE, DEFAULT_GPU_MEMORY_UTILIZATION, DEFAULT
 import { formatPlanTable, planToJson } from '../core/memory-plan-format.js';
 import type { ModelConfig } from '../model/config-types.js';
 import { readModelConfig } from '../model/config.js';
+import { maxSparseBudget, readSparseAttentionConfig } from '../model/sparse-config.js';
 
 export const EXIT_DOES_NOT_FIT = 2;
 
@@ -30,38 +29,10 @@ function parsePosNumber(v: string): number {
   return n;
 }
 
-/**
- * Largest per-head budgets of <dir>/sparse_attention_config.json (a list, one entry per layer, mapping head
- * index to [pattern, vertical_size, slash_size, score]; a vertical budget of 30 becomes 130 as in vLLM).
- * null when the model has no DCA section, sparse attention is switched off, or the file is absent.
- */
+/** Largest per-head budgets of <dir>/sparse_attention_config.json (after vLLM's 30 → 130 bump), read and
+ * validated by src/model/sparse-config.ts, as the graph reads them; null when sparse prefill is off. */
 export function readSparseBudget(dir: string, config: ModelConfig): SparseBudget | null {
-  if (!config.dca || config.dca.sparseAttentionEnabled === false) return null;
-  const file = path.join(dir, 'sparse_attention_config.json');
-  if (!fs.existsSync(file)) return null;
-  let json: unknown;
-  try {
-    json = JSON.parse(fs.readFileSync(file, 'utf8'));
-  } catch (e) {
-    throw new UserError(`${file}: not valid JSON (${(e as Error).message})`);
-  }
-  let maxVerticalSize = 0;
-  let maxSlashSize = 0;
-  const bad = (): never => {
-    throw new UserError(`${file}: expected a list of {head: [pattern, vertical_size, slash_size, score]} objects, one per layer`);
-  };
-  if (!Array.isArray(json)) bad();
-  for (const layer of json as unknown[]) {
-    if (typeof layer !== 'object' || layer === null || Array.isArray(layer)) bad();
-    for (const entry of Object.values(layer as Record<string, unknown>)) {
-      if (!Array.isArray(entry) || typeof entry[1] !== 'number' || typeof entry[2] !== 'number') bad();
-      const e = entry as unknown[];
-      const v = e[1] as number;
-      maxVerticalSize = Math.max(maxVerticalSize, v === 30 ? 130 : v);
-      maxSlashSize = Math.max(maxSlashSize, e[2] as number);
-    }
-  }
-  return { maxVerticalSize: Math.ceil(maxVerticalSize), maxSlashSize: Math.ceil(maxSlashSize) };
+  return maxSparseBudget(readSparseAttentionConfig(dir, config));
 }
 
 interface PlanOptions {

@@ -2,6 +2,8 @@
 // config.json by src/model/config.ts). Field names are ours (camelCase, with units/counts named);
 // the config.json key each comes from is noted. Invariant: numHeads % numKvHeads === 0.
 
+import type { SparseAttentionConfig } from './sparse-config.js';
+
 export type Architecture = 'Qwen2ForCausalLM' | 'LlamaForCausalLM';
 
 /** dual_chunk_attention_config, carried verbatim plus derived constants (long-context-attention.md §1.1). */
@@ -13,6 +15,8 @@ export interface DcaConfig {
   sparseAttentionEnabled?: boolean; // sparse_attention_enabled
   sparseAttentionThreshold?: number; // sparse_attention_threshold (default 32768)
   sparseAttentionLastQ?: number; // sparse_attention_last_q (default 64)
+  /** sparse_attention_config.json next to config.json (attached by loadModelDir); absent: no sparse prefill. */
+  sparseAttention?: SparseAttentionConfig;
 }
 
 export interface ModelConfig {

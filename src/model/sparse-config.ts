@@ -20,13 +20,6 @@ export interface SparseAttentionConfig {
   readonly layers: readonly { readonly verticalSize: Int32Array; readonly slashSize: Int32Array }[];
 }
 
-declare module './config-types.js' {
-  interface DcaConfig {
-    /** sparse_attention_config.json next to config.json (attached by loadModelDir); absent: no sparse prefill. */
-    sparseAttention?: SparseAttentionConfig;
-  }
-}
-
 /** vLLM bumps a vertical budget of exactly 30 (only the attention sinks) to 130. §4.1 */
 export function effectiveVerticalSize(verticalSize: number): number {
   return verticalSize === 30 ? verticalSize + 100 : verticalSize;

@@ -370,10 +370,19 @@ test('CLI: longctx plan --json from a config.json alone; exit 0 when it fits, 2 
     assert.match(noGpu.stderr, /give --gpu NAME/);
 
     // a sparse_attention_config.json adds the sparse-prefill buffers
-    writeFileSync(join(dir, 'sparse_attention_config.json'), JSON.stringify([{ '0': ['vertical_and_slash', 30, 800, 0.9], '1': ['vertical_and_slash', 3500, 100, 0.9] }]));
+    // (one entry per layer and head, as the graph requires; the largest budgets: 3500 columns, 800 diagonals)
+    const heads = (l: number) =>
+      Object.fromEntries(Array.from({ length: 28 }, (_, h) => [String(h), ['vertical_and_slash', h === 0 ? 30 : h === 1 && l === 5 ? 3500 : 100, h === 0 && l === 3 ? 800 : 100, 0.9]]));
+    writeFileSync(join(dir, 'sparse_attention_config.json'), JSON.stringify(Array.from({ length: 28 }, (_, l) => heads(l))));
     const sparse = JSON.parse(run('--gpu-memory-gib', '141', '--json').stdout);
     const idx = sparse.devices[0].workspace.find((it: { name: string }) => it.name === 'sparse index lists');
     assert.equal(idx.formula, '[h=28, v+s=4300] int32; block windows are derived in-kernel');
+    // a budgets file that does not cover every layer is refused in one line naming it, as the loader does
+    writeFileSync(join(dir, 'sparse_attention_config.json'), JSON.stringify([heads(0)]));
+    const short = run('--gpu-memory-gib', '141', '--json');
+    assert.equal(short.status, 1);
+    assert.match(short.stderr, /^error: .*sparse_attention_config\.json/);
+    assert.equal(short.stderr.trim().split('\n').length, 1);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
