@@ -6,9 +6,13 @@
 // c = the row's logit multiplier, ρ = the relative rounding of a q or k element on its way into the MMA
 // (0 when the inputs are bf16 values already, u + 2U otherwise: fp32 rotation/caching, then bf16):
 //  - logits: bf16 x bf16 products are exact in fp32; the MMA sums D of them in fp32 (possibly truncating,
-//    < 2^-23 per add), then the scale multiply: |Δs_j| <= δ = |c|·((2ρ + ρ²) + D·2^-23·(1+ρ)² + 4U)·|q|₂|k_j|₂
+//    < 2^-23 per add), then the softmax argument in the exp2 domain, fma(s, c2, -m) with c2 = fl(|c|·fl(log2 e))
+//    (2U on c2, U on the fma result, whose magnitude is <= 2·max|c·s|·log2 e) and, with key splits, the
+//    partial max turned back to natural units (m·fl(ln 2): 2U of |m| <= max|c·s|): in natural units
+//    |Δs_j| <= δ = |c|·((2ρ + ρ²) + D·2^-23·(1+ρ)² + 8U)·|q|₂|k_j|₂
 //    (Cauchy-Schwarz: valid for DCA too, since RoPE rotations keep |q|₂);
-//  - weights: exp(s_j + Δ_j) within e^{±δ}(1 ± 4U) of exact (expf <= 2 ulp), so the normalised weights are
+//  - weights: exp2 of the argument within (1 ± 4U) of exact (exp2f <= 2 ulp; a result under 2^-126 may be
+//    flushed, an absolute error below 2^-126 against a row sum >= 1), so the normalised weights are
 //    within a factor e^{±2δ'} (δ' = δ + 4U); P is rounded to bf16 for P·V (1 ± u), V by 1 ± ρ_v;
 //  - accumulation: P·V and the sum of weights over n keys in fp32 (n·2^-23 + n·U), one division.
 // |out − ref| <= max_j |v_j| · (e^{2δ'}(1+u)(1+ρ_v)(1 + n·2^-22 + 4U) − 1), doubled like the suite's bounds.
@@ -33,6 +37,8 @@ interface TcCase {
   blockSize: number;
   seqs: { contextLen: number; numQueries: number; logitScale?: number }[];
   seed: number;
+  /** The logit multiplier (default 1/sqrt(headDim)); a negative one exercises the kernel's sign folding into q. */
+  scale?: number;
   dca?: { chunkLen: number; chunkSize: number; theta: number };
 }
 
@@ -62,7 +68,7 @@ function bf16Tolerance(q: Float32Array, k: Float32Array, v: Float32Array, c: TcC
         maxK = Math.max(maxK, norm(k, (j * numKvHeads + kvh) * D, D));
         for (let d = 0; d < D; d++) maxV = Math.max(maxV, Math.abs(v[(j * numKvHeads + kvh) * D + d]));
       }
-      const delta = Math.abs(scale) * ((2 * rho + rho * rho) + D * 2 ** -23 * (1 + rho) ** 2 + 4 * U) * norm(q, (i * numHeads + h) * D, D) * maxK + 4 * U;
+      const delta = Math.abs(scale) * ((2 * rho + rho * rho) + D * 2 ** -23 * (1 + rho) ** 2 + 8 * U) * norm(q, (i * numHeads + h) * D, D) * maxK + 4 * U;
       const bound = 2 * maxV * (Math.exp(2 * delta) * (1 + u) * (1 + rho) * (1 + n * 2 ** -22 + 4 * U) - 1);
       atol.fill(bound, (i * numHeads + h) * D, (i * numHeads + h + 1) * D);
     }
@@ -107,7 +113,7 @@ function runCase(be: ReturnType<typeof createCudaBackend>, c: TcCase): void {
   const cache: KvCacheLayer = { k: uploadF32(be, shape, kPool), v: uploadF32(be, shape, vPool), numBlocks, blockSize, numKvHeads, headDim: D };
   const q = uploadF32(be, [T, numHeads, D], qHost);
   const out = poisonedOut(be, [T, numHeads, D]);
-  const scale = 1 / Math.sqrt(D);
+  const scale = c.scale ?? 1 / Math.sqrt(D);
   const rowScale = Float32Array.from(c.seqs.flatMap((s) => new Array<number>(s.numQueries).fill(s.logitScale ?? 1)));
   if (c.dca) {
     const positions = Int32Array.from(c.seqs.flatMap((s) => Array.from({ length: s.numQueries }, (_, i) => s.contextLen - s.numQueries + i)));
@@ -146,6 +152,7 @@ if (unavailable !== null) {
       { label: '7B heads: a 300-row prefill, a 90-row chunk after 400 keys, one odd length', ...gqa, seed: 1, seqs: [{ contextLen: 300, numQueries: 300 }, { contextLen: 490, numQueries: 90 }, { contextLen: 77, numQueries: 77 }] },
       { label: 'headDim 64, GQA 2, block 5, a 1000-key prefill (16 key tiles)', numHeads: 4, numKvHeads: 2, headDim: 64, blockSize: 5, seed: 2, seqs: [{ contextLen: 1000, numQueries: 1000 }] },
       { label: 'MHA 3 heads, headDim 128, block 7: rows not a multiple of the 16-row MMA block', numHeads: 3, numKvHeads: 3, headDim: 128, blockSize: 7, seed: 3, seqs: [{ contextLen: 129, numQueries: 45 }, { contextLen: 65, numQueries: 65 }] },
+      { label: 'negative logit multiplier (-0.25), headDim 64, block 8: a 200-row prefill and a 30-row chunk', numHeads: 4, numKvHeads: 1, headDim: 64, blockSize: 8, seed: 6, scale: -0.25, seqs: [{ contextLen: 200, numQueries: 200 }, { contextLen: 330, numQueries: 30 }] },
       { label: 'DCA (L=48, C=64) 7B heads: 300-row prefill over 7 chunks, per-sequence factors', ...gqa, seed: 4, dca: { chunkLen: 48, chunkSize: 64, theta: 1e7 }, seqs: [{ contextLen: 300, numQueries: 300, logitScale: 1.1 }, { contextLen: 200, numQueries: 40, logitScale: 1.3 }] },
       { label: 'DCA (L=70, C=100) headDim 64: a chunk crossing L, 2L and 3L', numHeads: 8, numKvHeads: 2, headDim: 64, blockSize: 10, seed: 5, dca: { chunkLen: 70, chunkSize: 100, theta: 10000 }, seqs: [{ contextLen: 300, numQueries: 240 }] },
     ];

@@ -6,14 +6,18 @@
 //    with cp.async while the current tile computes (keys past the split are zero-filled, never read);
 //  - staged K and V are rounded to bf16 (nearest even) into padded row-major tiles; q is rounded to bf16
 //    once per CTA (DCA: each of the three rotations of §2.3, rotated in double first, like the fp32 kernel);
-//  - S = Q·Kᵀ on the tensor cores in fp32; per-row scale and masks (causal, split range) in fp32; online
-//    softmax statistics (max, sum) in fp32 from the unrounded weights; P rounded to bf16 feeds P·V
-//    (V fragments through ldmatrix.trans), accumulated in fp32 registers.
+//  - S = Q·Kᵀ on the tensor cores in fp32 (Q and K fragments through ldmatrix); masks (causal, split
+//    range) only on tiles that cross a row's diagonal or the split end; online softmax in the exp2 domain
+//    (one fma(s, |c|·log2 e, -m) and exp2f per element; q staged with the sign of c), statistics (max, sum)
+//    in fp32 from the unrounded weights; P rounded to bf16 feeds P·V (V fragments through ldmatrix.trans),
+//    accumulated in fp32 registers. The split-K partial max goes out in natural units (m·ln 2).
 // DCA: each warp ORs the variants its valid (row, key) pairs need in this tile; usually one, and S is
 // computed once per needed variant and selected per element.
 // Error: bf16 rounding of q, k, v and p (relative 2^-8 each) on top of fp32 arithmetic; the tolerance the
 // tests derive from that is in test/native/cuda-attention-tc.test.ts.
 #include <cuda_bf16.h>
+
+#include <cfloat>
 
 #include "attention-common.cuh"
 
@@ -45,6 +49,13 @@ __device__ __forceinline__ void mma16816(float (&d)[4], uint32_t a0, uint32_t a1
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
+__device__ __forceinline__ void ldmatrixX4(uint32_t (&r)[4], const void* smem) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(s));
+}
+
 __device__ __forceinline__ void ldmatrixX4Trans(uint32_t (&r)[4], const void* smem) {
   const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
@@ -62,30 +73,43 @@ struct Smem {
 };
 
 // Start copying keys [k0, k0 + 64) of the CTA's range (< kStop; the rest zero-filled) into the staging tile.
-// The block-table lookups are all issued first (independent loads, one latency), then the copies.
+// Thread t copies the 16 bytes d4 = t % D4 of keys k0 + t / D4 + it·kStep. The block-table lookups are all
+// issued first (independent loads, one latency), then the copies. A power-of-two block size (the usual
+// case) is a shift and a mask; any other size takes one division per key.
 template <int D>
 __device__ __forceinline__ void issueTile(const Params& p, const int32_t* table, int kvh, int k0, int kStop,
                                           float* stage) {
-  constexpr int D4 = D / 4, kIters = kKeys * D4 / (kWarps * 32);
-  static_assert(kKeys * D4 % (kWarps * 32) == 0, "whole iterations");
+  constexpr int D4 = D / 4, kStep = kWarps * 32 / D4, kIters = kKeys / kStep;
+  static_assert(kKeys * D4 % (kWarps * 32) == 0 && kWarps * 32 % D4 == 0, "whole iterations");
+  const int j0 = threadIdx.x / D4, d4 = threadIdx.x % D4, bs = p.blockSize;
+  const bool pow2 = (bs & (bs - 1)) == 0;
+  const int sh = __ffs(bs) - 1;
   int64_t off[kIters];
   int bytes[kIters];
 #pragma unroll
   for (int it = 0; it < kIters; ++it) {
-    const int idx = threadIdx.x + it * kWarps * 32, j = idx / D4, d4 = idx - j * D4, key = k0 + j;
+    const int key = k0 + j0 + it * kStep;
     off[it] = 0;
     bytes[it] = 0;
     if (key < kStop) {
-      const int64_t slot = static_cast<int64_t>(table[key / p.blockSize]) * p.blockSize + key % p.blockSize;
+      int blk, in;
+      if (pow2) {
+        blk = key >> sh;
+        in = key & (bs - 1);
+      } else {
+        blk = key / bs;
+        in = key - blk * bs;
+      }
+      const int64_t slot = static_cast<int64_t>(table[blk]) * bs + in;
       off[it] = (slot * p.numKvHeads + kvh) * D + 4 * d4;
       bytes[it] = 16;
     }
   }
+  float* dst = stage + j0 * D + 4 * d4;
 #pragma unroll
   for (int it = 0; it < kIters; ++it) {
-    const int idx = threadIdx.x + it * kWarps * 32, j = idx / D4, d4 = idx - j * D4;
-    cpAsync16(stage + j * D + 4 * d4, p.kCache + off[it], bytes[it]);
-    cpAsync16(stage + kKeys * D + j * D + 4 * d4, p.vCache + off[it], bytes[it]);
+    cpAsync16(dst + it * kStep * D, p.kCache + off[it], bytes[it]);
+    cpAsync16(dst + kKeys * D + it * kStep * D, p.vCache + off[it], bytes[it]);
   }
   cpAsyncCommit();
 }
@@ -93,7 +117,8 @@ __device__ __forceinline__ void issueTile(const Params& p, const int32_t* table,
 template <int D, bool DCA>
 __global__ void __launch_bounds__(kWarps * 32, 1) tensorCoreAttentionKernel(Params p) {
   using S = Smem<D>;
-  constexpr int kLd = S::kLd, NQ = DCA ? 3 : 1, D4 = D / 4, NT = D / 8;
+  constexpr int kLd = S::kLd, NQ = DCA ? 3 : 1, D4 = D / 4, NT = D / 8, kThreads = kWarps * 32;
+  constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
   extern __shared__ __align__(16) unsigned char smem[];
   __nv_bfloat16* Qs = reinterpret_cast<__nv_bfloat16*>(smem);  // [NQ][128][kLd]
   __nv_bfloat16* Ks = Qs + NQ * kTcVectors * kLd;                // [64][kLd]
@@ -112,17 +137,24 @@ __global__ void __launch_bounds__(kWarps * 32, 1) tensorCoreAttentionKernel(Para
   const int32_t* table = p.blockTables + static_cast<int64_t>(tile.seq) * p.maxBlocksPerSeq;
   if (kBegin < kStop) issueTile<D>(p, table, kvh, kBegin, kStop, stage);
 
+  // Staged q carries the sign of its row's logit multiplier c (negation is exact in bf16), so the softmax
+  // below works with |c| >= 0: the row max of the raw S times |c|·log2(e) is the max of the logits.
   if constexpr (DCA) {
     dcaInvFrequencies(p, invF);
     __syncthreads();
     for (int idx = threadIdx.x; idx < NQ * kTcVectors * D; idx += blockDim.x) {
       const int var = idx / (kTcVectors * D), rest = idx - var * kTcVectors * D;
       const int vi = rest / D, d = rest - vi * D;
-      const float x = vi < nVec ? dcaQueryValue(p, tile, kvh, vi, var, d, invF, kBegin, kStop) : 0.f;
+      float x = 0.f;
+      if (vi < nVec) {
+        x = dcaQueryValue(p, tile, kvh, vi, var, d, invF, kBegin, kStop);
+        if (p.scale * p.rowScale[tile.firstRow + vi / tile.numHeads] < 0.f) x = -x;
+      }
       Qs[(var * kTcVectors + vi) * kLd + d] = __float2bfloat16_rn(x);
     }
   } else {
     const float4* q4 = reinterpret_cast<const float4*>(p.q);
+    const float sign = p.scale < 0.f ? -1.f : 1.f;
     for (int idx = threadIdx.x; idx < kTcVectors * D4; idx += blockDim.x) {
       const int vi = idx / D4, d4 = idx - vi * D4;
       float4 x = make_float4(0.f, 0.f, 0.f, 0.f);
@@ -131,25 +163,29 @@ __global__ void __launch_bounds__(kWarps * 32, 1) tensorCoreAttentionKernel(Para
         const int h = kvh * group + tile.headStart + vi % tile.numHeads;
         x = q4[(static_cast<int64_t>(t) * p.numHeads + h) * D4 + d4];
       }
-      *reinterpret_cast<uint2*>(Qs + vi * kLd + 4 * d4) = make_uint2(packBf16(x.x, x.y), packBf16(x.z, x.w));
+      *reinterpret_cast<uint2*>(Qs + vi * kLd + 4 * d4) =
+          make_uint2(packBf16(sign * x.x, sign * x.y), packBf16(sign * x.z, sign * x.w));
     }
   }
 
   // This thread's two rows of its warp's 16: r = 0 -> vector 16w + g, r = 1 -> 16w + g + 8.
+  // The softmax runs in the exp2 domain: logit·log2(e) = fma(s, c2, -m) with c2 = |c|·log2(e) (at least
+  // FLT_MIN, so a masked -inf stays -inf), m the running row max in log2 units.
   int rpos[2], rcs[2];
-  float rscale[2], m[2], l[2];
+  float c2[2], m[2], l[2];
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const int vi = warp * kRowsPerWarp + g + 8 * r;
     rpos[r] = vi < nVec ? tile.pos0 + vi / tile.numHeads : -1;
-    rscale[r] = p.scale;
+    float c = p.scale;
     rcs[r] = 0;
     if constexpr (DCA) {
       if (vi < nVec) {
-        rscale[r] = p.scale * p.rowScale[tile.firstRow + vi / tile.numHeads];
+        c = p.scale * p.rowScale[tile.firstRow + vi / tile.numHeads];
         rcs[r] = rpos[r] / p.dcaL * p.dcaL;
       }
     }
+    c2[r] = fmaxf(fabsf(c) * kLog2e, FLT_MIN);
     m[r] = -INFINITY;
     l[r] = 0.f;
   }
@@ -161,8 +197,10 @@ __global__ void __launch_bounds__(kWarps * 32, 1) tensorCoreAttentionKernel(Para
   for (int k0 = kBegin; k0 < kStop; k0 += kKeys) {
     cpAsyncWaitAll();
     __syncthreads();  // staging holds keys [k0, k0 + 64); Ks/Vs of the previous tile consumed; Qs staged
-    for (int idx = threadIdx.x; idx < 2 * kKeys * D4; idx += blockDim.x) {
-      const int kv = idx / (kKeys * D4), rest = idx - kv * kKeys * D4, j = rest / D4, d4 = rest - j * D4;
+#pragma unroll
+    for (int i = 0; i < 2 * kKeys * D4 / kThreads; ++i) {
+      const int idx = threadIdx.x + i * kThreads;  // kv = idx / (kKeys·D4) is a constant per i
+      const int kv = i / (kKeys * D4 / kThreads), rest = idx - kv * kKeys * D4, j = rest / D4, d4 = rest % D4;
       const float4 x = reinterpret_cast<const float4*>(stage)[idx];
       *reinterpret_cast<uint2*>((kv == 0 ? Ks : Vs) + j * kLd + 4 * d4) = make_uint2(packBf16(x.x, x.y), packBf16(x.z, x.w));
     }
@@ -170,20 +208,23 @@ __global__ void __launch_bounds__(kWarps * 32, 1) tensorCoreAttentionKernel(Para
     if (k0 + kKeys < kStop) issueTile<D>(p, table, kvh, k0 + kKeys, kStop, stage);
     if (!active) continue;
 
-    // S = Q Kᵀ for this warp's 16 rows x 64 keys: s[j] is the n-tile of keys 8j..8j+7.
+    // S = Q Kᵀ for this warp's 16 rows x 64 keys: s[j] is the n-tile of keys 8j..8j+7. Fragments through
+    // ldmatrix: one x4 gives the 16x16 A block of Q, one x4 the B blocks of two key n-tiles.
     auto computeS = [&](int var, float (&s)[kKeys / 8][4]) {
 #pragma unroll
       for (int j = 0; j < kKeys / 8; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
-      const __nv_bfloat16* qa = Qs + (var * kTcVectors + warp * kRowsPerWarp + g) * kLd + 2 * tig;
+      const __nv_bfloat16* qa = Qs + (var * kTcVectors + warp * kRowsPerWarp + (lane & 15)) * kLd + 8 * (lane >> 4);
+      const __nv_bfloat16* kb = Ks + ((lane & 7) + 8 * (lane >> 4)) * kLd + 8 * ((lane >> 3) & 1);
 #pragma unroll
       for (int ks = 0; ks < D / 16; ++ks) {
-        const uint32_t* q0 = reinterpret_cast<const uint32_t*>(qa + 16 * ks);
-        const uint32_t* q1 = reinterpret_cast<const uint32_t*>(qa + 8 * kLd + 16 * ks);
-        const uint32_t a0 = q0[0], a1 = q1[0], a2 = q0[4], a3 = q1[4];
+        uint32_t a[4];
+        ldmatrixX4(a, qa + 16 * ks);
 #pragma unroll
-        for (int j = 0; j < kKeys / 8; ++j) {
-          const uint32_t* kb = reinterpret_cast<const uint32_t*>(Ks + (8 * j + g) * kLd + 16 * ks + 2 * tig);
-          mma16816(s[j], a0, a1, a2, a3, kb[0], kb[4]);
+        for (int j = 0; j < kKeys / 8; j += 2) {
+          uint32_t b[4];
+          ldmatrixX4(b, kb + 8 * j * kLd + 16 * ks);
+          mma16816(s[j], a[0], a[1], a[2], a[3], b[0], b[1]);
+          mma16816(s[j + 1], a[0], a[1], a[2], a[3], b[2], b[3]);
         }
       }
     };
@@ -235,42 +276,44 @@ __global__ void __launch_bounds__(kWarps * 32, 1) tensorCoreAttentionKernel(Para
       }
     }
 
-    // Scale, mask and the online softmax, per row (a row's 64 keys live in the 4 lanes of its group).
+    // Masks (only on a tile that crosses the row's diagonal or the split's end) and the online softmax,
+    // per row (a row's 64 keys live in the 4 lanes of its group), in the exp2 domain.
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      float mx = -INFINITY;
-      if (k0 + kKeys <= kStop && k0 + kKeys - 1 <= rpos[r]) {  // every key of the tile is visible to the row
-#pragma unroll
-        for (int j = 0; j < kKeys / 8; ++j)
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            s[j][2 * r + e] *= rscale[r];
-            mx = fmaxf(mx, s[j][2 * r + e]);
-          }
-      } else {
+      if (k0 + kKeys > kStop || k0 + kKeys - 1 > rpos[r]) {  // some key of the tile is hidden from the row
 #pragma unroll
         for (int j = 0; j < kKeys / 8; ++j)
 #pragma unroll
           for (int e = 0; e < 2; ++e) {
             const int key = k0 + 8 * j + 2 * tig + e;
-            const float x = key < kStop && key <= rpos[r] ? s[j][2 * r + e] * rscale[r] : -INFINITY;
-            s[j][2 * r + e] = x;
-            mx = fmaxf(mx, x);
+            if (!(key < kStop && key <= rpos[r])) s[j][2 * r + e] = -INFINITY;
           }
       }
+      // Row max of the raw S (c2 >= 0 keeps the order), as a tree: independent operations for the issue.
+      float t8[kKeys / 8];
+#pragma unroll
+      for (int j = 0; j < kKeys / 8; ++j) t8[j] = fmaxf(s[j][2 * r], s[j][2 * r + 1]);
+#pragma unroll
+      for (int w = kKeys / 16; w >= 1; w /= 2)
+#pragma unroll
+        for (int j = 0; j < w; ++j) t8[j] = fmaxf(t8[j], t8[j + w]);
+      float mx = t8[0];
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      const float mNew = fmaxf(m[r], mx);
-      const float alpha = mNew == -INFINITY ? 1.f : expf(m[r] - mNew);  // expf(-inf) = 0 on the first keys
-      float sum = 0.f;
+      const float mNew = fmaxf(m[r], mx * c2[r]);           // -inf while the row has seen no key
+      const float mUse = mNew == -INFINITY ? 0.f : mNew;    // exp2(-inf - 0) = 0 for masked keys
+      const float alpha = m[r] == mNew ? 1.f : exp2f(m[r] - mUse);  // exp2(-inf) = 0 on the first keys
+      const float negM = -mUse;
+      float part[4] = {0.f, 0.f, 0.f, 0.f};  // four partial sums (any fp32 order is within the bound)
 #pragma unroll
       for (int j = 0; j < kKeys / 8; ++j)
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
-          const float pj = mNew == -INFINITY ? 0.f : expf(s[j][2 * r + e] - mNew);
+          const float pj = exp2f(fmaf(s[j][2 * r + e], c2[r], negM));
           s[j][2 * r + e] = pj;
-          sum += pj;
+          part[(2 * j + e) & 3] += pj;
         }
+      const float sum = (part[0] + part[1]) + (part[2] + part[3]);
       l[r] = l[r] * alpha + sum;  // this lane's share of the row sum; lanes are summed at the end
       m[r] = mNew;
       if (alpha != 1.f) {  // the row max moved (rare after the first tiles)
@@ -319,7 +362,7 @@ __global__ void __launch_bounds__(kWarps * 32, 1) tensorCoreAttentionKernel(Para
       for (int nt = 0; nt < NT; ++nt)
         *reinterpret_cast<float2*>(p.partAcc + prow * D + 8 * nt + 2 * tig) = make_float2(o[nt][2 * r], o[nt][2 * r + 1]);
       if (tig == 0) {
-        p.partMl[prow * 2] = m[r];
+        p.partMl[prow * 2] = m[r] * kLn2;  // the combine kernel works in natural units (-inf stays -inf)
         p.partMl[prow * 2 + 1] = lr;
       }
     }
