@@ -4,10 +4,10 @@
 #      twin (bf16 tensor-core GEMMs): CUDA engine vs CPU engine, same tokens;
 #   2. `longctx serve --device cuda`: one chat completion and one streamed completion over HTTP, then
 #      SIGTERM: exit code 0.
-# Prepare here: bash ../shared/tools/gpu-pack.sh; node scripts/gpu/pack-modules.mjs --engine; npm run build;
+# Prepare here: bash ../shared/tools/gpu-pack.sh; node scripts/gpu/pack-modules.mjs --engine --no-tsx; npm run build;
 #   npx esbuild scripts/golden/write-model.ts --bundle --platform=node --format=esm --outfile=.gpu/write-model.mjs \
 #     "--banner:js=import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);"
-#   mkdir -p .gpu/tok && cp <an init-model dir>/tokenizer*.json .gpu/tok/
+#   mkdir -p .gpu/tok && cp <an init-model dir>/tokenizer*.json .gpu/tok/ (tokenizer.json may be xz-compressed)
 # then device run with carry [".gpu", "dist"]: bash scripts/gpu/engine-check.sh
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -18,6 +18,7 @@ mkdir -p .gpu/bin && xz -dc .gpu/node.xz > .gpu/bin/node && chmod +x .gpu/bin/no
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 node scripts/build-native.mjs > "$out/build.log" 2>&1; grep '^longctx:' "$out/build.log"
 [ -f build/Release/longctx_cuda.node ] || { echo "engine-check: the CUDA addon was not built"; tail -30 "$out/build.log"; exit 3; }
+[ -f .gpu/tok/tokenizer.json.xz ] && xz -dc .gpu/tok/tokenizer.json.xz > .gpu/tok/tokenizer.json
 rc=0
 for dtype in f32 bf16; do
   m=/tmp/longctx-tiny-$dtype

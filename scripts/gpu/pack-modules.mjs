@@ -8,13 +8,13 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-// --engine (for scripts/gpu/engine-check.sh, which runs the compiled dist/ instead of TypeScript): no tsx
-// or esbuild, but what the engine and the server import, with only the linux-x64-gnu binary of
-// `tokenizers` (the package ships every platform's, 64 MB in all).
+// --engine adds what the engine and the server import (scripts/gpu/engine-check.sh runs them from the
+// compiled dist/), with only the linux-x64-gnu binary of `tokenizers` (the package ships every
+// platform's, 64 MB in all); --no-tsx leaves out tsx and esbuild (11 MB) when no TypeScript runs there.
 const engine = process.argv.includes('--engine');
-const roots = engine
-  ? ['cmake-js', 'node-addon-api', 'node-api-headers', 'cli-progress', 'tokenizers', '@huggingface/jinja', 'commander', 'pino', 'prom-client', 'hono', '@hono/node-server', 'zod']
-  : ['cmake-js', 'node-addon-api', 'node-api-headers', 'tsx', 'cli-progress'];
+const roots = ['cmake-js', 'node-addon-api', 'node-api-headers', 'cli-progress'];
+if (!process.argv.includes('--no-tsx')) roots.push('tsx');
+if (engine) roots.push('tokenizers', '@huggingface/jinja', 'commander', 'pino', 'prom-client', 'hono', '@hono/node-server', 'zod');
 const otherPlatformBinary = (src) => /tokenizers\.[a-z0-9-]+\.node$/.test(src) && !src.endsWith('tokenizers.linux-x64-gnu.node');
 const dest = path.join(root, '.gpu', 'node_modules');
 

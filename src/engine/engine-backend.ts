@@ -1,7 +1,8 @@
 // Which compute backend an engine runs on, and how much device memory its KV pool may take there.
 // 'auto' picks CUDA when the CUDA addon loads and sees a GPU, else the native CPU backend. On CUDA the KV
 // pool gets what is left of gpuMemoryUtilization × the device's memory after the weights, the step's
-// activations and a fixed margin (activations and KV are float32 in this version of the CUDA backend).
+// activations and a fixed margin (activations and KV are float32 in this version of the CUDA backend);
+// bf16 checkpoints use the tensor-core GEMM and prefill attention there.
 // Must not: allocate before the caller has checked that the plan fits.
 import { UserError } from '../errors.js';
 import type { ModelConfig } from '../model/config-types.js';
@@ -33,12 +34,21 @@ export function resolveBackendKind(kind: BackendKind | undefined): Exclude<Backe
   return k;
 }
 
-export function createBackend(kind: Exclude<BackendKind, 'auto'>, opts: { numThreads?: number; gpuMemoryUtilization?: number }): CreatedBackend {
+/**
+ * `bf16Weights`: the checkpoint's matrices are bf16. On CUDA such a model computes its GEMMs and its prefill
+ * attention on bf16 tensor cores (fp32 accumulation and softmax statistics); f32 checkpoints keep the exact
+ * fp32 paths, so they reproduce the CPU backend.
+ */
+export function createBackend(
+  kind: Exclude<BackendKind, 'auto'>,
+  opts: { numThreads?: number; gpuMemoryUtilization?: number },
+  bf16Weights = false,
+): CreatedBackend {
   if (kind === 'reference') return { backend: createReferenceBackend(), kind, deviceBudgetBytes: null };
   if (kind === 'cpu') return { backend: createCpuBackend({ numThreads: opts.numThreads ?? 0 }), kind, deviceBudgetBytes: null };
   const util = opts.gpuMemoryUtilization ?? DEFAULT_GPU_MEMORY_UTILIZATION;
   if (!(util > 0 && util <= 1)) throw new UserError(`--gpu-memory-utilization must be in (0, 1], got ${util}`);
-  const backend = createCudaBackend();
+  const backend = createCudaBackend({ tensorCoreAttention: bf16Weights });
   return { backend, kind, deviceBudgetBytes: Math.floor(util * backend.info.totalMemory) };
 }
 

@@ -109,7 +109,7 @@ export class Engine implements EngineClient {
     // Host backends: check the limits from config.json alone, before reading gigabytes of weights.
     if (kind !== 'cuda') resolveEngineLimits(opts, readModelConfig(dir));
     const model = await loadModelDir(dir, { progress: opts.progress === true });
-    const { backend, deviceBudgetBytes } = createBackend(kind, opts);
+    const { backend, deviceBudgetBytes } = createBackend(kind, opts, model.weights.layers[0]?.q.dtype === 'bf16');
     let runner: ModelRunner;
     let limits: ResolvedEngineLimits;
     try {
