@@ -4,6 +4,7 @@
 // Must not do math in TypeScript; the kernels live in native/cpu and are documented in native/include.
 import type { AttentionBatch, Backend, DcaParams, KvCacheLayer, SparseDcaParams } from './backend.js';
 import { DTYPE_CODE, loadNativeAddon, type NativeCpuContext } from './native-addon.js';
+import { fmtShape, OpChecks } from './op-checks.js';
 import { makeTensor, numel, toF32, type Tensor } from './tensor.js';
 
 export interface CpuBackendOptions {
@@ -11,11 +12,12 @@ export interface CpuBackendOptions {
   numThreads?: number;
 }
 
-const fmt = (shape: readonly number[]): string => `[${shape.join(', ')}]`;
-
-function fail(op: string, message: string): never {
-  throw new Error(`cpu backend ${op}: ${message}`);
-}
+const check = new OpChecks('cpu');
+const fmt = fmtShape;
+const fail: (op: string, message: string) => never = (op, message) => check.fail(op, message);
+const expectShape = check.expectShape.bind(check);
+const expectRank = check.expectRank.bind(check);
+const rowsAndCols = check.rowsAndCols.bind(check);
 
 function f32Data(op: string, name: string, t: Tensor): Float32Array {
   if (t.dtype !== 'f32' || !(t.data instanceof Float32Array)) fail(op, `${name} must be f32, got ${t.dtype}`);
@@ -23,59 +25,24 @@ function f32Data(op: string, name: string, t: Tensor): Float32Array {
   return t.data;
 }
 
-function expectShape(op: string, name: string, t: Tensor, expected: readonly number[]): void {
-  if (t.shape.length !== expected.length || t.shape.some((d, i) => d !== expected[i])) {
-    fail(op, `${name} has shape ${fmt(t.shape)}, expected ${fmt(expected)}`);
-  }
-}
-
-function expectRank(op: string, name: string, t: Tensor, rank: number, what: string): void {
-  if (t.shape.length !== rank) fail(op, `${name} must be ${what}, got shape ${fmt(t.shape)}`);
-}
-
-/** [rows, lastDim] of a tensor of rank >= 1, leading dims flattened. */
-function rowsAndCols(op: string, name: string, t: Tensor): [number, number] {
-  if (t.shape.length === 0) fail(op, `${name} must have at least one dimension`);
-  return [numel(t.shape.slice(0, -1)), t.shape[t.shape.length - 1]];
-}
-
 function checkCache(op: string, cache: KvCacheLayer): void {
-  const shape = [cache.numBlocks, cache.blockSize, cache.numKvHeads, cache.headDim];
   f32Data(op, 'cache.k', cache.k);
   f32Data(op, 'cache.v', cache.v);
-  expectShape(op, 'cache.k', cache.k, shape);
-  expectShape(op, 'cache.v', cache.v, shape);
+  check.cacheShape(op, cache);
 }
 
 /** Shape checks shared by attention and attentionDca; returns q's [T, numHeads, headDim]. */
 function checkAttention(op: string, q: Tensor, cache: KvCacheLayer, batch: AttentionBatch, out: Tensor): number[] {
   checkCache(op, cache);
-  expectRank(op, 'q', q, 3, '[T, numHeads, headDim]');
-  const [, numHeads, headDim] = q.shape;
-  if (headDim !== cache.headDim) fail(op, `q ${fmt(q.shape)} has headDim != cache.headDim ${cache.headDim}`);
-  if (numHeads % cache.numKvHeads !== 0) fail(op, `numHeads ${numHeads} is not a multiple of numKvHeads ${cache.numKvHeads}`);
-  expectShape(op, 'out', out, q.shape);
-  const { numSeqs, queryStart, contextLens, blockTables, maxBlocksPerSeq } = batch;
-  if (queryStart.length !== numSeqs + 1 || contextLens.length !== numSeqs || blockTables.length !== numSeqs * maxBlocksPerSeq) {
-    fail(op, `batch arrays (queryStart ${queryStart.length}, contextLens ${contextLens.length}, `
-      + `blockTables ${blockTables.length}) do not match numSeqs ${numSeqs}, maxBlocksPerSeq ${maxBlocksPerSeq}`);
-  }
-  return [...q.shape];
+  return check.attention(op, q, cache, batch, out);
 }
 
 /** Checks shared by attentionDca and attentionDcaSparse; returns the addon's first 19 arguments. */
 function checkDca(op: string, q: Tensor, cache: KvCacheLayer, batch: AttentionBatch, positions: Int32Array, dca: DcaParams,
   rowLogitScale: Float32Array, out: Tensor) {
   const [T, numHeads, headDim] = checkAttention(op, q, cache, batch, out);
-  if (positions.length !== T) fail(op, `${positions.length} positions for q ${fmt(q.shape)}`);
-  if (rowLogitScale.length !== T) fail(op, `rowLogitScale has ${rowLogitScale.length} entries for ${T} query rows`);
+  check.dca(op, T, headDim, positions, dca, rowLogitScale);
   const { chunkLen, chunkSize, ropeTheta, rotaryDim } = dca;
-  if (!Number.isSafeInteger(chunkLen) || chunkLen <= 0 || !Number.isSafeInteger(chunkSize) || chunkSize < chunkLen) {
-    fail(op, `need 0 < chunkLen <= chunkSize, got chunkLen ${chunkLen}, chunkSize ${chunkSize}`);
-  }
-  if (!Number.isInteger(rotaryDim) || rotaryDim < 2 || rotaryDim % 2 !== 0 || rotaryDim > headDim) {
-    fail(op, `rotaryDim ${rotaryDim} must be even and in [2, headDim = ${headDim}]`);
-  }
   const { numSeqs, queryStart, contextLens, blockTables, maxBlocksPerSeq } = batch;
   return [f32Data(op, 'q', q), T, numHeads,
     cache.k.data as Float32Array, cache.v.data as Float32Array,
@@ -144,41 +111,29 @@ export function createCpuBackend(opts: CpuBackendOptions = {}): Backend {
     },
 
     rmsnorm(x: Tensor, weight: Tensor, eps: number, out: Tensor): void {
-      const [T, H] = rowsAndCols('rmsnorm', 'x', x);
-      expectShape('rmsnorm', 'weight', weight, [H]);
-      expectShape('rmsnorm', 'out', out, x.shape);
+      const [T, H] = check.rmsnorm(x, weight, out);
       ctx.rmsnorm(f32Data('rmsnorm', 'x', x), T, H, f32Data('rmsnorm', 'weight', weight), eps,
         f32Data('rmsnorm', 'out', out));
     },
 
     add(a: Tensor, b: Tensor, out: Tensor): void {
-      expectShape('add', 'b', b, a.shape);
-      expectShape('add', 'out', out, a.shape);
+      check.add(a, b, out);
       ctx.add(f32Data('add', 'a', a), f32Data('add', 'b', b), f32Data('add', 'out', out));
     },
 
     rope(x: Tensor, positions: Int32Array, theta: number, rotaryDim: number): void {
-      expectRank('rope', 'x', x, 3, '[T, numHeads, headDim]');
-      const [T, numHeads, headDim] = x.shape;
-      if (positions.length !== T) fail('rope', `${positions.length} positions for x ${fmt(x.shape)}`);
-      if (!Number.isInteger(rotaryDim) || rotaryDim <= 0 || rotaryDim % 2 !== 0 || rotaryDim > headDim) {
-        fail('rope', `rotaryDim ${rotaryDim} must be even and in (0, headDim = ${headDim}]`);
-      }
+      const [T, numHeads, headDim] = check.rope(x, positions, rotaryDim);
       ctx.rope(f32Data('rope', 'x', x), T, numHeads, headDim, positions, theta, rotaryDim);
     },
 
     siluMul(gateUp: Tensor, out: Tensor): void {
-      const [T, twoI] = rowsAndCols('siluMul', 'gateUp', gateUp);
-      if (twoI % 2 !== 0) fail('siluMul', `gateUp ${fmt(gateUp.shape)} has an odd last dimension`);
-      expectShape('siluMul', 'out', out, [...gateUp.shape.slice(0, -1), twoI / 2]);
-      ctx.siluMul(f32Data('siluMul', 'gateUp', gateUp), T, twoI / 2, f32Data('siluMul', 'out', out));
+      const [T, I] = check.siluMul(gateUp, out);
+      ctx.siluMul(f32Data('siluMul', 'gateUp', gateUp), T, I, f32Data('siluMul', 'out', out));
     },
 
     writeKv(k: Tensor, v: Tensor, cache: KvCacheLayer, slotMapping: Int32Array): void {
       checkCache('writeKv', cache);
-      const shape = [slotMapping.length, cache.numKvHeads, cache.headDim];
-      expectShape('writeKv', 'k', k, shape);
-      expectShape('writeKv', 'v', v, shape);
+      check.writeKv(k, v, cache, slotMapping);
       ctx.writeKv(f32Data('writeKv', 'k', k), f32Data('writeKv', 'v', v), slotMapping.length, slotMapping,
         cache.k.data as Float32Array, cache.v.data as Float32Array,
         cache.numBlocks, cache.blockSize, cache.numKvHeads, cache.headDim);
@@ -215,9 +170,7 @@ export function createCpuBackend(opts: CpuBackendOptions = {}): Backend {
     },
 
     gatherRows(x: Tensor, rows: Int32Array, out: Tensor): void {
-      const [T, H] = rowsAndCols('gatherRows', 'x', x);
-      expectRank('gatherRows', 'x', x, 2, '[T, H]');
-      expectShape('gatherRows', 'out', out, [rows.length, H]);
+      const [T, H] = check.gatherRows(x, rows, out);
       ctx.gatherRows(f32Data('gatherRows', 'x', x), T, H, rows, f32Data('gatherRows', 'out', out));
     },
   };

@@ -8,6 +8,7 @@
 import type { AttentionBatch, Backend, DcaParams, KvCacheLayer } from './backend.js';
 import { tryLoadCudaAddon, type CudaDeviceInfo, type NativeCudaContext } from './cuda-addon.js';
 import { DTYPE_CODE } from './native-addon.js';
+import { fmtShape, OpChecks } from './op-checks.js';
 import { numel, type DType, type Tensor } from './tensor.js';
 
 export interface CudaBackendOptions {
@@ -63,26 +64,12 @@ export function isCudaAvailable(): boolean {
   return cudaUnavailableReason() === null;
 }
 
-const fmt = (shape: readonly number[]): string => `[${shape.join(', ')}]`;
-
-function fail(op: string, message: string): never {
-  throw new Error(`cuda backend ${op}: ${message}`);
-}
-
-function expectShape(op: string, name: string, t: Tensor, expected: readonly number[]): void {
-  if (t.shape.length !== expected.length || t.shape.some((d, i) => d !== expected[i])) {
-    fail(op, `${name} has shape ${fmt(t.shape)}, expected ${fmt(expected)}`);
-  }
-}
-
-function expectRank(op: string, name: string, t: Tensor, rank: number, what: string): void {
-  if (t.shape.length !== rank) fail(op, `${name} must be ${what}, got shape ${fmt(t.shape)}`);
-}
-
-function rowsAndCols(op: string, name: string, t: Tensor): [number, number] {
-  if (t.shape.length === 0) fail(op, `${name} must have at least one dimension`);
-  return [numel(t.shape.slice(0, -1)), t.shape[t.shape.length - 1]];
-}
+const check = new OpChecks('cuda');
+const fmt = fmtShape;
+const fail: (op: string, message: string) => never = (op, message) => check.fail(op, message);
+const expectShape = check.expectShape.bind(check);
+const expectRank = check.expectRank.bind(check);
+const rowsAndCols = check.rowsAndCols.bind(check);
 
 interface DeviceRecord {
   readonly id: number;
@@ -137,25 +124,15 @@ export function createCudaBackend(opts: CudaBackendOptions = {}): CudaBackend {
   }
 
   function checkCache(op: string, cache: KvCacheLayer): [number, number] {
-    const shape = [cache.numBlocks, cache.blockSize, cache.numKvHeads, cache.headDim];
-    expectShape(op, 'cache.k', cache.k, shape);
-    expectShape(op, 'cache.v', cache.v, shape);
+    check.cacheShape(op, cache);
     return [id(op, 'cache.k', cache.k), id(op, 'cache.v', cache.v)];
   }
 
   /** The checked leading arguments shared by ctx.attention and ctx.attentionDca (up to scale), and out's id. */
   function attentionArgs(op: string, q: Tensor, cache: KvCacheLayer, batch: AttentionBatch, out: Tensor) {
     const [kc, vc] = checkCache(op, cache);
-    expectRank(op, 'q', q, 3, '[T, numHeads, headDim]');
-    const [T, numHeads, headDim] = q.shape;
-    if (headDim !== cache.headDim) fail(op, `q ${fmt(q.shape)} has headDim != cache.headDim ${cache.headDim}`);
-    if (numHeads % cache.numKvHeads !== 0) fail(op, `numHeads ${numHeads} is not a multiple of numKvHeads ${cache.numKvHeads}`);
-    expectShape(op, 'out', out, q.shape);
+    const [T, numHeads] = check.attention(op, q, cache, batch, out);
     const { numSeqs, queryStart, contextLens, blockTables, maxBlocksPerSeq } = batch;
-    if (queryStart.length !== numSeqs + 1 || contextLens.length !== numSeqs || blockTables.length !== numSeqs * maxBlocksPerSeq) {
-      fail(op, `batch arrays (queryStart ${queryStart.length}, contextLens ${contextLens.length}, `
-        + `blockTables ${blockTables.length}) do not match numSeqs ${numSeqs}, maxBlocksPerSeq ${maxBlocksPerSeq}`);
-    }
     const head = [id(op, 'q', q), T, numHeads, kc, vc, cache.numBlocks, cache.blockSize, cache.numKvHeads, cache.headDim,
       numSeqs, queryStart, contextLens, blockTables, maxBlocksPerSeq] as const;
     return { head, out: id(op, 'out', out) };
@@ -234,40 +211,28 @@ export function createCudaBackend(opts: CudaBackendOptions = {}): CudaBackend {
     },
 
     rmsnorm(x: Tensor, weight: Tensor, eps: number, out: Tensor): void {
-      const [T, H] = rowsAndCols('rmsnorm', 'x', x);
-      expectShape('rmsnorm', 'weight', weight, [H]);
-      expectShape('rmsnorm', 'out', out, x.shape);
+      const [T, H] = check.rmsnorm(x, weight, out);
       ctx.rmsnorm(id('rmsnorm', 'x', x), T, H, id('rmsnorm', 'weight', weight), eps, id('rmsnorm', 'out', out));
     },
 
     add(a: Tensor, b: Tensor, out: Tensor): void {
-      expectShape('add', 'b', b, a.shape);
-      expectShape('add', 'out', out, a.shape);
+      check.add(a, b, out);
       ctx.add(id('add', 'a', a), id('add', 'b', b), id('add', 'out', out), numel(a.shape));
     },
 
     rope(x: Tensor, positions: Int32Array, theta: number, rotaryDim: number): void {
-      expectRank('rope', 'x', x, 3, '[T, numHeads, headDim]');
-      const [T, numHeads, headDim] = x.shape;
-      if (positions.length !== T) fail('rope', `${positions.length} positions for x ${fmt(x.shape)}`);
-      if (!Number.isInteger(rotaryDim) || rotaryDim <= 0 || rotaryDim % 2 !== 0 || rotaryDim > headDim) {
-        fail('rope', `rotaryDim ${rotaryDim} must be even and in (0, headDim = ${headDim}]`);
-      }
+      const [T, numHeads, headDim] = check.rope(x, positions, rotaryDim);
       ctx.rope(id('rope', 'x', x), T, numHeads, headDim, positions, theta, rotaryDim);
     },
 
     siluMul(gateUp: Tensor, out: Tensor): void {
-      const [T, twoI] = rowsAndCols('siluMul', 'gateUp', gateUp);
-      if (twoI % 2 !== 0) fail('siluMul', `gateUp ${fmt(gateUp.shape)} has an odd last dimension`);
-      expectShape('siluMul', 'out', out, [...gateUp.shape.slice(0, -1), twoI / 2]);
-      ctx.siluMul(id('siluMul', 'gateUp', gateUp), T, twoI / 2, id('siluMul', 'out', out));
+      const [T, I] = check.siluMul(gateUp, out);
+      ctx.siluMul(id('siluMul', 'gateUp', gateUp), T, I, id('siluMul', 'out', out));
     },
 
     writeKv(k: Tensor, v: Tensor, cache: KvCacheLayer, slotMapping: Int32Array): void {
       const [kc, vc] = checkCache('writeKv', cache);
-      const shape = [slotMapping.length, cache.numKvHeads, cache.headDim];
-      expectShape('writeKv', 'k', k, shape);
-      expectShape('writeKv', 'v', v, shape);
+      check.writeKv(k, v, cache, slotMapping);
       ctx.writeKv(id('writeKv', 'k', k), id('writeKv', 'v', v), slotMapping.length, slotMapping, kc, vc,
         cache.numBlocks, cache.blockSize, cache.numKvHeads, cache.headDim);
     },
@@ -282,23 +247,13 @@ export function createCudaBackend(opts: CudaBackendOptions = {}): CudaBackend {
       rowLogitScale: Float32Array, out: Tensor,
     ): void {
       const args = attentionArgs('attentionDca', q, cache, batch, out);
-      const T = q.shape[0];
-      if (positions.length !== T) fail('attentionDca', `${positions.length} positions for ${T} query rows`);
-      if (rowLogitScale.length !== T) fail('attentionDca', `rowLogitScale has ${rowLogitScale.length} entries for ${T} query rows`);
+      check.dca('attentionDca', q.shape[0], cache.headDim, positions, dca, rowLogitScale);
       const { chunkLen, chunkSize, ropeTheta, rotaryDim } = dca;
-      if (!Number.isSafeInteger(chunkLen) || chunkLen <= 0 || !Number.isSafeInteger(chunkSize) || chunkSize < chunkLen) {
-        fail('attentionDca', `need 0 < chunkLen <= chunkSize, got chunkLen=${chunkLen}, chunkSize=${chunkSize}`);
-      }
-      if (!Number.isInteger(rotaryDim) || rotaryDim < 2 || rotaryDim % 2 !== 0 || rotaryDim > cache.headDim) {
-        fail('attentionDca', `rotaryDim ${rotaryDim} must be even and in [2, headDim=${cache.headDim}]`);
-      }
       ctx.attentionDca(...args.head, scale, args.out, positions, chunkLen, chunkSize, ropeTheta, rotaryDim, rowLogitScale);
     },
 
     gatherRows(x: Tensor, rows: Int32Array, out: Tensor): void {
-      expectRank('gatherRows', 'x', x, 2, '[T, H]');
-      const [T, H] = x.shape;
-      expectShape('gatherRows', 'out', out, [rows.length, H]);
+      const [T, H] = check.gatherRows(x, rows, out);
       ctx.gatherRows(id('gatherRows', 'x', x), T, H, rows, id('gatherRows', 'out', out));
     },
   };
