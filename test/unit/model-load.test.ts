@@ -11,23 +11,11 @@ import { parseModelConfig } from '../../src/model/config.js';
 import { loadModelDir } from '../../src/model/load.js';
 import { INDEX_FILE, shardFileName, writeSafetensors, writeSafetensorsIndex, type TensorToWrite } from '../../src/model/safetensors.js';
 import { bf16ToF32, f32ToBf16, toF32 } from '../../src/runtime/tensor.js';
+import { openFdsUnder } from '../helpers/fds.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'longctx-load-'));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
-/** Descriptors this process holds on files under the test's temp dir (-1 where /proc is absent): only ours
- * count, so the runner's and libuv's own descriptors cannot make the check flaky. */
-const openFds = (): number => {
-  if (!fs.existsSync('/proc/self/fd')) return -1;
-  let n = 0;
-  for (const fd of fs.readdirSync('/proc/self/fd')) {
-    try {
-      if (fs.readlinkSync(`/proc/self/fd/${fd}`).startsWith(tmp)) n++;
-    } catch {
-      // closed between readdir and readlink
-    }
-  }
-  return n;
-};
+const openFds = (): number => openFdsUnder(tmp);
 
 const baseConfig = {
   architectures: ['Qwen2ForCausalLM'],

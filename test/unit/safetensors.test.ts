@@ -14,24 +14,12 @@ import {
   writeSafetensorsIndex,
 } from '../../src/model/safetensors.js';
 import { f32ToBf16, f32ToF16 } from '../../src/runtime/tensor.js';
+import { openFdsUnder } from '../helpers/fds.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'longctx-st-'));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-/** Descriptors this process holds on files under the test's temp dir (-1 where /proc is absent). Counting
- * only those keeps the check exact while the runner and libuv open and close descriptors of their own. */
-const openFds = (): number => {
-  if (!fs.existsSync('/proc/self/fd')) return -1;
-  let n = 0;
-  for (const fd of fs.readdirSync('/proc/self/fd')) {
-    try {
-      if (fs.readlinkSync(`/proc/self/fd/${fd}`).startsWith(tmp)) n++;
-    } catch {
-      // closed between readdir and readlink
-    }
-  }
-  return n;
-};
+const openFds = (): number => openFdsUnder(tmp);
 
 function throwsUser(fn: () => unknown, ...parts: string[]): void {
   assert.throws(fn, (e: unknown) => {
