@@ -399,3 +399,4 @@ export function assertBitsEqual(got: Float32Array, want: Float32Array, label: st
       `got ${got[first]} (${hex(gotBits[first])}), want ${want[first]} (${hex(wantBits[first])})`,
   );
 }
+

@@ -12,7 +12,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { dcaAttentionF64, plainRopeAttentionF64, temperatureF64, type DcaShape } from './dca-f64.js';
-import { decodeBf16, decodeF16 } from './f64.js';
+import { linearF64 as linear, readSafetensorsF64, rmsnormRowsF64 as rmsnorm } from './checkpoint-f64.js';
 
 interface RawConfig {
   hidden_size: number;
@@ -25,53 +25,6 @@ interface RawConfig {
   vocab_size: number;
   tie_word_embeddings?: boolean;
   dual_chunk_attention_config?: { chunk_size: number; local_size: number; original_max_position_embeddings: number } | null;
-}
-
-/** model.safetensors as float64 arrays by tensor name (F32, BF16 or F16). */
-function readSafetensorsF64(file: string): Map<string, Float64Array> {
-  const bytes = readFileSync(file);
-  const headerLen = Number(bytes.readBigUInt64LE(0));
-  const header = JSON.parse(bytes.subarray(8, 8 + headerLen).toString('utf8')) as Record<string, { dtype: string; data_offsets: [number, number] }>;
-  const base = 8 + headerLen;
-  const out = new Map<string, Float64Array>();
-  for (const [name, info] of Object.entries(header)) {
-    if (name === '__metadata__') continue;
-    const [begin, end] = info.data_offsets;
-    const raw = bytes.subarray(base + begin, base + end);
-    const values = new Float64Array(raw.length / (info.dtype === 'F32' ? 4 : 2));
-    for (let i = 0; i < values.length; i++) {
-      if (info.dtype === 'F32') values[i] = raw.readFloatLE(4 * i);
-      else if (info.dtype === 'BF16') values[i] = decodeBf16(raw.readUInt16LE(2 * i));
-      else if (info.dtype === 'F16') values[i] = decodeF16(raw.readUInt16LE(2 * i));
-      else throw new Error(`${file}: ${name} has dtype ${info.dtype}`);
-    }
-    out.set(name, values);
-  }
-  return out;
-}
-
-/** y [T, N] = x [T, K] · w[N, K]ᵀ (+ bias). */
-function linear(x: Float64Array, w: Float64Array, bias: Float64Array | undefined, T: number, K: number, N: number): Float64Array {
-  const y = new Float64Array(T * N);
-  for (let t = 0; t < T; t++) {
-    for (let n = 0; n < N; n++) {
-      let sum = bias === undefined ? 0 : bias[n];
-      for (let k = 0; k < K; k++) sum += x[t * K + k] * w[n * K + k];
-      y[t * N + n] = sum;
-    }
-  }
-  return y;
-}
-
-function rmsnorm(x: Float64Array, weight: Float64Array, eps: number, H: number): Float64Array {
-  const y = new Float64Array(x.length);
-  for (let t = 0; t < x.length / H; t++) {
-    let meanSq = 0;
-    for (let c = 0; c < H; c++) meanSq += x[t * H + c] ** 2 / H;
-    const inv = 1 / Math.sqrt(meanSq + eps);
-    for (let c = 0; c < H; c++) y[t * H + c] = x[t * H + c] * inv * weight[c];
-  }
-  return y;
 }
 
 /**

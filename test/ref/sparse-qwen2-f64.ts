@@ -10,7 +10,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { dcaAttentionF64, temperatureF64, type DcaShape } from './dca-f64.js';
-import { decodeBf16, decodeF16 } from './f64.js';
+import { linearF64 as linear, readSafetensorsF64, rmsnormRowsF64 as rmsnorm } from './checkpoint-f64.js';
 import { minMargin, sparseDcaAttentionF64 } from './sparse-f64.js';
 
 interface RawConfig {
@@ -31,45 +31,6 @@ interface RawConfig {
     sparse_attention_threshold?: number;
     sparse_attention_last_q?: number;
   };
-}
-
-function readSafetensorsF64(file: string): Map<string, Float64Array> {
-  const bytes = readFileSync(file);
-  const headerLen = Number(bytes.readBigUInt64LE(0));
-  const header = JSON.parse(bytes.subarray(8, 8 + headerLen).toString('utf8')) as Record<string, { dtype: string; data_offsets: [number, number] }>;
-  const out = new Map<string, Float64Array>();
-  for (const [name, info] of Object.entries(header)) {
-    if (name === '__metadata__') continue;
-    const raw = bytes.subarray(8 + headerLen + info.data_offsets[0], 8 + headerLen + info.data_offsets[1]);
-    const width = info.dtype === 'F32' ? 4 : 2;
-    const decode = info.dtype === 'F32' ? (i: number) => raw.readFloatLE(4 * i) : info.dtype === 'BF16' ? (i: number) => decodeBf16(raw.readUInt16LE(2 * i)) : (i: number) => decodeF16(raw.readUInt16LE(2 * i));
-    out.set(name, Float64Array.from({ length: raw.length / width }, (_, i) => decode(i)));
-  }
-  return out;
-}
-
-/** y [T, N] = x [T, K] · w[N, K]ᵀ (+ bias). */
-function linear(x: Float64Array, w: Float64Array, bias: Float64Array | undefined, T: number, K: number, N: number): Float64Array {
-  const y = new Float64Array(T * N);
-  for (let t = 0; t < T; t++) {
-    for (let n = 0; n < N; n++) {
-      let sum = bias === undefined ? 0 : bias[n];
-      for (let k = 0; k < K; k++) sum += x[t * K + k] * w[n * K + k];
-      y[t * N + n] = sum;
-    }
-  }
-  return y;
-}
-
-function rmsnorm(x: Float64Array, weight: Float64Array, eps: number, H: number): Float64Array {
-  const y = new Float64Array(x.length);
-  for (let t = 0; t < x.length / H; t++) {
-    let meanSq = 0;
-    for (let c = 0; c < H; c++) meanSq += x[t * H + c] ** 2 / H;
-    const inv = 1 / Math.sqrt(meanSq + eps);
-    for (let c = 0; c < H; c++) y[t * H + c] = x[t * H + c] * inv * weight[c];
-  }
-  return y;
 }
 
 /** One sequence through the model step by step (prefill chunks, then decodes), with its own dense KV history. */
