@@ -319,7 +319,7 @@ export class Engine implements EngineClient {
       } else {
         st.queue.push(delta);
       }
-      if (choice.index === 0) for (const c of st.choices.slice(1)) this.addChoice(st, c);
+      if (choice.index === 0 && st.choices.length > 1 && !st.choices[1].added) for (const c of st.choices.slice(1)) this.addChoice(st, c);
     }
     const ended = this.scheduler.commit(plan, sampled, stopped);
     for (const [st, choice, delta] of finals) this.emitFinal(st, choice, delta);
