@@ -2,12 +2,15 @@
 // backend (src/runtime/reference-backend.ts), the native CPU backend (src/runtime/cpu-backend.ts) and,
 // later, CUDA. One conformance suite (test/native/conformance.test.ts) runs every op on every backend.
 // Rules: ops never allocate their outputs (the caller passes `out`); activations are f32; weights may be
-// f32, bf16 or f16 and are always accumulated in fp32; shapes are row-major and written [rows, cols].
+// f32, bf16 or f16 and are always accumulated in fp32; KV caches are f32 or (where kvCacheDtypes lists it)
+// bf16; shapes are row-major and written [rows, cols].
 // Ops are synchronous on CPU backends; a device backend may enqueue and sync in read().
-import type { Tensor } from './tensor.js';
+import type { DType, Tensor } from './tensor.js';
 
 /**
- * Paged KV cache of ONE layer: K and V each [numBlocks, blockSize, numKvHeads, headDim], f32 on CPU.
+ * Paged KV cache of ONE layer: K and V each [numBlocks, blockSize, numKvHeads, headDim], both of one dtype
+ * from the backend's kvCacheDtypes (f32, or bf16: writeKv stores the round-to-nearest-even bf16 of each f32
+ * value, as f32ToBf16 does, and attention reads the stored values widened exactly to f32).
  * Token slot s (0 <= s < numBlocks*blockSize) lives at block floor(s / blockSize), offset s % blockSize.
  */
 export interface KvCacheLayer {
@@ -105,8 +108,18 @@ export interface Backend {
 
   /** A tensor holding `data` (copied by device backends; CPU backends may keep the array). */
   upload(t: Tensor): Tensor;
-  /** A zero-filled f32 tensor. */
-  zeros(shape: readonly number[]): Tensor;
+  /** Cache dtypes writeKv / attention / attentionDca(Sparse) accept (always includes 'f32'). */
+  readonly kvCacheDtypes: readonly DType[];
+
+  /** A zero-filled tensor, f32 unless `dtype` says otherwise (bf16 zeros are for KV caches). */
+  zeros(shape: readonly number[], dtype?: DType): Tensor;
+  /**
+   * A tensor of t's dtype aliasing the FIRST numel(shape) elements of t's storage (numel(shape) <= numel(t)):
+   * writes through either show in both. Cheap (no allocation, no device sync). free(view) releases nothing;
+   * a view must not be used after its base is freed. The graph runs each step on views of buffers allocated
+   * once at the largest step size.
+   */
+  view(t: Tensor, shape: readonly number[]): Tensor;
   /** The values of `t` as f32 on the host (a copy). */
   read(t: Tensor): Float32Array;
   /** Overwrite the f32 tensor `t` with host values (length must match). */
@@ -144,7 +157,7 @@ export interface Backend {
 
   /**
    * Write this step's keys and values into the paged cache: for token t with slotMapping[t] = s >= 0,
-   * cache.k[s] = k[t], cache.v[s] = v[t]; tokens with s = -1 are skipped.
+   * cache.k[s] = k[t], cache.v[s] = v[t] (rounded to bf16 for a bf16 cache); tokens with s = -1 are skipped.
    * k, v [T, numKvHeads, headDim] f32; slotMapping [T].
    */
   writeKv(k: Tensor, v: Tensor, cache: KvCacheLayer, slotMapping: Int32Array): void;

@@ -5,7 +5,7 @@
 import type { AttentionBatch, Backend, DcaParams, KvCacheLayer, SparseDcaParams } from './backend.js';
 import { DTYPE_CODE, loadNativeAddon, type NativeCpuContext } from './native-addon.js';
 import { fmtShape, OpChecks } from './op-checks.js';
-import { makeTensor, numel, toF32, type Tensor } from './tensor.js';
+import { hostView, makeTensor, numel, toF32, type DType, type Tensor } from './tensor.js';
 
 export interface CpuBackendOptions {
   /** Threads for the ops, the caller's included. Default (or 0): all hardware threads. */
@@ -66,9 +66,13 @@ export function createCpuBackend(opts: CpuBackendOptions = {}): Backend {
       return t;
     },
 
-    zeros(shape: readonly number[]): Tensor {
-      return makeTensor('f32', shape);
+    kvCacheDtypes: ['f32'],
+
+    zeros(shape: readonly number[], dtype: DType = 'f32'): Tensor {
+      return makeTensor(dtype, shape);
     },
+
+    view: hostView,
 
     read(t: Tensor): Float32Array {
       return toF32(t);

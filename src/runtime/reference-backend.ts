@@ -4,8 +4,9 @@
 // Must not: optimize, cache across calls, or depend on anything native; shape or index errors throw
 // (they are caller bugs, never UserErrors).
 import type { AttentionBatch, Backend, KvCacheLayer } from './backend.js';
-import { makeTensor, numel, toF32, type Tensor } from './tensor.js';
+import { f32ToBf16, hostView, makeTensor, numel, toF32, type Tensor } from './tensor.js';
 import { referenceAttentionDca } from './reference-dca.js';
+import { referenceCacheValues } from './reference-kv.js';
 import { referenceAttentionDcaSparse } from './reference-sparse.js';
 
 function fail(op: string, message: string): never {
@@ -147,15 +148,13 @@ function siluMul(gateUp: Tensor, out: Tensor): void {
   }
 }
 
-function checkCache(op: string, cache: KvCacheLayer): { k: Float32Array; v: Float32Array } {
-  const shape = [cache.numBlocks, cache.blockSize, cache.numKvHeads, cache.headDim];
-  expectShape(op, 'cache.k', cache.k, shape);
-  expectShape(op, 'cache.v', cache.v, shape);
-  return { k: f32Data(op, 'cache.k', cache.k), v: f32Data(op, 'cache.v', cache.v) };
-}
+const checkCache = referenceCacheValues;
 
 function writeKv(k: Tensor, v: Tensor, cache: KvCacheLayer, slotMapping: Int32Array): void {
-  const pool = checkCache('writeKv', cache);
+  const bf16 = cache.k.dtype === 'bf16' && cache.v.dtype === 'bf16';
+  const pool = bf16 ? null : checkCache('writeKv', cache);
+  if (bf16) expectShape('writeKv', 'cache.k', cache.k, [cache.numBlocks, cache.blockSize, cache.numKvHeads, cache.headDim]);
+  if (bf16) expectShape('writeKv', 'cache.v', cache.v, cache.k.shape);
   const rowLen = cache.numKvHeads * cache.headDim;
   expectShape('writeKv', 'k', k, [slotMapping.length, cache.numKvHeads, cache.headDim]);
   expectShape('writeKv', 'v', v, [slotMapping.length, cache.numKvHeads, cache.headDim]);
@@ -166,8 +165,17 @@ function writeKv(k: Tensor, v: Tensor, cache: KvCacheLayer, slotMapping: Int32Ar
     const slot = slotMapping[t];
     if (slot === -1) continue;
     expectIndex('writeKv', 'slot', slot, numSlots);
-    pool.k.set(ks.subarray(t * rowLen, (t + 1) * rowLen), slot * rowLen);
-    pool.v.set(vs.subarray(t * rowLen, (t + 1) * rowLen), slot * rowLen);
+    if (pool) {
+      pool.k.set(ks.subarray(t * rowLen, (t + 1) * rowLen), slot * rowLen);
+      pool.v.set(vs.subarray(t * rowLen, (t + 1) * rowLen), slot * rowLen);
+      continue;
+    }
+    const kd = cache.k.data as Uint16Array;
+    const vd = cache.v.data as Uint16Array;
+    for (let i = 0; i < rowLen; i++) {
+      kd[slot * rowLen + i] = f32ToBf16(ks[t * rowLen + i]);
+      vd[slot * rowLen + i] = f32ToBf16(vs[t * rowLen + i]);
+    }
   }
 }
 
@@ -253,8 +261,10 @@ function gatherRows(x: Tensor, rows: Int32Array, out: Tensor): void {
 export function createReferenceBackend(): Backend {
   return {
     name: 'reference',
+    kvCacheDtypes: ['f32', 'bf16'],
     upload: (t) => t,
-    zeros: (shape) => makeTensor('f32', shape),
+    zeros: (shape, dtype = 'f32') => makeTensor(dtype, shape),
+    view: hostView,
     read: (t) => toF32(t),
     write(t, values) {
       const data = f32Data('write', 'tensor', t);

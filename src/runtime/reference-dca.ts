@@ -5,6 +5,7 @@
 // Must not: materialize K/V per query head or a multi-rotation query tensor, or optimize beyond clarity.
 import type { AttentionBatch, DcaParams, KvCacheLayer } from './backend.js';
 import type { Tensor } from './tensor.js';
+import { referenceCacheValues } from './reference-kv.js';
 import { queryRotationPositions } from '../model/dca.js';
 
 function fail(message: string): never {
@@ -68,8 +69,7 @@ export function referenceAttentionDca(
   if (!sameShape(cache.k.shape, cacheShape) || !sameShape(cache.v.shape, cacheShape)) {
     fail(`cache K/V must be [${cacheShape.join(', ')}], got [${cache.k.shape.join(', ')}] / [${cache.v.shape.join(', ')}]`);
   }
-  const ks = f32('cache.k', cache.k);
-  const vs = f32('cache.v', cache.v);
+  const { k: ks, v: vs } = referenceCacheValues('attentionDca', cache);
   if (numHeads % numKvHeads !== 0) fail(`numHeads ${numHeads} is not a multiple of numKvHeads ${numKvHeads}`);
   if (!sameShape(out.shape, q.shape)) fail(`out has shape [${out.shape.join(', ')}], expected [${q.shape.join(', ')}]`);
   const o = f32('out', out);

@@ -6,6 +6,7 @@
 // written. Must not: optimize beyond clarity or share state between calls.
 import { SPARSE_BLOCK, type AttentionBatch, type DcaParams, type KvCacheLayer, type SparseDcaParams } from './backend.js';
 import type { Tensor } from './tensor.js';
+import { referenceCacheValues } from './reference-kv.js';
 import { referenceAttentionDca } from './reference-dca.js';
 import { forceSparseScores, slashRanges, sparseStages, sparseSubRanges, topKIndices, type SparseStage } from '../model/sparse-pattern.js';
 
@@ -65,8 +66,7 @@ export function referenceAttentionDcaSparse(
   const [, numHeads, headDim] = q.shape;
   checkSparse(sparse, batch, numHeads);
   const qs = q.data as Float32Array;
-  const ks = cache.k.data as Float32Array;
-  const vs = cache.v.data as Float32Array;
+  const { k: ks, v: vs } = referenceCacheValues('attentionDcaSparse', cache);
   const o = out.data as Float32Array;
   const { chunkLen: L, chunkSize: C } = dca;
   const invFreq = invFrequencies(dca.ropeTheta, dca.rotaryDim);

@@ -26,6 +26,15 @@ export function makeTensor(dtype: DType, shape: readonly number[], data?: HostDa
   return { dtype, shape: [...shape], data: d };
 }
 
+/** A host tensor aliasing the first numel(shape) elements of t (Backend.view for host backends). */
+export function hostView(t: Tensor, shape: readonly number[]): Tensor {
+  const n = numel(shape);
+  if (!Number.isSafeInteger(n) || shape.some((d) => !Number.isSafeInteger(d) || d < 0) || n > t.data.length) {
+    throw new Error(`view: shape [${shape.join(', ')}] does not fit in a tensor of ${t.data.length} elements`);
+  }
+  return { dtype: t.dtype, shape: [...shape], data: t.data.subarray(0, n) };
+}
+
 // --- 16-bit float conversions (round-to-nearest-even for bf16, IEEE half for f16) ---
 const f32buf = new Float32Array(1);
 const u32buf = new Uint32Array(f32buf.buffer);

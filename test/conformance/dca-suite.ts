@@ -9,6 +9,7 @@ import { after, before, describe, test } from 'node:test';
 import fs from 'node:fs';
 import type { AttentionBatch, Backend, DcaParams, KvCacheLayer } from '../../src/runtime/backend.js';
 import { makeTensor } from '../../src/runtime/tensor.js';
+import { roundToKv, uploadCache, type KvDtype } from './harness.js';
 import { assertBitsEqual, assertClose, makeRng, randomF32, U } from '../ref/f64.js';
 import { dcaAttentionF64, dcaRotateKeysF64, dcaTolerance, plainRopeAttentionF64, tableAttentionF64, temperatureF64, type DcaShape } from '../ref/dca-f64.js';
 
@@ -207,7 +208,7 @@ interface SeqData {
 }
 
 /** Runs one case on `backend` and asserts it against its reference; throws (AssertionError) on mismatch. */
-export function checkDcaCase(backend: Backend, c: DcaCase): void {
+export function checkDcaCase(backend: Backend, c: DcaCase, kvDtype: KvDtype = 'f32'): void {
   if (backend.attentionDca === undefined) throw new Error(`${backend.name} has no attentionDca`);
   const rng = makeRng(c.seed);
   const { numHeads, numKvHeads, headDim, blockSize } = c;
@@ -256,9 +257,13 @@ export function checkDcaCase(backend: Backend, c: DcaCase): void {
   });
   const batch: AttentionBatch = { numSeqs: c.seqs.length, queryStart, contextLens: Int32Array.from(c.seqs, (s) => s.contextLen), blockTables, maxBlocksPerSeq };
   const cacheShape = [numBlocks, blockSize, numKvHeads, headDim];
+  if (kvDtype !== 'f32') {
+    kCache.set(roundToKv(kCache, kvDtype));
+    vCache.set(roundToKv(vCache, kvDtype));
+  }
   const cache: KvCacheLayer = {
-    k: backend.upload(makeTensor('f32', cacheShape, kCache.slice())),
-    v: backend.upload(makeTensor('f32', cacheShape, vCache.slice())),
+    k: uploadCache(backend, cacheShape, kCache, kvDtype),
+    v: uploadCache(backend, cacheShape, vCache, kvDtype),
     numBlocks, blockSize, numKvHeads, headDim,
   };
   const q = backend.upload(makeTensor('f32', [numTokens, numHeads, headDim], qHost.slice()));
@@ -282,7 +287,18 @@ export function checkDcaCase(backend: Backend, c: DcaCase): void {
       const logitScale = rowScales[si].map((f) => scale * Math.fround(f)); // per row
       let expected: Float64Array;
       let angleError = 0;
-      if (c.against === 'plain-rope') {
+      let tolKeys: ArrayLike<number> = ks;
+      if (kvDtype !== 'f32') {
+        // A rounded cache holds bf16(rotated key): attend to exactly those stored keys (key rotation 0) with the
+        // queries rotated per §2.3 (or the toy oracle's table), so the fp32 bound still applies.
+        const stored = storedKeys(kCache, blockTables, si * maxBlocksPerSeq, s.contextLen, blockSize, rowLen);
+        const storedV = storedKeys(vCache, blockTables, si * maxBlocksPerSeq, s.contextLen, blockSize, rowLen);
+        const qPos = oracle !== null
+          ? (p: number, j: number) => Number.parseInt(oracle.rel[p][j]!, 10) + oracle.keyPositions[j]
+          : (p: number, j: number) => dcaQueryPositionF64(p, j, L, c.chunkSize);
+        expected = tableAttentionF64(qs, stored, storedV, shape, c.theta, rotaryDim, logitScale, qPos, () => 0);
+        tolKeys = stored;
+      } else if (c.against === 'plain-rope') {
         expected = plainRopeAttentionF64(qs, ks, vs, shape, c.theta, rotaryDim, logitScale);
         angleError = 4 * U * s.contextLen; // fp32 angles at p, k vs at p mod L, k mod L (inv_freq <= 1)
       } else if (oracle !== null) {
@@ -291,7 +307,7 @@ export function checkDcaCase(backend: Backend, c: DcaCase): void {
       } else {
         expected = dcaAttentionF64(qs, ks, vs, shape, params, logitScale);
       }
-      const tol = dcaTolerance(qs, ks, vs, shape, rotaryDim, logitScale, angleError);
+      const tol = dcaTolerance(qs, tolKeys, vs, shape, rotaryDim, logitScale, angleError);
       const from = queryStart[si] * numHeads * headDim;
       const label = `${c.label}: sequence ${si} (${s.contextLen} keys, ${s.numQueries} queries)`;
       assertClose(got.subarray(from, from + qs.length), expected, tol, label, [s.numQueries, numHeads, headDim]);
@@ -301,9 +317,28 @@ export function checkDcaCase(backend: Backend, c: DcaCase): void {
   }
 }
 
-/** Registers the attentionDca conformance tests for one backend (node:test). */
-export function runDcaConformance(name: string, makeBackend: () => Backend | Promise<Backend>): void {
-  describe(`attentionDca conformance: ${name}`, () => {
+/** Query rotation position of the spec (§2.3) for the query at p and the key at j: same, previous, older chunk. */
+function dcaQueryPositionF64(p: number, j: number, L: number, C: number): number {
+  const chunkDiff = Math.floor(p / L) - Math.floor(j / L);
+  if (chunkDiff === 0) return p % L;
+  if (chunkDiff === 1) return Math.min((p % L) + L, C);
+  return Math.min(2 * L - 1, C);
+}
+
+/** The first n rows of one sequence gathered from a paged pool (the values the cache holds). */
+function storedKeys(pool: Float32Array, tables: Int32Array, tableAt: number, n: number, blockSize: number, rowLen: number): Float32Array {
+  const out = new Float32Array(n * rowLen);
+  for (let j = 0; j < n; j++) {
+    const at = (tables[tableAt + Math.floor(j / blockSize)] * blockSize + (j % blockSize)) * rowLen;
+    out.set(pool.subarray(at, at + rowLen), j * rowLen);
+  }
+  return out;
+}
+
+/** Registers the attentionDca conformance tests for one backend (node:test); kvDtype: the cache dtype (f32). */
+export function runDcaConformance(name: string, makeBackend: () => Backend | Promise<Backend>, opts: { kvDtype?: KvDtype } = {}): void {
+  const kvDtype = opts.kvDtype ?? 'f32';
+  describe(`attentionDca conformance: ${name}${kvDtype === 'f32' ? '' : ` (${kvDtype} cache)`}`, () => {
     let backend: Backend | undefined;
     before(async () => {
       backend = await makeBackend();
@@ -315,7 +350,11 @@ export function runDcaConformance(name: string, makeBackend: () => Backend | Pro
           t.skip(`backend ${name} does not implement attentionDca yet (optional in the Backend contract)`);
           return;
         }
-        checkDcaCase(backend, c);
+        if (!backend.kvCacheDtypes.includes(kvDtype)) {
+          t.skip(`backend ${name} has no ${kvDtype} KV cache (kvCacheDtypes: ${backend.kvCacheDtypes.join(', ')})`);
+          return;
+        }
+        checkDcaCase(backend, c, kvDtype);
       });
     }
   });

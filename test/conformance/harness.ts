@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { after, before } from 'node:test';
 import type { Backend } from '../../src/runtime/backend.js';
-import { makeTensor, numel, type Tensor } from '../../src/runtime/tensor.js';
+import { bf16ToF32, f32ToBf16, fromF32, makeTensor, numel, type Tensor } from '../../src/runtime/tensor.js';
 
 /** Creates the backend before the enclosing describe's tests and disposes it after them. */
 export function useBackend(makeBackend: () => Backend): () => Backend {
@@ -26,6 +26,21 @@ export function useBackend(makeBackend: () => Backend): () => Backend {
 /** An f32 tensor on the backend holding `values`. */
 export function uploadF32(be: Backend, shape: readonly number[], values: Float32Array): Tensor {
   return be.upload(makeTensor('f32', shape, Float32Array.from(values)));
+}
+
+/** KV cache element types the conformance suite runs (Backend.kvCacheDtypes). */
+export type KvDtype = 'f32' | 'bf16';
+
+/** values rounded to the KV dtype and widened back (exact f32 values the cache will hold). */
+export function roundToKv(values: Float32Array, dtype: KvDtype): Float32Array {
+  if (dtype === 'f32') return values;
+  return Float32Array.from(values, (x) => bf16ToF32(f32ToBf16(x)));
+}
+
+/** A KV cache tensor on the backend holding `values` (already representable in `dtype`: see roundToKv). */
+export function uploadCache(be: Backend, shape: readonly number[], values: Float32Array, dtype: KvDtype): Tensor {
+  if (!be.kvCacheDtypes.includes(dtype)) throw new Error(`backend ${be.name} has no ${dtype} KV cache`);
+  return be.upload(dtype === 'f32' ? makeTensor('f32', shape, Float32Array.from(values)) : fromF32(dtype, shape, values));
 }
 
 /** An output tensor filled with NaN, so any element the op fails to write fails the comparison. */

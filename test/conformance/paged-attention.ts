@@ -7,7 +7,7 @@ import type { AttentionBatch, Backend, KvCacheLayer } from '../../src/runtime/ba
 import {
   assertBitsEqual, assertClose, attentionTolerance, denseAttentionF64, makeRng, randomF32, writeKvF64, type Rng,
 } from '../ref/f64.js';
-import { checkEach, grid, poisonedOut, uploadF32 } from './harness.js';
+import { checkEach, grid, poisonedOut, roundToKv, uploadCache, uploadF32, type KvDtype } from './harness.js';
 
 export interface SeqSpec {
   readonly contextLen: number; // keys in the cache, including this step's
@@ -24,6 +24,7 @@ export interface AttentionCase {
   readonly seed: number;
   readonly valueScale?: number; // magnitude of q and k (default 1); large values stress softmax
   readonly scale?: number; // logit scale (default 1/sqrt(headDim))
+  readonly kvDtype?: KvDtype; // cache element type (default f32); K/V are drawn representable in it
 }
 
 /** A pool with shuffled block ids, per-sequence dense K/V scattered into it, and the batch describing it. */
@@ -36,9 +37,10 @@ function buildPagedCase(c: AttentionCase, rng: Rng) {
   const kPool = new Float32Array(numBlocks * c.blockSize * rowLen).fill(NaN);
   const vPool = new Float32Array(kPool.length).fill(NaN);
   const blockTables = new Int32Array(c.seqs.length * maxBlocksPerSeq).fill(-1);
+  const kv = c.kvDtype ?? 'f32';
   const dense = c.seqs.map((seq, s) => {
-    const k = randomF32(rng, seq.contextLen * rowLen, c.valueScale ?? 1);
-    const v = randomF32(rng, seq.contextLen * rowLen);
+    const k = roundToKv(randomF32(rng, seq.contextLen * rowLen, c.valueScale ?? 1), kv);
+    const v = roundToKv(randomF32(rng, seq.contextLen * rowLen), kv);
     const table = ids.splice(0, blocksPerSeq[s]);
     blockTables.set(table, s * maxBlocksPerSeq);
     for (let j = 0; j < seq.contextLen; j++) {
@@ -64,7 +66,7 @@ function buildPagedCase(c: AttentionCase, rng: Rng) {
     blockTables,
     maxBlocksPerSeq,
   };
-  return { numBlocks, kPool, vPool, batch, dense, numTokens: queryStart[c.seqs.length] };
+  return { numBlocks, kPool: roundToKv(kPool, kv), vPool: roundToKv(vPool, kv), batch, dense, numTokens: queryStart[c.seqs.length] };
 }
 
 function concat(parts: readonly Float64Array[]): Float64Array {
@@ -83,8 +85,8 @@ export function runAttentionCase(be: Backend, c: AttentionCase) {
   const scale = c.scale ?? 1 / Math.sqrt(c.headDim);
   const cacheShape = [built.numBlocks, c.blockSize, c.numKvHeads, c.headDim];
   const cache: KvCacheLayer = {
-    k: uploadF32(be, cacheShape, built.kPool),
-    v: uploadF32(be, cacheShape, built.vPool),
+    k: uploadCache(be, cacheShape, built.kPool, c.kvDtype ?? 'f32'),
+    v: uploadCache(be, cacheShape, built.vPool, c.kvDtype ?? 'f32'),
     numBlocks: built.numBlocks,
     blockSize: c.blockSize,
     numKvHeads: c.numKvHeads,
@@ -138,9 +140,15 @@ const HEAD_LAYOUTS = [
   { numHeads: 7, numKvHeads: 1 }, // ratio 7, single KV head
 ];
 
-function writeKvTests(be: () => Backend): void {
+function writeKvTests(be: () => Backend, kv: KvDtype): void {
   const cases = grid({ blockSize: [1, 4, 16], heads: [[1, 8], [2, 16], [3, 64], [2, 128]], numTokens: [1, 7] });
-  test('writeKv: mapped slots written bit-for-bit, slot -1 skipped, every other slot untouched', () => {
+  const what = kv === 'f32' ? 'bit-for-bit' : 'as round-to-nearest-even bf16';
+  kvTest(be, kv, `writeKv (${kv} cache): mapped slots written ${what}, slot -1 skipped, every other slot untouched`, () => {
+    if (kv === 'bf16') {
+      // the rounding the expected values use, pinned on exact ties (to even) and just below one
+      assertBitsEqual(roundToKv(Float32Array.of(1 + 2 ** -8, 1 + 3 * 2 ** -8, -(1 + 2 ** -9), 1 + 2 ** -8 + 2 ** -20), kv),
+        Float32Array.of(1, 1 + 2 ** -6, -1, 1 + 2 ** -7), 'bf16 rounding of the expected values');
+    }
     const label = (c: (typeof cases)[number]) =>
       `writeKv blockSize=${c.blockSize} kvHeads=${c.heads[0]} headDim=${c.heads[1]} T=${c.numTokens}`;
     checkEach(cases, label, (c, label) => {
@@ -153,6 +161,7 @@ function writeKvTests(be: () => Backend): void {
       const kHost = randomF32(rng, numSlots * rowLen);
       const vHost = randomF32(rng, numSlots * rowLen);
       for (let i = 0; i < kHost.length; i += 5) [kHost[i], vHost[i + 1]] = [NaN, -0]; // odd bits must survive too
+      const [kPool, vPool] = [roundToKv(kHost, kv), roundToKv(vHost, kv)];
       const freeSlots = rng.shuffle(Array.from({ length: numSlots }, (_, i) => i));
       // distinct shuffled slots; every third token, and the first when T > 1, maps to -1
       const slotMapping = Int32Array.from({ length: c.numTokens }, (_, t) => (t % 3 === 2 ? -1 : freeSlots.pop()!));
@@ -160,33 +169,36 @@ function writeKvTests(be: () => Backend): void {
       const shape = [c.numTokens, numKvHeads, headDim];
       const k = randomF32(rng, c.numTokens * rowLen);
       const v = randomF32(rng, c.numTokens * rowLen);
+      const last = (c.numTokens - 1) * rowLen; // the last token is always mapped: exact ties must round to even
+      if (kv !== 'f32') [k[last], v[last + rowLen - 1], k[last + rowLen - 1]] = [1 + 2 ** -8, 1 + 3 * 2 ** -8, -(1 + 2 ** -9)];
       const cache: KvCacheLayer = {
-        k: uploadF32(be(), cacheShape, kHost),
-        v: uploadF32(be(), cacheShape, vHost),
+        k: uploadCache(be(), cacheShape, kPool, kv),
+        v: uploadCache(be(), cacheShape, vPool, kv),
         numBlocks,
         blockSize: c.blockSize,
         numKvHeads,
         headDim,
       };
       be().writeKv(uploadF32(be(), shape, k), uploadF32(be(), shape, v), cache, slotMapping);
-      const wantK = Float32Array.from(writeKvF64(Float64Array.from(kHost), Float64Array.from(k), slotMapping, rowLen));
-      const wantV = Float32Array.from(writeKvF64(Float64Array.from(vHost), Float64Array.from(v), slotMapping, rowLen));
+      const wantK = roundToKv(Float32Array.from(writeKvF64(Float64Array.from(kPool), Float64Array.from(k), slotMapping, rowLen)), kv);
+      const wantV = roundToKv(Float32Array.from(writeKvF64(Float64Array.from(vPool), Float64Array.from(v), slotMapping, rowLen)), kv);
       assertBitsEqual(be().read(cache.k), wantK, `${label} slots [${slotMapping}] cache.k`, cacheShape);
       assertBitsEqual(be().read(cache.v), wantV, `${label} slots [${slotMapping}] cache.v`, cacheShape);
     });
   });
 }
 
-function attentionTests(be: () => Backend): void {
+function attentionTests(be: () => Backend, kv: KvDtype): void {
+  const tag = kv === 'f32' ? '' : ` (${kv} cache)`;
   for (const blockSize of [1, 4, 16]) {
-    test(`attention: blockSize ${blockSize}, contexts at block boundaries, GQA 1/2/4/7, headDim 8/16/64/128`, () => {
+    kvTest(be, kv, `attention${tag}: blockSize ${blockSize}, contexts at block boundaries, GQA 1/2/4/7, headDim 8/16/64/128`, () => {
       const cases = grid({ layout: HEAD_LAYOUTS, headDim: [8, 16, 64, 128] });
       const label = (c: (typeof cases)[number]) =>
         `attention bs=${blockSize} heads=${c.layout.numHeads}/${c.layout.numKvHeads} headDim=${c.headDim}`;
       checkEach(cases, label, (c, label) => {
         const seqs = boundarySeqs(blockSize);
         const seed = 8000 + blockSize * 131 + c.headDim;
-        const spec = { ...c.layout, headDim: c.headDim, blockSize, seqs, numHoleBlocks: 3, seed };
+        const spec = { ...c.layout, headDim: c.headDim, blockSize, seqs, numHoleBlocks: 3, seed, kvDtype: kv };
         checkAttention(be(), spec, `${label} seqs ${JSON.stringify(seqs.map((s) => [s.contextLen, s.numQueries]))}`);
       });
     });
@@ -236,11 +248,11 @@ function attentionTests(be: () => Backend): void {
       },
     },
   ];
-  for (const { name, spec } of special) test(`attention: ${name}`, () => checkAttention(be(), spec, name));
+  for (const { name, spec } of special) kvTest(be, kv, `attention${tag}: ${name}`, () => checkAttention(be(), { ...spec, kvDtype: kv }, name));
 }
 
-function writeThenAttendTests(be: () => Backend): void {
-  test('writeKv then attention: a 6-token prefill chunk then one decode step, same cache', () => {
+function writeThenAttendTests(be: () => Backend, kv: KvDtype): void {
+  kvTest(be, kv, `writeKv then attention (${kv} cache): a 6-token prefill chunk then one decode step, same cache`, () => {
     const [numHeads, numKvHeads, headDim, blockSize] = [6, 2, 16, 4];
     const rowLen = numKvHeads * headDim;
     const rng = makeRng(9100);
@@ -248,8 +260,8 @@ function writeThenAttendTests(be: () => Backend): void {
     const cacheShape = [6, blockSize, numKvHeads, headDim];
     const poison = new Float32Array(6 * blockSize * rowLen).fill(NaN);
     const cache: KvCacheLayer = {
-      k: uploadF32(be(), cacheShape, poison),
-      v: uploadF32(be(), cacheShape, poison),
+      k: uploadCache(be(), cacheShape, poison, kv),
+      v: uploadCache(be(), cacheShape, poison, kv),
       numBlocks: 6,
       blockSize,
       numKvHeads,
@@ -262,8 +274,8 @@ function writeThenAttendTests(be: () => Backend): void {
     const scale = 0.25;
     for (const [from, to] of [[0, 6], [6, 7]]) {
       const n = to - from;
-      const kv = (a: Float32Array) => uploadF32(be(), [n, numKvHeads, headDim], a.subarray(from * rowLen, to * rowLen));
-      be().writeKv(kv(k), kv(v), cache, Int32Array.from({ length: n }, (_, t) => slotOf(from + t)));
+      const up = (a: Float32Array) => uploadF32(be(), [n, numKvHeads, headDim], a.subarray(from * rowLen, to * rowLen));
+      be().writeKv(up(k), up(v), cache, Int32Array.from({ length: n }, (_, t) => slotOf(from + t)));
       const qStep = q.subarray(from * numHeads * headDim, to * numHeads * headDim);
       const out = poisonedOut(be(), [n, numHeads, headDim]);
       const batch: AttentionBatch = {
@@ -275,7 +287,8 @@ function writeThenAttendTests(be: () => Backend): void {
       };
       be().attention(uploadF32(be(), [n, numHeads, headDim], qStep), cache, batch, scale, out);
       const q64 = Float64Array.from(qStep);
-      const [k64, v64] = [Float64Array.from(k.subarray(0, to * rowLen)), Float64Array.from(v.subarray(0, to * rowLen))];
+      // the cache holds k and v rounded to its dtype: that is what the reference must attend to
+      const [k64, v64] = [Float64Array.from(roundToKv(k.subarray(0, to * rowLen), kv)), Float64Array.from(roundToKv(v.subarray(0, to * rowLen), kv))];
       const ref = denseAttentionF64(q64, k64, v64, numHeads, numKvHeads, headDim, scale);
       const tol = attentionTolerance(q64, k64, v64, numHeads, numKvHeads, headDim, scale);
       assertClose(be().read(out), ref, tol, `write+attend tokens [${from}, ${to})`, [n, numHeads, headDim]);
@@ -283,10 +296,23 @@ function writeThenAttendTests(be: () => Backend): void {
   });
 }
 
-export function registerPagedAttentionTests(be: () => Backend): void {
-  describe('paged KV cache', () => {
-    writeKvTests(be);
-    attentionTests(be);
-    writeThenAttendTests(be);
+/** A test that runs only where the backend has a `kv` cache, and skips with that reason elsewhere. */
+function kvTest(be: () => Backend, kv: KvDtype, name: string, fn: () => void): void {
+  test(name, (t) => {
+    if (!be().kvCacheDtypes.includes(kv)) {
+      t.skip(`backend ${be().name} has no ${kv} KV cache (kvCacheDtypes: ${be().kvCacheDtypes.join(', ')})`);
+      return;
+    }
+    fn();
+  });
+}
+
+/** The paged-cache tests for one cache dtype (default f32; bf16 where the backend lists it in kvCacheDtypes). */
+export function registerPagedAttentionTests(be: () => Backend, opts: { kvDtype?: KvDtype } = {}): void {
+  const kv = opts.kvDtype ?? 'f32';
+  describe(kv === 'f32' ? 'paged KV cache' : `paged KV cache (${kv})`, () => {
+    writeKvTests(be, kv);
+    attentionTests(be, kv);
+    writeThenAttendTests(be, kv);
   });
 }

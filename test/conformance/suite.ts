@@ -17,5 +17,6 @@ export function runConformance(name: string, makeBackend: () => Backend): void {
     registerDenseOpTests(backend);
     registerRopeTests(backend);
     registerPagedAttentionTests(backend);
+    registerPagedAttentionTests(backend, { kvDtype: 'bf16' }); // skips where kvCacheDtypes lacks bf16
   });
 }

@@ -198,7 +198,7 @@ export function tableAttentionF64(q: ArrayLike<number>, k: ArrayLike<number>, v:
         for (let d = 0; d < headDim; d++) dot += qr[d] * kr[d];
         logits.push(scaleOf(i) * dot);
       }
-      const max = Math.max(...logits);
+      const max = logits.reduce((m, l) => (l > m ? l : m), -Infinity); // no spread: contexts reach 1e6 keys
       const weights = logits.map((l) => Math.exp(l - max));
       const sum = weights.reduce((a, b) => a + b, 0);
       for (let d = 0; d < headDim; d++) {

@@ -2,6 +2,7 @@
 // references against the dca-toy.py oracle, and the attentionDca conformance suite on the reference
 // backend (src/runtime/reference-dca.ts); mutants run in a minimal Backend-shaped object. No native code.
 // Mutant backends show the suite can fail: each plants one plausible bug and must be caught.
+import { hostView } from '../../src/runtime/tensor.js';
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Backend } from '../../src/runtime/backend.js';
@@ -32,8 +33,10 @@ function dcaOnlyBackend(attentionDca: NonNullable<Backend['attentionDca']> = ref
   };
   return {
     name: 'reference-dca',
+    kvCacheDtypes: ['f32'],
     upload: (t) => t,
     zeros: (shape) => makeTensor('f32', shape),
+    view: hostView,
     read: (t) => toF32(t),
     write: (t, values) => {
       if (!(t.data instanceof Float32Array) || t.data.length !== values.length) throw new Error('write: shape mismatch');
@@ -281,6 +284,7 @@ describe('float64 DCA references', () => {
 });
 
 runDcaConformance('reference', createReferenceBackend);
+runDcaConformance('reference', createReferenceBackend, { kvDtype: 'bf16' });
 
 /**
  * A plausible native kernel, emulated in fp32 (every operation rounded with Math.fround): queries rotated
