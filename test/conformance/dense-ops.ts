@@ -40,6 +40,30 @@ export function registerMemoryTests(be: () => Backend): void {
       first.fill(42);
       assertBitsEqual(be().read(t), values, 'read after mutating a previous read', [3, 5]);
     });
+    test('bf16 zeros read as +0', () => {
+      const t = be().zeros([2, 9], 'bf16');
+      assert.equal(t.dtype, 'bf16');
+      assertBitsEqual(be().read(t), new Float32Array(18), 'zeros bf16');
+      be().free(t);
+    });
+    test('view: the first elements of a tensor, shared both ways; ops write through views; freeing a view keeps the base', () => {
+      const base = be().zeros([4, 6]);
+      const values = randomF32(makeRng(2), 24);
+      be().write(base, values);
+      const v = be().view(base, [2, 6]);
+      assert.deepEqual([...v.shape], [2, 6]);
+      assertBitsEqual(be().read(v), values.subarray(0, 12), 'read(view)', [2, 6]);
+      const twice = randomF32(makeRng(3), 12);
+      be().write(v, twice);
+      assertBitsEqual(be().read(base), Float32Array.of(...twice, ...values.subarray(12)), 'base after write(view)', [4, 6]);
+      be().add(v, v, v); // an op on views writes the base's first rows only
+      const doubled = Float32Array.from(twice, (x) => x + x);
+      assertBitsEqual(be().read(base), Float32Array.of(...doubled, ...values.subarray(12)), 'base after add(view)', [4, 6]);
+      be().free(v);
+      assertBitsEqual(be().read(base), Float32Array.of(...doubled, ...values.subarray(12)), 'base after free(view)', [4, 6]);
+      assert.throws(() => be().view(base, [5, 6]), /view/);
+      be().free(base);
+    });
   });
 }
 
