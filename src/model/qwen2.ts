@@ -9,11 +9,12 @@
 // of sequences whose prompt exceeds sparse_attention_threshold go through Backend.attentionDcaSparse; a
 // backend without that optional op runs them dense (attentionDca), which the sparse pattern approximates.
 import type { AttentionBatch, Backend, DcaParams, KvCacheLayer } from '../runtime/backend.js';
-import { reshape, type Tensor } from '../runtime/tensor.js';
+import { reshape, type DType, type Tensor } from '../runtime/tensor.js';
 import type { ModelConfig } from './config-types.js';
 import { stepRowLogitScales, toDcaParams } from './dca.js';
 import { sparseParamsOfLayer, sparseRowsOfStep } from './sparse-config.js';
 import type { ModelWeights } from './weights-types.js';
+import { StepBuffers, type StepCapacity } from './step-buffers.js';
 
 /** Everything one forward step needs; T = number of tokens in the step. */
 export interface StepInputs {
@@ -42,11 +43,14 @@ interface DcaStep {
 
 export class Qwen2Graph {
   readonly numLayers: number;
+  /** The step's activations (src/model/step-buffers.ts): fixed at `capacity` when given, else grown on demand. */
+  readonly buffers: StepBuffers;
 
   constructor(
     readonly backend: Backend,
     readonly config: ModelConfig,
     readonly weights: ModelWeights, // already uploaded to `backend`
+    capacity: StepCapacity | null = null,
   ) {
     this.numLayers = config.numLayers;
     if (weights.layers.length !== config.numLayers) {
@@ -56,15 +60,19 @@ export class Qwen2Graph {
     if (sparseLayers !== undefined && sparseLayers !== config.numLayers) {
       throw new Error(`sparse attention budgets cover ${sparseLayers} layers, config says ${config.numLayers}`);
     }
+    this.buffers = new StepBuffers(backend, config, capacity);
   }
 
-  /** Allocates one paged KV cache per layer: K and V [numBlocks, blockSize, numKvHeads, headDim]. */
-  allocateKvCache(numBlocks: number, blockSize: number): KvCacheLayer[] {
+  /** Allocates one paged KV cache per layer: K and V [numBlocks, blockSize, numKvHeads, headDim] of `dtype`. */
+  allocateKvCache(numBlocks: number, blockSize: number, dtype: DType = 'f32'): KvCacheLayer[] {
     const { numKvHeads, headDim } = this.config;
+    if (!this.backend.kvCacheDtypes.includes(dtype)) {
+      throw new Error(`backend ${this.backend.name} has no ${dtype} KV cache (it has ${this.backend.kvCacheDtypes.join(', ')})`);
+    }
     const shape = [numBlocks, blockSize, numKvHeads, headDim];
     return Array.from({ length: this.numLayers }, () => ({
-      k: this.backend.zeros(shape),
-      v: this.backend.zeros(shape),
+      k: this.backend.zeros(shape, dtype),
+      v: this.backend.zeros(shape, dtype),
       numBlocks,
       blockSize,
       numKvHeads,
@@ -72,16 +80,15 @@ export class Qwen2Graph {
     }));
   }
 
-  /** Runs the decoder over the step's tokens, writes their K/V, returns logits [R, vocab] f32 (a backend tensor). */
+  /**
+   * Runs the decoder over the step's tokens, writes their K/V, returns logits [R, vocab] f32: a view of the
+   * graph's logits buffer, valid until the next forward (read it, then free the view).
+   */
   forward(inputs: StepInputs, caches: readonly KvCacheLayer[]): Tensor {
     const be = this.backend;
     const cfg = this.config;
     const T = inputs.tokenIds.length;
-    const H = cfg.hiddenSize;
     const D = cfg.headDim;
-    const qDim = cfg.numHeads * D;
-    const kvDim = cfg.numKvHeads * D;
-    const I = cfg.intermediateSize;
     const R = inputs.sampleRows.length;
     const scale = 1 / Math.sqrt(D);
     if (inputs.positions.length !== T || inputs.slotMapping.length !== T) {
@@ -90,15 +97,8 @@ export class Qwen2Graph {
 
     const dca = this.dcaStep(inputs);
 
-    const x = be.zeros([T, H]); // residual stream
-    const h = be.zeros([T, H]); // normed input of a sub-block
-    const q = be.zeros([T, qDim]);
-    const k = be.zeros([T, kvDim]);
-    const v = be.zeros([T, kvDim]);
-    const attn = be.zeros([T, qDim]);
-    const proj = be.zeros([T, H]); // o_proj / down_proj output
-    const gateUp = be.zeros([T, 2 * I]);
-    const act = be.zeros([T, I]);
+    // x: residual stream; h: normed input of a sub-block; proj: o_proj / down_proj output (step-buffers.ts)
+    const { x, h, q, k, v, attn, proj, gateUp, act, last, lastNormed, logits } = this.buffers.views(T, R);
     const q3 = reshape(q, [T, cfg.numHeads, D]);
     const k3 = reshape(k, [T, cfg.numKvHeads, D]);
     const v3 = reshape(v, [T, cfg.numKvHeads, D]);
@@ -136,9 +136,6 @@ export class Qwen2Graph {
       be.add(x, proj, x);
     }
 
-    const last = be.zeros([R, H]);
-    const lastNormed = be.zeros([R, H]);
-    const logits = be.zeros([R, cfg.vocabSize]);
     be.gatherRows(x, inputs.sampleRows, last); // last [R, H]
     be.rmsnorm(last, this.weights.norm, cfg.rmsNormEps, lastNormed);
     be.matmul(lastNormed, this.weights.lmHead, null, logits); // logits [R, vocab]

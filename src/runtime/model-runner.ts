@@ -6,10 +6,15 @@ import type { ModelConfig } from '../model/config-types.js';
 import type { LayerWeights, ModelWeights } from '../model/weights-types.js';
 import { Qwen2Graph, type StepInputs } from '../model/qwen2.js';
 import { validateDca } from '../model/dca.js';
+import type { StepCapacity } from '../model/step-buffers.js';
+import type { DType } from './tensor.js';
 
 export interface RunnerOptions {
   numBlocks: number; // KV pool size in blocks (per layer)
   blockSize: number; // tokens per block
+  kvCacheDtype?: DType; // default f32; bf16 where backend.kvCacheDtypes has it
+  /** Step activations allocated once at this size (a larger step throws); absent: grown on demand. */
+  stepCapacity?: StepCapacity;
 }
 
 /** Uploads every weight tensor to the backend (host backends keep the arrays; tied lm_head stays shared). */
@@ -49,8 +54,8 @@ export class ModelRunner {
     readonly options: RunnerOptions,
   ) {
     if (config.dca !== null) validateDca(config.dca, options.blockSize); // UserError: L % blockSize != 0
-    this.graph = new Qwen2Graph(backend, config, uploadWeights(backend, weights));
-    this.caches = this.graph.allocateKvCache(options.numBlocks, options.blockSize);
+    this.graph = new Qwen2Graph(backend, config, uploadWeights(backend, weights), options.stepCapacity ?? null);
+    this.caches = this.graph.allocateKvCache(options.numBlocks, options.blockSize, options.kvCacheDtype ?? 'f32');
   }
 
   /** Runs one step; returns logits [R, vocab] row-major on the host. */

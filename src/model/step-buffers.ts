@@ -1,0 +1,112 @@
+// The activation buffers of one Qwen2 forward step, allocated once at the step capacity (the most tokens and
+// sampled rows a step may have) and used through prefix views of the step's size, so a step allocates nothing
+// and the memory plan can list them exactly (stepBufferItems is the one formula both use).
+// Invariant: every buffer is f32 and row-major [rows, cols]; rows are T (tokens) or R (sampled rows).
+// Must not: hold KV caches or weights.
+import type { Backend } from '../runtime/backend.js';
+import type { Tensor } from '../runtime/tensor.js';
+import type { ModelConfig } from './config-types.js';
+
+export interface StepCapacity {
+  readonly tokens: number; // T: max_num_batched_tokens
+  readonly rows: number; // R: sampled rows, min(max_num_seqs, T)
+}
+
+export type StepBufferName = 'x' | 'h' | 'q' | 'k' | 'v' | 'attn' | 'proj' | 'gateUp' | 'act' | 'last' | 'lastNormed' | 'logits';
+
+/** Each buffer's row kind and width: [T or R, cols], f32. */
+export function stepBufferLayout(c: Pick<ModelConfig, 'hiddenSize' | 'numHeads' | 'numKvHeads' | 'headDim' | 'intermediateSize' | 'vocabSize'>): Record<StepBufferName, { rows: 'T' | 'R'; cols: number; what: string }> {
+  const H = c.hiddenSize;
+  const qDim = c.numHeads * c.headDim;
+  const kvDim = c.numKvHeads * c.headDim;
+  const I = c.intermediateSize;
+  return {
+    x: { rows: 'T', cols: H, what: 'residual stream' },
+    h: { rows: 'T', cols: H, what: 'normed hidden' },
+    q: { rows: 'T', cols: qDim, what: 'q projection' },
+    k: { rows: 'T', cols: kvDim, what: 'k projection' },
+    v: { rows: 'T', cols: kvDim, what: 'v projection' },
+    attn: { rows: 'T', cols: qDim, what: 'attention output' },
+    proj: { rows: 'T', cols: H, what: 'o_proj / down_proj output' },
+    gateUp: { rows: 'T', cols: 2 * I, what: 'MLP gate/up output' },
+    act: { rows: 'T', cols: I, what: 'MLP activation' },
+    last: { rows: 'R', cols: H, what: 'sampled hidden rows' },
+    lastNormed: { rows: 'R', cols: H, what: 'sampled rows, normed' },
+    logits: { rows: 'R', cols: c.vocabSize, what: 'logits of the sampled rows' },
+  };
+}
+
+/** Bytes of all step buffers at a capacity (f32). */
+export function stepBufferBytes(c: Parameters<typeof stepBufferLayout>[0], cap: StepCapacity): number {
+  let n = 0;
+  for (const b of Object.values(stepBufferLayout(c))) n += (b.rows === 'T' ? cap.tokens : cap.rows) * b.cols * 4;
+  return n;
+}
+
+function checkCapacity(cap: StepCapacity): void {
+  if (!Number.isSafeInteger(cap.tokens) || cap.tokens < 1 || !Number.isSafeInteger(cap.rows) || cap.rows < 1 || cap.rows > cap.tokens) {
+    throw new Error(`step capacity needs 1 <= rows <= tokens, got ${JSON.stringify(cap)}`);
+  }
+}
+
+/**
+ * The step buffers on one backend. fixed = true: allocated now at `capacity`, and a larger step is an Error
+ * (the engine's limits guarantee it never happens). fixed = false: allocated at the first step and regrown
+ * to a larger step's size when one comes (tests and benchmarks that drive the graph directly).
+ */
+export class StepBuffers {
+  private bufs: Record<StepBufferName, Tensor> | null = null;
+  private cap: StepCapacity | null = null;
+  private readonly layout: ReturnType<typeof stepBufferLayout>;
+  private readonly fixed: boolean;
+
+  constructor(
+    private readonly backend: Backend,
+    config: ModelConfig,
+    capacity: StepCapacity | null,
+  ) {
+    this.layout = stepBufferLayout(config);
+    this.fixed = capacity !== null;
+    if (capacity !== null) {
+      checkCapacity(capacity);
+      this.allocate(capacity);
+    }
+  }
+
+  get capacity(): StepCapacity | null {
+    return this.cap;
+  }
+
+  private allocate(cap: StepCapacity): void {
+    this.release();
+    const out = {} as Record<StepBufferName, Tensor>;
+    for (const [name, b] of Object.entries(this.layout) as [StepBufferName, (typeof this.layout)[StepBufferName]][]) {
+      out[name] = this.backend.zeros([b.rows === 'T' ? cap.tokens : cap.rows, b.cols]);
+    }
+    this.bufs = out;
+    this.cap = cap;
+  }
+
+  /** Views of every buffer for a step of T tokens and R sampled rows. */
+  views(T: number, R: number): Record<StepBufferName, Tensor> {
+    if (this.cap === null || T > this.cap.tokens || R > this.cap.rows) {
+      if (this.fixed && this.cap !== null) {
+        throw new Error(`a step of ${T} tokens and ${R} sampled rows exceeds the step capacity ${this.cap.tokens} / ${this.cap.rows}`);
+      }
+      this.allocate({ tokens: Math.max(T, this.cap?.tokens ?? 0, 1), rows: Math.max(R, this.cap?.rows ?? 0, 1) });
+    }
+    const bufs = this.bufs!;
+    const out = {} as Record<StepBufferName, Tensor>;
+    for (const [name, b] of Object.entries(this.layout) as [StepBufferName, (typeof this.layout)[StepBufferName]][]) {
+      out[name] = this.backend.view(bufs[name], [b.rows === 'T' ? T : R, b.cols]);
+    }
+    return out;
+  }
+
+  release(): void {
+    if (this.bufs === null) return;
+    for (const t of Object.values(this.bufs)) this.backend.free(t);
+    this.bufs = null;
+    this.cap = null;
+  }
+}
