@@ -47,7 +47,6 @@ interface PlanOptions {
   maxNumSeqs: number;
   gpuMemoryUtilization: number;
   blockSize: number;
-  enforceEager: boolean;
   seqLen?: number;
   json: boolean;
 }
@@ -67,7 +66,6 @@ export function registerPlan(program: Command): void {
     .addOption(new Option('--max-num-seqs <n>', 'most sequences in one step').argParser(parsePosInt).default(DEFAULT_MAX_NUM_SEQS))
     .addOption(new Option('--gpu-memory-utilization <u>', 'hard cap on everything the engine allocates, as a fraction of GPU memory').argParser(parsePosNumber).default(DEFAULT_GPU_MEMORY_UTILIZATION))
     .addOption(new Option('--block-size <n>', 'tokens per KV block').argParser(parsePosInt).default(DEFAULT_BLOCK_SIZE))
-    .option('--enforce-eager', 'no CUDA graphs (drops the graph pool from the plan)', false)
     .addOption(new Option('--seq-len <n>', 'length for the "how many sequences fit" answer (default: a ladder up to max_model_len)').argParser(parsePosInt))
     .option('--json', 'print the plan as JSON (snake_case keys, exact bytes)', false)
     .addHelpText('after', '\nExit status: 0 if it fits, 2 if it does not (the plan and the reason are still printed), 1 on bad input.')
@@ -89,7 +87,6 @@ export function registerPlan(program: Command): void {
         maxNumBatchedTokens: o.maxNumBatchedTokens,
         maxNumSeqs: o.maxNumSeqs,
         blockSize: o.blockSize,
-        cudaGraphs: !o.enforceEager,
         sparseAttention: readSparseBudget(o.model, config),
       });
       const report = { gpuName: gpu ? gpu.name : `${o.gpuMemoryGib} GiB GPU`, seqLens: o.seqLen !== undefined ? [o.seqLen] : undefined };

@@ -98,7 +98,7 @@ export async function createEngineFromOptions(opts: ServeOptions): Promise<Engin
     backend: opts.device,
     enablePrefixCaching: opts.enablePrefixCaching,
     ...(opts.gpuMemoryUtilization !== undefined ? { gpuMemoryUtilization: opts.gpuMemoryUtilization } : {}),
-    ...(opts.maxModelLen !== undefined && opts.maxModelLen !== 'auto' ? { maxModelLen: opts.maxModelLen } : {}),
+    ...(opts.maxModelLen !== undefined ? { maxModelLen: opts.maxModelLen } : {}),
     ...(opts.maxNumBatchedTokens !== undefined ? { maxNumBatchedTokens: opts.maxNumBatchedTokens } : {}),
     ...(opts.maxNumSeqs !== undefined ? { maxNumSeqs: opts.maxNumSeqs } : {}),
     ...(opts.kvCacheMemoryBytes !== undefined ? { kvCacheMemoryBytes: opts.kvCacheMemoryBytes } : {}),

@@ -12,6 +12,7 @@ import {
   weightItems,
   workspaceBytes,
   workspaceItems,
+  type CudaScratchBytes,
   type KvCacheDtype,
   type PlanItem,
   type WeightDtype,
@@ -43,7 +44,8 @@ export interface MemoryPlanInput {
   readonly maxNumBatchedTokens?: number; // default 8192
   readonly maxNumSeqs?: number; // default 256
   readonly blockSize?: number; // default 16
-  readonly cudaGraphs?: boolean; // default true (false = --enforce-eager)
+  readonly exactMatmul?: boolean; // default false: bf16 tensor-core GEMMs (true: the exact fp32 paths of f32 checkpoints)
+  readonly tensorCoreAttention?: boolean; // default true: bf16 tensor-core prefill attention
   readonly sparseAttention?: SparseBudget | null; // default null: no sparse-prefill buffers planned
 }
 
@@ -65,6 +67,7 @@ export interface Budget {
   workspace: PlanItem[];
   workspaceBytes: number;
   arenaBytes: number;
+  scratch: CudaScratchBytes; // the CUDA context's reservation (inside workspace)
   runtimeBytes: number; // the workspace part outside our allocator (CUDA context, NCCL)
   blockBytes: number;
   kvAvailableBytes: number; // cap - weights - workspace - margin
@@ -84,17 +87,18 @@ export function budgetAt(cfg: ModelConfig, s: PlanSettings, maxModelLen: number)
   const margin = marginBytes(cap);
   const weights = weightItems(cfg, shape, s.weightDtype);
   const weightsBytes = sumBytes(weights);
-  const layout = layoutArena(
-    workspaceItems(cfg, shape, {
+  const ws0 = workspaceItems(cfg, shape, {
       maxNumBatchedTokens: s.maxNumBatchedTokens,
       maxNumSeqs: s.maxNumSeqs,
       maxModelLen,
       blockSize: s.blockSize,
       kvCacheDtype: s.kvCacheDtype,
-      cudaGraphs: s.cudaGraphs,
+      weightDtype: s.weightDtype,
+      exactMatmul: s.exactMatmul,
+      tensorCoreAttention: s.tensorCoreAttention,
       sparse: s.sparseAttention,
-    }),
-  );
+    });
+  const layout = layoutArena(ws0.items);
   const ws = workspaceBytes(layout);
   return {
     capBytes: cap,
@@ -104,6 +108,7 @@ export function budgetAt(cfg: ModelConfig, s: PlanSettings, maxModelLen: number)
     workspace: layout.items,
     workspaceBytes: ws,
     arenaBytes: layout.arenaBytes,
+    scratch: ws0.scratch,
     runtimeBytes: sumBytes(layout.items.filter((it) => it.group === 'runtime')),
     blockBytes: kvCacheBytesPerToken(cfg, s.kvCacheDtype, s.tensorParallelSize) * s.blockSize,
     kvAvailableBytes: cap - weightsBytes - ws - margin,

@@ -26,7 +26,7 @@ function mib(bytes: number): string {
 }
 
 function itemLabel(it: PlanItem): string {
-  if (it.group === 'arena') return `arena/${it.phase ?? ''}: ${it.name}`;
+  if (it.group === 'arena') return `activations: ${it.name}`;
   return `${it.group}: ${it.name}`;
 }
 
@@ -44,14 +44,14 @@ export function formatPlanTable(plan: MemoryPlan, opts: PlanReportOptions = {}):
     `settings: tensor parallel ${s.tensorParallelSize}, weights ${s.weightDtype}, KV cache ${s.kvCacheDtype}, ` +
       `max_model_len ${formatInt(plan.maxModelLen)}${s.maxModelLen === 'auto' ? ' (auto)' : ''}, ` +
       `max_num_batched_tokens ${formatInt(s.maxNumBatchedTokens)}, max_num_seqs ${formatInt(s.maxNumSeqs)}, ` +
-      `block size ${s.blockSize}, CUDA graphs ${s.cudaGraphs ? 'on' : 'off'}, utilization ${s.gpuMemoryUtilization.toFixed(2)}`,
+      `block size ${s.blockSize}, ${s.exactMatmul ? 'exact fp32 GEMMs' : 'bf16 tensor-core GEMMs'}, utilization ${s.gpuMemoryUtilization.toFixed(2)}`,
   );
   out.push('');
   const rows: [string, number, string][] = [
     ['total', d.totalBytes, ''],
     [`cap (utilization ${s.gpuMemoryUtilization.toFixed(2)})`, d.capBytes, 'everything below lives under the cap'],
     ['weights', d.weightsBytes, `${s.weightDtype}, shard 1/${s.tensorParallelSize}`],
-    ['workspace', d.workspaceBytes, `activation arena ${gib(d.arenaBytes)} GiB + tables, libraries, runtime`],
+    ['workspace', d.workspaceBytes, `step activations ${gib(d.arenaBytes)} GiB + CUDA scratch + runtime`],
     ['margin', d.marginBytes, 'max(2% of cap, 512 MiB)'],
     ['KV cache', d.kvCacheBytes, `${formatInt(plan.numBlocks)} blocks = ${formatInt(plan.numKvTokens)} tokens`],
     ['free', d.freeBytes, d.freeBytes < 0 ? 'OVERCOMMITTED' : 'less than one block'],
@@ -66,7 +66,7 @@ export function formatPlanTable(plan: MemoryPlan, opts: PlanReportOptions = {}):
   for (const it of d.weights) out.push(`  ${it.name.padEnd(width)}${mib(it.bytes).padStart(10)}  ${it.formula}`);
   out.push(`${'workspace per GPU'.padEnd(width + 2)}${'MiB'.padStart(10)}  formula`);
   for (const it of d.workspace) out.push(`  ${itemLabel(it).padEnd(width)}${mib(it.bytes).padStart(10)}  ${it.formula}`);
-  out.push(`  ${'arena total (persistent + largest phase)'.padEnd(width)}${mib(d.arenaBytes).padStart(10)}`);
+  out.push(`  ${'step activations total'.padEnd(width)}${mib(d.arenaBytes).padStart(10)}`);
   out.push('');
   out.push(
     `KV cache: ${formatInt(plan.kvCacheBytesPerToken)} bytes per token (whole model: all layers, K and V, ${s.kvCacheDtype}); ` +
@@ -101,7 +101,8 @@ export function planToJson(plan: MemoryPlan, opts: PlanReportOptions = {}): Reco
     max_num_batched_tokens: s.maxNumBatchedTokens,
     max_num_seqs: s.maxNumSeqs,
     block_size: s.blockSize,
-    cuda_graphs: s.cudaGraphs,
+    exact_matmul: s.exactMatmul,
+    tensor_core_attention: s.tensorCoreAttention,
     gpu_memory_utilization: s.gpuMemoryUtilization,
     kv_cache_bytes_per_token: plan.kvCacheBytesPerToken,
     kv_cache_bytes_per_token_per_device: plan.kvCacheBytesPerTokenPerDevice,
@@ -127,4 +128,23 @@ export function planToJson(plan: MemoryPlan, opts: PlanReportOptions = {}): Reco
       workspace: d.workspace.map(itemJson),
     })),
   };
+}
+
+/**
+ * The few lines serve and LLM.create print before loading weights: the budget by kind and what it buys.
+ * Every number comes from the plan (activations = the step buffers, scratch = the CUDA reservation).
+ */
+export function formatPlanSummary(plan: MemoryPlan, deviceName: string): string {
+  const s = plan.settings;
+  const d = plan.devices[0];
+  const scratch = d.workspace.filter((it) => it.group === 'library').reduce((n, it) => n + it.bytes, 0);
+  const runtime = d.workspace.filter((it) => it.group === 'runtime' || it.group === 'static').reduce((n, it) => n + it.bytes, 0);
+  const seqs = plan.numSeqsThatFit(plan.maxModelLen);
+  return (
+    `memory plan: ${deviceName}, ${gib(d.totalBytes)} GiB, cap ${gib(d.capBytes)} GiB (--gpu-memory-utilization ${s.gpuMemoryUtilization.toFixed(2)})\n` +
+    `  weights ${gib(d.weightsBytes)} GiB (${s.weightDtype}), step activations ${gib(d.arenaBytes)} GiB (${formatInt(s.maxNumBatchedTokens)} tokens, ` +
+    `${formatInt(Math.min(s.maxNumSeqs, s.maxNumBatchedTokens))} sampled rows), CUDA scratch ${gib(scratch)} GiB, runtime ${gib(runtime)} GiB, margin ${gib(d.marginBytes)} GiB\n` +
+    `  KV cache ${gib(d.kvCacheBytes)} GiB (${s.kvCacheDtype}) = ${formatInt(plan.numKvTokens)} tokens in ${formatInt(plan.numBlocks)} blocks; ` +
+    `max_model_len ${formatInt(plan.maxModelLen)}${s.maxModelLen === 'auto' ? ' (auto)' : ''}: ${formatInt(seqs)} such sequence${seqs === 1 ? '' : 's'} at once\n`
+  );
 }

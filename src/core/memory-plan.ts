@@ -18,7 +18,7 @@ import {
   type PlanSettings,
 } from './memory-budget.js';
 import { failureOf, formatInt, joinAlternatives, type PlanFailure } from './memory-plan-advice.js';
-import { kvCacheBytesPerToken, type PlanItem } from './memory-workspace.js';
+import { kvCacheBytesPerToken, type CudaScratchBytes, type PlanItem } from './memory-workspace.js';
 
 export * from './memory-budget.js';
 export { formatInt, type PlanFailure, type PlanFailureKind } from './memory-plan-advice.js';
@@ -29,7 +29,8 @@ export interface DeviceMemoryPlan {
   readonly capBytes: number; // floor(utilization x total)
   readonly weightsBytes: number;
   readonly workspaceBytes: number; // static + arena + library + runtime reserves
-  readonly arenaBytes: number; // the activation arena inside workspaceBytes
+  readonly arenaBytes: number; // the step activations inside workspaceBytes
+  readonly scratch: CudaScratchBytes; // the CUDA context's scratch reservation inside workspaceBytes
   readonly marginBytes: number;
   readonly kvCacheBytes: number; // numBlocks x kvBlockBytesPerDevice
   readonly freeBytes: number; // cap minus all of the above: < one block when it fits, negative when overcommitted
@@ -95,7 +96,8 @@ function resolveSettings(input: MemoryPlanInput): PlanSettings {
     maxNumBatchedTokens: posInt(input.maxNumBatchedTokens ?? DEFAULT_MAX_NUM_BATCHED_TOKENS, '--max-num-batched-tokens'),
     maxNumSeqs: posInt(input.maxNumSeqs ?? DEFAULT_MAX_NUM_SEQS, '--max-num-seqs'),
     blockSize: posInt(input.blockSize ?? DEFAULT_BLOCK_SIZE, '--block-size'),
-    cudaGraphs: input.cudaGraphs ?? true,
+    exactMatmul: input.exactMatmul ?? false,
+    tensorCoreAttention: input.tensorCoreAttention ?? true,
     sparseAttention: sparse,
   };
 }
@@ -121,6 +123,7 @@ export function planMemory(input: MemoryPlanInput): MemoryPlan {
     weightsBytes: b.weightsBytes,
     workspaceBytes: b.workspaceBytes,
     arenaBytes: b.arenaBytes,
+    scratch: b.scratch,
     marginBytes: b.marginBytes,
     kvCacheBytes,
     freeBytes: b.capBytes - b.weightsBytes - b.workspaceBytes - b.marginBytes - kvCacheBytes,

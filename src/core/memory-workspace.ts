@@ -1,18 +1,22 @@
 // The byte formulas of the memory plan, per device: weight shards, KV bytes per token, and every buffer the
 // engine allocates besides weights and the KV pool, each item carrying its shape formula. Invariant: every
 // count is an exact integer computed from shapes; the only estimates are the named reserves (CUDA context,
-// NCCL, graph pool), which say so in their formula. Must not: decide fit or policy (memory-plan.ts), do I/O.
+// NCCL), which say so in their formula. Must not: decide fit or policy (memory-plan.ts), do I/O.
 import type { ModelConfig } from '../model/config-types.js';
+import { stepBufferLayout } from '../model/step-buffers.js';
+import { cudaScratchBytes, type CudaScratchBytes } from '../runtime/cuda-scratch.js';
 
-export type WeightDtype = 'bf16' | 'fp8';
-export type KvCacheDtype = 'bf16' | 'fp8';
+export type { CudaScratchBytes };
+
+export type WeightDtype = 'fp32' | 'bf16' | 'fp8';
+export type KvCacheDtype = 'fp32' | 'bf16' | 'fp8';
 type ElemType = 'fp32' | 'bf16' | 'fp8' | 'int32';
 const ELEM_BYTES: Record<ElemType, number> = { fp32: 4, bf16: 2, fp8: 1, int32: 4 };
 
 /**
- * Where an item lives. weights: the weight slab. static: tables built once at startup. arena: the one
- * activation arena (see layoutArena). library: workspaces we hand to cuBLAS/cuBLASLt and the CUDA-graph
- * pool. runtime: memory the CUDA driver and NCCL take outside our allocator (estimates, still under the cap).
+ * Where an item lives. weights: the weight tensors. static: tables built once at startup. arena: the step
+ * activations (see layoutArena). library: the CUDA context's reserved scratch, cuBLAS workspace included.
+ * runtime: memory the CUDA driver and NCCL take outside our allocator (estimates, still under the cap).
  */
 export type ItemGroup = 'weights' | 'static' | 'arena' | 'library' | 'runtime';
 
@@ -35,21 +39,11 @@ export interface PlanItem {
 export const MiB = 1024 * 1024;
 export const GiB = 1024 * MiB;
 export const ARENA_ALIGN_BYTES = 256;
-/** Most split-KV partitions one decode sequence may use (the decode kernel must cap its splits at this). */
-export const MAX_DECODE_SPLITS = 32;
-/** Largest decode batch captured as a CUDA graph. */
-export const MAX_GRAPH_BATCH = 512;
-/** Workspace handed to cuBLAS (cublasSetWorkspace) and to cuBLASLt matmuls: 32 MiB each (Hopper guidance). */
-export const CUBLAS_WORKSPACE_BYTES = 32 * MiB;
-export const CUBLASLT_WORKSPACE_BYTES = 32 * MiB;
 /** CUDA context + module images outside our allocator: measured 685 MiB for a PyTorch process after its first
  * cuBLAS GEMM on H100 and H200 (driver 580); rounded up. */
 export const CUDA_CONTEXT_RESERVE_BYTES = 768 * MiB;
 /** NCCL communicator buffers when tensor parallel: measured 840 MiB on 2 x H200 (NVLink, NVLS off); rounded up. */
 export const NCCL_RESERVE_BYTES = 1024 * MiB;
-/** CUDA graph pool: a base plus a per-captured-graph estimate (our graphs allocate nothing: all buffers are planned). */
-export const GRAPH_POOL_BASE_BYTES = 64 * MiB;
-export const GRAPH_BYTES_PER_CAPTURE = 2 * MiB;
 
 /** Per-device shapes under tensor parallelism of degree tp (heads split evenly; MLP and vocab rows padded up). */
 export interface DeviceShape {
@@ -117,12 +111,13 @@ export function kvCacheBytesPerToken(config: ModelConfig, dtype: KvCacheDtype, t
  */
 export function weightItems(config: ModelConfig, shape: DeviceShape, dtype: WeightDtype): PlanItem[] {
   const { numLayers: L, hiddenSize: H, headDim: D, numHeads: h, numKvHeads: g, intermediateSize: I, vocabShard: Vd } = shape;
-  const mat: ElemType = dtype === 'fp8' ? 'fp8' : 'bf16';
+  const mat: ElemType = dtype === 'fp8' ? 'fp8' : dtype === 'fp32' ? 'fp32' : 'bf16';
+  const emb: ElemType = dtype === 'fp32' ? 'fp32' : 'bf16';
   const qkvRows = (h + 2 * g) * D;
   const items: PlanItem[] = [
-    tensor('embed_tokens (vocab-parallel)', 'weights', null, [['V_d', Vd], ['H', H]], 'bf16'),
+    tensor('embed_tokens (vocab-parallel)', 'weights', null, [['V_d', Vd], ['H', H]], emb),
   ];
-  if (!config.tieWordEmbeddings) items.push(tensor('lm_head (vocab-parallel)', 'weights', null, [['V_d', Vd], ['H', H]], 'bf16'));
+  if (!config.tieWordEmbeddings) items.push(tensor('lm_head (vocab-parallel)', 'weights', null, [['V_d', Vd], ['H', H]], emb));
   const attn = L * (qkvRows * H + H * h * D) * ELEM_BYTES[mat];
   items.push(fixed('attention q/k/v/o matrices', 'weights', attn, `L=${L} x ([(h+2g)*D=${qkvRows}, H=${H}] + [H=${H}, h*D=${h * D}]) ${mat}`));
   const mlp = L * (2 * I * H + H * I) * ELEM_BYTES[mat];
@@ -142,97 +137,76 @@ export interface WorkspaceParams {
   readonly maxModelLen: number; // N
   readonly blockSize: number; // B
   readonly kvCacheDtype: KvCacheDtype;
-  readonly cudaGraphs: boolean;
+  readonly weightDtype: WeightDtype;
+  readonly exactMatmul: boolean;
+  readonly tensorCoreAttention: boolean;
   readonly sparse: { maxVerticalSize: number; maxSlashSize: number } | null; // null: sparse prefill not planned
 }
 
-/** Positions the rope table covers: N without DCA; with DCA keys use k mod L < L and queries at most p mod L + C. */
-export function ropeTablePositions(config: ModelConfig, maxModelLen: number): number {
-  const dca = config.dca;
-  if (!dca || maxModelLen <= dca.chunkLen) return maxModelLen;
-  return dca.chunkSize + dca.chunkLen;
-}
-
-/** Decode batch sizes captured as CUDA graphs: 1, 2, 4, then multiples of 8, up to min(S, 512). */
-export function graphBatchSizes(maxNumSeqs: number): number[] {
-  const top = Math.min(maxNumSeqs, MAX_GRAPH_BATCH);
-  const sizes = new Set<number>([1, 2, 4].filter((n) => n <= top));
-  for (let n = 8; n <= top; n += 8) sizes.add(n);
-  sizes.add(top);
-  return [...sizes].sort((a, b) => a - b);
+/** Block-table entries per sequence: nb = ceil(N / B), plus one so a table row always ends in -1. */
+export function maxBlocksPerSeq(maxModelLen: number, blockSize: number): number {
+  return Math.ceil(maxModelLen / blockSize) + 1;
 }
 
 /**
- * Every non-weight, non-KV buffer of one device, unlaid (offsetBytes null). Notation: T tokens per step,
- * S sequences, R = min(S, T) sampled rows, N max_model_len, B block size, nb = ceil(N / B), and the
- * per-device h, g, D, H, I_d, V, V_d of DeviceShape. Activations are bf16, the residual stream and all
- * softmax statistics fp32. Attention kernels read K/V from the paged cache directly (no gathered or
- * GQA-expanded copies, no materialized query rotations: long-context-attention.md §3.5).
+ * Every non-weight, non-KV buffer of one device, exactly as the engine allocates it on the CUDA backend:
+ * the graph's step activations (src/model/step-buffers.ts, f32, allocated once at T = max_num_batched_tokens
+ * and R = min(S, T) sampled rows) and the CUDA context's scratch (src/runtime/cuda-scratch.ts, reserved at
+ * start-up at these sizes and never grown), plus the runtime's own memory (estimates, named as such).
+ * Per-device shapes (h, g, I_d, V_d) are what a tensor-parallel shard would hold; tensor parallelism
+ * itself is planned but not implemented yet. Sparse-prefill buffers are listed only when `sparse` is given
+ * (the CUDA backend runs those steps dense, so the engine passes null).
  */
-export function workspaceItems(config: ModelConfig, shape: DeviceShape, p: WorkspaceParams): PlanItem[] {
+export function workspaceItems(config: ModelConfig, shape: DeviceShape, p: WorkspaceParams): { items: PlanItem[]; scratch: CudaScratchBytes } {
   const { numLayers: L, hiddenSize: H, headDim: D, numHeads: h, numKvHeads: g, intermediateSize: I, vocabSize: V, vocabShard: Vd } = shape;
   const T = p.maxNumBatchedTokens;
   const S = p.maxNumSeqs;
   const R = Math.min(S, T);
   const N = p.maxModelLen;
-  const nb = Math.ceil(N / p.blockSize);
   const items: PlanItem[] = [];
 
-  // static tables
-  const P = ropeTablePositions(config, N);
-  const ropeNote = config.dca ? `P = ${N <= config.dca.chunkLen ? 'N' : 'C + L'} (DCA), cos and sin of D/2 angles each` : 'P = N, cos and sin of D/2 angles each';
-  items.push(tensor('rope cos/sin table', 'static', null, [['P', P], ['D', D]], 'fp32', ropeNote));
   if (p.kvCacheDtype === 'fp8') items.push(tensor('fp8 KV per-head scales', 'static', null, [['L', L], ['K/V', 2], ['g', g]], 'fp32'));
 
-  // arena, persistent
-  items.push(tensor('residual stream', 'arena', 'persistent', [['T', T], ['H', H]], 'fp32'));
-  items.push(tensor('normed hidden', 'arena', 'persistent', [['T', T], ['H', H]], 'bf16'));
-  items.push(tensor('o_proj/down_proj output', 'arena', 'persistent', [['T', T], ['H', H]], 'bf16', 'the all-reduce buffer'));
-  items.push(tensor('step inputs', 'arena', 'persistent', [['3', 3], ['T', T]], 'int32', 'token ids, positions, slots'));
-  items.push(tensor('sequence metadata', 'arena', 'persistent', [['S+1', S + 1], ['16', 16]], 'int32', 'query starts, lengths, sample rows, sampling state'));
-  if (config.dca) items.push(tensor('DCA sequence metadata', 'arena', 'persistent', [['S', S], ['4', 4]], 'int32', 'range starts, logit scale'));
-  items.push(tensor('block tables', 'arena', 'persistent', [['S', S], ['nb', nb]], 'int32', `nb = ceil(N=${N} / B=${p.blockSize})`));
-  items.push(tensor('penalty token counts', 'arena', 'persistent', [['S', S], ['V', V]], 'int32', 'repetition/presence/frequency penalties'));
-
-  // arena, attention phase
-  items.push(tensor('qkv projection', 'arena', 'attention', [['T', T], ['(h+2g)*D', (h + 2 * g) * D]], 'bf16'));
-  items.push(tensor('prefill attention accumulator', 'arena', 'attention', [['T', T], ['h', h], ['D', D]], 'fp32', 'LSE merge across the DCA ranges'));
-  items.push(tensor('prefill attention LSE', 'arena', 'attention', [['T', T], ['h', h]], 'fp32'));
-  items.push(tensor('attention output', 'arena', 'attention', [['T', T], ['h*D', h * D]], 'bf16'));
-  items.push(
-    tensor('decode split-KV partials', 'arena', 'attention', [['S', S], ['h', h], ['splits', MAX_DECODE_SPLITS], ['D+2', D + 2]], 'fp32', 'acc + max + sum per split'),
-  );
+  // step activations: one f32 buffer each, allocated once (the graph runs every step on prefix views)
+  const layout = stepBufferLayout({ hiddenSize: H, numHeads: h, numKvHeads: g, headDim: D, intermediateSize: I, vocabSize: Vd });
+  for (const b of Object.values(layout)) {
+    const rows: [string, number] = b.rows === 'T' ? ['T', T] : ['R', R];
+    items.push(tensor(b.what, 'arena', 'persistent', [rows, ['cols', b.cols]], 'fp32'));
+  }
+  if (shape.tp > 1) items.push(tensor('gathered logits', 'arena', 'persistent', [['R', R], ['V', V]], 'fp32', 'planned for tensor parallelism'));
   const sparseOn = p.sparse !== null && config.dca !== null && N > (config.dca.sparseAttentionThreshold ?? 32768);
   if (sparseOn && p.sparse) {
     const q = config.dca?.sparseAttentionLastQ ?? 64;
-    items.push(tensor('sparse estimation queries', 'arena', 'attention', [['3', 3], ['last_q', q], ['h', h], ['D', D]], 'bf16', 'intra + the two critical rotations'));
-    items.push(tensor('sparse column and diagonal scores', 'arena', 'attention', [['2', 2], ['h', h], ['N', N]], 'fp32', 'streamed sums, no last_q x N matrix'));
-    items.push(tensor('sparse top-k scratch', 'arena', 'attention', [['h', h], ['N', N], ['2', 2]], 'fp32', 'key/index pairs'));
+    const planned = 'planned: the CUDA backend runs sparse steps dense';
+    items.push(tensor('sparse estimation queries', 'arena', 'persistent', [['3', 3], ['last_q', q], ['h', h], ['D', D]], 'bf16', planned));
+    items.push(tensor('sparse column and diagonal scores', 'arena', 'persistent', [['2', 2], ['h', h], ['N', N]], 'fp32', planned));
+    items.push(tensor('sparse top-k scratch', 'arena', 'persistent', [['h', h], ['N', N], ['2', 2]], 'fp32', planned));
     const vs = p.sparse.maxVerticalSize + p.sparse.maxSlashSize;
-    items.push(tensor('sparse index lists', 'arena', 'attention', [['h', h], ['v+s', vs]], 'int32', 'block windows are derived in-kernel'));
+    items.push(tensor('sparse index lists', 'arena', 'persistent', [['h', h], ['v+s', vs]], 'int32', planned));
   }
 
-  // arena, MLP phase
-  items.push(tensor('MLP gate/up output', 'arena', 'mlp', [['T', T], ['2*I_d', 2 * I]], 'bf16'));
-  items.push(tensor('MLP activation', 'arena', 'mlp', [['T', T], ['I_d', I]], 'bf16'));
-
-  // arena, logits phase
-  items.push(tensor('sampled hidden rows', 'arena', 'logits', [['2', 2], ['R', R], ['H', H]], 'bf16', 'gathered and normed; R = min(S, T)'));
-  items.push(tensor('logits shard', 'arena', 'logits', [['R', R], ['V_d', Vd]], 'fp32'));
-  if (shape.tp > 1) items.push(tensor('gathered logits', 'arena', 'logits', [['R', R], ['V', V]], 'fp32'));
-  items.push(tensor('sampling scratch', 'arena', 'logits', [['R', R], ['256', 256]], 'fp32', 'sort-free top-k/top-p, logprobs'));
-
-  // library workspaces and runtime reserves
-  items.push(fixed('cuBLAS workspace', 'library', CUBLAS_WORKSPACE_BYTES, '32 MiB, ours (cublasSetWorkspace)'));
-  items.push(fixed('cuBLASLt workspace', 'library', CUBLASLT_WORKSPACE_BYTES, '32 MiB, ours (matmul preference)'));
-  if (p.cudaGraphs) {
-    const n = graphBatchSizes(S).length;
-    items.push(fixed('CUDA graph pool', 'library', GRAPH_POOL_BASE_BYTES + n * GRAPH_BYTES_PER_CAPTURE, `estimate: 64 MiB + ${n} decode graphs x 2 MiB`));
+  // the CUDA context's scratch, reserved at these sizes (cuda-scratch.ts has each formula)
+  const scratch = cudaScratchBytes(
+    { hiddenSize: H, numHeads: h, numKvHeads: g, headDim: D, intermediateSize: I, vocabSize: Vd },
+    { maxNumBatchedTokens: T, maxNumSeqs: S, maxBlocksPerSeq: maxBlocksPerSeq(N, p.blockSize), exactMatmul: p.exactMatmul, tensorCoreAttention: p.tensorCoreAttention, weightDtype: p.weightDtype === 'fp32' ? 'f32' : 'bf16' },
+  );
+  for (const [key, what] of CUDA_SCRATCH_ITEMS) {
+    if (scratch[key] > 0) items.push(fixed(what, 'library', scratch[key], `cuda-scratch.ts ${key}`));
   }
+
   items.push(fixed('CUDA context and modules', 'runtime', CUDA_CONTEXT_RESERVE_BYTES, 'estimate: 768 MiB (measured 685 MiB, H100/H200)'));
   if (shape.tp > 1) items.push(fixed('NCCL buffers', 'runtime', NCCL_RESERVE_BYTES, 'estimate: 1 GiB (measured 840 MiB, 2 x H200)'));
-  return items;
+  return { items, scratch };
 }
+
+const CUDA_SCRATCH_ITEMS: readonly [keyof CudaScratchBytes, string][] = [
+  ['activations16', 'GEMM inputs rounded to bf16'],
+  ['widened', 'GEMM weights widened to f32 (exact path)'],
+  ['attentionIndices', 'attention tiles and block tables'],
+  ['attentionPartials', 'attention split-KV partials'],
+  ['staging', 'step index staging'],
+  ['cublasWorkspace', 'cuBLAS workspace'],
+];
 
 export interface ArenaLayout {
   readonly items: PlanItem[]; // all items, arena ones with offsets

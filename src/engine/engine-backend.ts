@@ -1,28 +1,26 @@
-// Which compute backend an engine runs on, and how much device memory its KV pool may take there.
-// 'auto' picks CUDA when the CUDA addon loads and sees a GPU, else the native CPU backend. On CUDA the KV
-// pool gets what is left of gpuMemoryUtilization × the device's memory after the weights, the step's
-// activations and a fixed margin (activations and KV are float32 in this version of the CUDA backend);
-// bf16 checkpoints use the tensor-core GEMM and prefill attention there.
-// Must not: allocate before the caller has checked that the plan fits.
+// Which compute backend an engine runs on and, on CUDA, the memory plan it allocates by. 'auto' picks CUDA
+// when the CUDA addon loads and sees a GPU, else the native CPU backend. On CUDA the plan (src/core/
+// memory-plan.ts) is computed from config.json and the device's total memory before any weight is read:
+// it fixes the KV pool (whole blocks, bf16 for bf16 checkpoints, f32 otherwise), the step activations and
+// the CUDA scratch reservation, and the engine allocates exactly those. bf16 checkpoints compute their
+// GEMMs and prefill attention on bf16 tensor cores; f32 checkpoints keep the exact fp32 paths (they
+// reproduce the CPU backend). Must not: allocate model memory before the plan has been checked.
 import { UserError } from '../errors.js';
+import { DEFAULT_MAX_NUM_BATCHED_TOKENS, DEFAULT_MAX_NUM_SEQS, planMemory, type MemoryPlan } from '../core/memory-plan.js';
 import type { ModelConfig } from '../model/config-types.js';
 import type { ModelWeights } from '../model/weights-types.js';
 import type { Backend } from '../runtime/backend.js';
 import { createCpuBackend } from '../runtime/cpu-backend.js';
-import { createCudaBackend, cudaUnavailableReason } from '../runtime/cuda-backend.js';
+import { createCudaBackend, cudaUnavailableReason, type CudaBackend } from '../runtime/cuda-backend.js';
+import type { CudaScratchBytes } from '../runtime/cuda-scratch.js';
 import { createReferenceBackend } from '../runtime/reference-backend.js';
-import { numel, type Tensor } from '../runtime/tensor.js';
-import { hostKvBytesPerToken, type BackendKind } from './engine-options.js';
+import { numel, type DType, type Tensor } from '../runtime/tensor.js';
+import type { BackendKind, EngineOptions } from './engine-options.js';
 
-export const DEFAULT_GPU_MEMORY_UTILIZATION = 0.9;
-const DEVICE_MARGIN_BYTES = 1024 ** 3; // CUDA context, cuBLAS workspace, allocator slack
-
-export interface CreatedBackend {
-  backend: Backend;
-  kind: Exclude<BackendKind, 'auto'>;
-  /** Bytes of device memory the engine may use (cuda only). */
-  deviceBudgetBytes: number | null;
-}
+export { DEFAULT_GPU_MEMORY_UTILIZATION } from '../core/memory-plan.js';
+/** Step limits on CUDA when the options set none: the plan's defaults (8192 tokens, 256 sequences). */
+export const CUDA_DEFAULT_MAX_NUM_BATCHED_TOKENS = DEFAULT_MAX_NUM_BATCHED_TOKENS;
+export const CUDA_DEFAULT_MAX_NUM_SEQS = DEFAULT_MAX_NUM_SEQS;
 
 export function resolveBackendKind(kind: BackendKind | undefined): Exclude<BackendKind, 'auto'> {
   const k = kind ?? 'auto';
@@ -34,22 +32,68 @@ export function resolveBackendKind(kind: BackendKind | undefined): Exclude<Backe
   return k;
 }
 
+export function createHostBackend(kind: 'cpu' | 'reference', opts: { numThreads?: number }): Backend {
+  return kind === 'reference' ? createReferenceBackend() : createCpuBackend({ numThreads: opts.numThreads ?? 0 });
+}
+
+/** How a checkpoint computes on CUDA: bf16 weights on tensor cores with a bf16 KV cache; others exact fp32. */
+export interface CudaNumerics {
+  readonly bf16: boolean;
+  readonly kvCacheDtype: DType; // 'bf16' | 'f32'
+  readonly exactMatmul: boolean;
+  readonly tensorCoreAttention: boolean;
+}
+
+export function cudaNumerics(torchDtype: ModelConfig['torchDtype']): CudaNumerics {
+  const bf16 = torchDtype === 'bfloat16';
+  return { bf16, kvCacheDtype: bf16 ? 'bf16' : 'f32', exactMatmul: !bf16, tensorCoreAttention: bf16 };
+}
+
+/** Everything the CUDA engine allocates by: the plan, the scratch reservation, the numerics. */
+export interface CudaEnginePlan {
+  readonly plan: MemoryPlan;
+  readonly scratch: CudaScratchBytes;
+  readonly numerics: CudaNumerics;
+  readonly deviceName: string;
+}
+
+/** Total memory and name of CUDA device 0, from a context that is released again. */
+function probeDevice(): { totalMemory: number; name: string } {
+  const probe = createCudaBackend();
+  try {
+    return { totalMemory: probe.info.totalMemory, name: probe.info.name };
+  } finally {
+    probe.dispose();
+  }
+}
+
 /**
- * `bf16Weights`: the checkpoint's matrices are bf16. On CUDA such a model computes its GEMMs and its prefill
- * attention on bf16 tensor cores (fp32 accumulation and softmax statistics); f32 checkpoints keep the exact
- * fp32 paths, so they reproduce the CPU backend.
+ * The CUDA engine's memory plan from config.json and the GPU's total memory (probed unless given). Throws
+ * the plan's one-line UserError when it does not fit (numbers and fixes), before anything is loaded.
  */
-export function createBackend(
-  kind: Exclude<BackendKind, 'auto'>,
-  opts: { numThreads?: number; gpuMemoryUtilization?: number },
-  bf16Weights = false,
-): CreatedBackend {
-  if (kind === 'reference') return { backend: createReferenceBackend(), kind, deviceBudgetBytes: null };
-  if (kind === 'cpu') return { backend: createCpuBackend({ numThreads: opts.numThreads ?? 0 }), kind, deviceBudgetBytes: null };
-  const util = opts.gpuMemoryUtilization ?? DEFAULT_GPU_MEMORY_UTILIZATION;
-  if (!(util > 0 && util <= 1)) throw new UserError(`--gpu-memory-utilization must be in (0, 1], got ${util}`);
-  const backend = createCudaBackend({ tensorCoreAttention: bf16Weights });
-  return { backend, kind, deviceBudgetBytes: Math.floor(util * backend.info.totalMemory) };
+export function planCudaEngine(opts: EngineOptions, config: ModelConfig, device?: { totalMemory: number; name: string }): CudaEnginePlan {
+  const dev = device ?? probeDevice();
+  const numerics = cudaNumerics(config.torchDtype);
+  const plan = planMemory({
+    config,
+    gpuMemoryBytes: dev.totalMemory,
+    gpuMemoryUtilization: opts.gpuMemoryUtilization,
+    weightDtype: config.torchDtype === 'float32' ? 'fp32' : 'bf16',
+    kvCacheDtype: numerics.kvCacheDtype === 'bf16' ? 'bf16' : 'fp32',
+    maxModelLen: opts.maxModelLen ?? 'auto',
+    maxNumBatchedTokens: opts.maxNumBatchedTokens ?? CUDA_DEFAULT_MAX_NUM_BATCHED_TOKENS,
+    maxNumSeqs: opts.maxNumSeqs ?? CUDA_DEFAULT_MAX_NUM_SEQS,
+    blockSize: opts.blockSize,
+    exactMatmul: numerics.exactMatmul,
+    tensorCoreAttention: numerics.tensorCoreAttention,
+  });
+  if (plan.failure) throw plan.failure.error;
+  return { plan, scratch: plan.devices[0].scratch, numerics, deviceName: dev.name };
+}
+
+/** The CUDA backend the plan was made for: its scratch reserved at the planned sizes. */
+export function createPlannedCudaBackend(p: CudaEnginePlan): CudaBackend {
+  return createCudaBackend({ exactMatmul: p.numerics.exactMatmul, tensorCoreAttention: p.numerics.tensorCoreAttention, scratch: p.scratch });
 }
 
 function tensorBytes(t: Tensor): number {
@@ -64,25 +108,14 @@ export function weightBytes(w: ModelWeights): number {
   return n;
 }
 
-/** float32 scratch of one forward step of T tokens sampling R rows (the graph's buffers in src/model/qwen2.ts). */
-export function stepActivationBytes(c: ModelConfig, T: number, R: number): number {
-  const qDim = c.numHeads * c.headDim;
-  const kvDim = c.numKvHeads * c.headDim;
-  const perToken = 3 * c.hiddenSize + 2 * qDim + 2 * kvDim + 3 * c.intermediateSize;
-  return 4 * (T * perToken + R * (2 * c.hiddenSize + c.vocabSize));
-}
-
-/** KV bytes the device budget leaves after weights, activations and the margin; a UserError if none. */
-export function deviceKvBudget(budget: number, c: ModelConfig, w: ModelWeights, maxNumBatchedTokens: number, maxNumSeqs: number): number {
-  const weights = weightBytes(w);
-  const act = stepActivationBytes(c, maxNumBatchedTokens, Math.min(maxNumSeqs, maxNumBatchedTokens));
-  const left = budget - weights - act - DEVICE_MARGIN_BYTES;
-  const gib = (b: number) => (b / 1024 ** 3).toFixed(2);
-  if (left < hostKvBytesPerToken(c) * 16) {
+/** The loaded weights must be what the plan counted (a checkpoint whose dtypes differ from config.json is refused). */
+export function checkPlannedWeights(p: CudaEnginePlan, w: ModelWeights): void {
+  const planned = p.plan.devices[0].weightsBytes;
+  const actual = weightBytes(w);
+  if (planned !== actual) {
     throw new UserError(
-      `the GPU budget of ${gib(budget)} GiB holds the weights (${gib(weights)} GiB) and a step of ${maxNumBatchedTokens} tokens ` +
-        `(${gib(act)} GiB) but no KV cache: raise --gpu-memory-utilization or lower --max-num-batched-tokens`,
+      `the checkpoint's weights take ${actual.toLocaleString('en-US')} bytes but config.json's torch_dtype (${p.plan.config.torchDtype}) ` +
+        `plans ${planned.toLocaleString('en-US')}: set torch_dtype in config.json to the dtype the safetensors files hold`,
     );
   }
-  return left;
 }

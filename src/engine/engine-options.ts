@@ -5,6 +5,7 @@
 import { UserError } from '../errors.js';
 import type { ModelConfig } from '../model/config-types.js';
 import { DEFAULT_BLOCK_SIZE } from '../core/scheduler-config.js';
+import type { MemoryPlan } from '../core/memory-plan.js';
 
 export type BackendKind = 'auto' | 'cpu' | 'cuda' | 'reference';
 
@@ -12,7 +13,7 @@ export interface EngineOptions {
   /** Model directory (config.json, safetensors, tokenizer.json). */
   model: string;
   /** Largest prompt + generated tokens of one request. Default: the model's max_position_embeddings, capped to what the KV budget holds. */
-  maxModelLen?: number;
+  maxModelLen?: number | 'auto';
   /** Per-step token budget (prefill chunk size). Default 2048. */
   maxNumBatchedTokens?: number;
   /** Sequences running at once (each choice of an n > 1 request counts). Default 64. */
@@ -36,6 +37,8 @@ export interface EngineOptions {
   modelName?: string;
   /** Progress bar on stderr while loading large weights. Default false. */
   progress?: boolean;
+  /** CUDA: receives the memory plan's summary before weights load (default: written to stderr). */
+  onPlan?: (text: string) => void;
   /** Internal (worker engines): the tokenizer's eos ids, given by the thread that tokenizes; the engine
    * then loads no tokenizer of its own, only tokenizer.json's id → bytes table. */
   tokenizerEosTokenIds?: number[];
@@ -71,7 +74,9 @@ export function hostKvBytesPerToken(c: Pick<ModelConfig, 'numLayers' | 'numKvHea
 }
 
 /** `defaultKvBytes`: the KV budget when the options set none (the device budget on CUDA). */
-export function resolveEngineLimits(opts: EngineOptions, config: ModelConfig, defaultKvBytes = DEFAULT_KV_CACHE_MEMORY_BYTES): ResolvedEngineLimits {
+export function resolveEngineLimits(options: EngineOptions, config: ModelConfig, defaultKvBytes = DEFAULT_KV_CACHE_MEMORY_BYTES): ResolvedEngineLimits {
+  // 'auto' is the default on host backends: the model's max_position_embeddings capped to what the pool holds
+  const opts = { ...options, maxModelLen: options.maxModelLen === 'auto' ? undefined : options.maxModelLen };
   const blockSize = positiveInt('blockSize', opts.blockSize, DEFAULT_BLOCK_SIZE);
   const maxNumSeqs = positiveInt('maxNumSeqs', opts.maxNumSeqs, DEFAULT_MAX_NUM_SEQS);
   const kvBytesPerToken = hostKvBytesPerToken(config);
@@ -123,5 +128,43 @@ export function resolveEngineLimits(opts: EngineOptions, config: ModelConfig, de
     numKvBlocks,
     enablePrefixCaching: opts.enablePrefixCaching ?? true,
     kvBytesPerToken,
+  };
+}
+
+/**
+ * The CUDA engine's limits: the plan's settings and KV pool. kvCacheMemoryBytes / numKvBlocks, when given,
+ * shrink the pool below the plan's (never grow it: the plan is the cap); max_model_len then shrinks with it
+ * unless it was set, in which case a pool that cannot hold it is a UserError.
+ */
+export function limitsFromPlan(opts: EngineOptions, plan: MemoryPlan): ResolvedEngineLimits {
+  const s = plan.settings;
+  const blockBytes = plan.kvCacheBytesPerToken * s.blockSize;
+  let numKvBlocks = plan.numBlocks;
+  if (opts.numKvBlocks !== undefined) numKvBlocks = Math.min(numKvBlocks, positiveInt('numKvBlocks', opts.numKvBlocks, 1));
+  else if (opts.kvCacheMemoryBytes !== undefined) {
+    const b = opts.kvCacheMemoryBytes;
+    if (!Number.isFinite(b) || b <= 0) throw new UserError(`kvCacheMemoryBytes must be a positive number, got ${b}`);
+    numKvBlocks = Math.min(numKvBlocks, Math.floor(b / blockBytes));
+  }
+  const fitLen = numKvBlocks * s.blockSize + 1;
+  let maxModelLen = plan.maxModelLen;
+  if (fitLen < maxModelLen) {
+    if (opts.maxModelLen !== undefined) {
+      throw new UserError(
+        `max model len ${fmtInt(maxModelLen)} needs ${fmtInt(Math.ceil((maxModelLen - 1) / s.blockSize) * blockBytes)} bytes of KV cache; ` +
+          `the KV cache memory given holds ${fmtInt(numKvBlocks * blockBytes)}: use --max-model-len ${fmtInt(Math.max(fitLen, 2))} or less, or a larger KV cache`,
+      );
+    }
+    maxModelLen = fitLen;
+  }
+  if (numKvBlocks < 1 || maxModelLen < 2) throw new UserError(`the KV cache holds no block of ${s.blockSize} tokens (${fmtInt(blockBytes)} bytes): raise the KV cache memory`);
+  return {
+    maxModelLen,
+    maxNumBatchedTokens: s.maxNumBatchedTokens,
+    maxNumSeqs: s.maxNumSeqs,
+    blockSize: s.blockSize,
+    numKvBlocks,
+    enablePrefixCaching: opts.enablePrefixCaching ?? true,
+    kvBytesPerToken: plan.kvCacheBytesPerToken,
   };
 }

@@ -14,7 +14,8 @@ import { readModelConfig } from '../model/config.js';
 import type { ModelConfig } from '../model/config-types.js';
 import { resolveEosTokenIds, type GenerationDefaults } from '../model/generation-config.js';
 import { ModelRunner } from '../runtime/model-runner.js';
-import { createBackend, deviceKvBudget, resolveBackendKind } from './engine-backend.js';
+import { checkPlannedWeights, createHostBackend, createPlannedCudaBackend, planCudaEngine, resolveBackendKind, type CudaEnginePlan } from './engine-backend.js';
+import { formatPlanSummary } from '../core/memory-plan-format.js';
 import { RequestRng, TokenHistory } from '../sampling/sampler.js';
 import type { SamplingParams } from '../sampling/sampling-params.js';
 import { IdToBytes } from '../tokenizer/detokenizer.js';
@@ -30,7 +31,7 @@ import {
   type EngineStats,
   type GenerateRequest,
 } from './engine-client.js';
-import { DEFAULT_MAX_NUM_BATCHED_TOKENS, DEFAULT_MAX_NUM_SEQS, resolveEngineLimits, type EngineOptions, type ResolvedEngineLimits } from './engine-options.js';
+import { limitsFromPlan, resolveEngineLimits, type EngineOptions, type ResolvedEngineLimits } from './engine-options.js';
 import { EventQueue } from './event-queue.js';
 import { checkModelDir, decodeIds, encodeText, renderChat } from './engine-tokenizer.js';
 
@@ -57,6 +58,8 @@ export class Engine implements EngineClient {
   readonly eosTokenIds: readonly number[];
   readonly generationDefaults: GenerationDefaults;
   readonly limits: ResolvedEngineLimits;
+  /** On CUDA: the memory plan the engine allocated by (null on host backends). */
+  devicePlan: CudaEnginePlan | null = null;
   readonly scheduler: Scheduler;
 
   private readonly requests = new Map<string, RequestState>();
@@ -106,24 +109,31 @@ export class Engine implements EngineClient {
     const eosIds = opts.tokenizerEosTokenIds ?? tokenizer!.eosTokenIds;
     const idToBytes = IdToBytes.fromTokenizerJson(JSON.parse(await fs.promises.readFile(path.join(dir, TOKENIZER_FILE), 'utf8')));
     const kind = resolveBackendKind(opts.backend);
-    // Host backends: check the limits from config.json alone, before reading gigabytes of weights.
-    if (kind !== 'cuda') resolveEngineLimits(opts, readModelConfig(dir));
+    // The limits (host) or the memory plan (CUDA) from config.json alone, before reading gigabytes of weights.
+    const config = readModelConfig(dir);
+    const cuda = kind === 'cuda' ? planCudaEngine(opts, config) : null;
+    if (cuda) (opts.onPlan ?? ((text: string) => process.stderr.write(text)))(formatPlanSummary(cuda.plan, cuda.deviceName));
+    else resolveEngineLimits(opts, config);
     const model = await loadModelDir(dir, { progress: opts.progress === true });
-    const { backend, deviceBudgetBytes } = createBackend(kind, opts, model.weights.layers[0]?.q.dtype === 'bf16');
+    const backend = cuda ? createPlannedCudaBackend(cuda) : createHostBackend(kind as 'cpu' | 'reference', opts);
     let runner: ModelRunner;
     let limits: ResolvedEngineLimits;
     try {
-      const kvDefault =
-        deviceBudgetBytes === null
-          ? undefined
-          : deviceKvBudget(deviceBudgetBytes, model.config, model.weights, opts.maxNumBatchedTokens ?? DEFAULT_MAX_NUM_BATCHED_TOKENS, opts.maxNumSeqs ?? DEFAULT_MAX_NUM_SEQS);
-      limits = resolveEngineLimits(opts, model.config, kvDefault);
-      runner = new ModelRunner(backend, model.config, model.weights, { numBlocks: limits.numKvBlocks, blockSize: limits.blockSize });
+      if (cuda) checkPlannedWeights(cuda, model.weights);
+      limits = cuda ? limitsFromPlan(opts, cuda.plan) : resolveEngineLimits(opts, model.config);
+      runner = new ModelRunner(backend, model.config, model.weights, {
+        numBlocks: limits.numKvBlocks,
+        blockSize: limits.blockSize,
+        kvCacheDtype: cuda ? cuda.numerics.kvCacheDtype : 'f32',
+        stepCapacity: { tokens: limits.maxNumBatchedTokens, rows: Math.min(limits.maxNumSeqs, limits.maxNumBatchedTokens) },
+      });
     } catch (e) {
       backend.dispose();
       throw e;
     }
-    return new Engine(model.config, tokenizer, eosIds, idToBytes, runner, model.generationConfig, { ...limits, backend: kind }, dir, opts.modelName);
+    const engine = new Engine(model.config, tokenizer, eosIds, idToBytes, runner, model.generationConfig, { ...limits, backend: kind }, dir, opts.modelName);
+    engine.devicePlan = cuda;
+    return engine;
   }
 
   /** The model's tokenizer (absent in a worker engine, whose caller tokenizes). */

@@ -1,8 +1,10 @@
-// The CUDA KV budget of the engine: weights bytes by dtype (tied lm_head counted once), float32 step
-// activations, and the one-line error when the GPU budget holds no KV cache. Numbers computed by hand.
+// The CUDA engine's plan: weight bytes by dtype (tied lm_head counted once), the plan made from config.json
+// and a device size (no GPU needed), the limits it gives, and the one-line refusals. Numbers by hand.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { deviceKvBudget, resolveBackendKind, stepActivationBytes, weightBytes } from '../../src/engine/engine-backend.js';
+import { checkPlannedWeights, planCudaEngine, resolveBackendKind, weightBytes } from '../../src/engine/engine-backend.js';
+import { limitsFromPlan } from '../../src/engine/engine-options.js';
+import { stepBufferBytes } from '../../src/model/step-buffers.js';
 import type { ModelConfig } from '../../src/model/config-types.js';
 import type { ModelWeights } from '../../src/model/weights-types.js';
 import { makeTensor } from '../../src/runtime/tensor.js';
@@ -31,22 +33,43 @@ describe('engine device budget', () => {
     assert.equal(weightBytes(weights(false)), 1664 + 160 + 512);
   });
 
-  it('sizes float32 step activations: per token 3H + 2 qDim + 2 kvDim + 3I, per sampled row 2H + V', () => {
-    // per token 24 + 16 + 8 + 48 = 96 floats; per row 16 + 32 = 48 floats
-    assert.equal(stepActivationBytes(cfg, 10, 3), 4 * (10 * 96 + 3 * 48));
+  it('plans the CUDA engine from config.json and the device size alone: the pool takes what the cap leaves, in whole blocks', () => {
+    const c = { ...cfg, torchDtype: 'bfloat16', maxPositionEmbeddings: 4096, dca: null, tieWordEmbeddings: true, attentionBias: true } as ModelConfig;
+    const p = planCudaEngine({ model: '' }, c, { totalMemory: 4 * 1024 ** 3, name: 'test GPU' });
+    const d = p.plan.devices[0];
+    assert.equal(p.numerics.kvCacheDtype, 'bf16');
+    assert.equal(p.plan.kvCacheBytesPerToken, 1 * 1 * 4 * 2 * 2); // 1 layer, 1 KV head of 4, K and V, bf16
+    assert.equal(d.weightsBytes, weightBytes(weights(true)));
+    assert.equal(d.kvCacheBytes, p.plan.numBlocks * 16 * 16);
+    assert.equal(d.weightsBytes + d.workspaceBytes + d.marginBytes + d.kvCacheBytes + d.freeBytes, d.capBytes);
+    // the step activations are the graph's buffers at T = 8192, R = 256 (src/model/step-buffers.ts)
+    assert.equal(d.arenaBytes, stepBufferBytes(c, { tokens: 8192, rows: 256 }));
+    assert.deepEqual(p.scratch, d.scratch);
+    const limits = limitsFromPlan({ model: '' }, p.plan);
+    assert.equal(limits.numKvBlocks, p.plan.numBlocks);
+    assert.equal(limits.maxModelLen, 4096); // auto: capped by max_position_embeddings
+    // an f32 checkpoint computes exactly and keeps an f32 cache
+    const f = planCudaEngine({ model: '' }, { ...c, torchDtype: 'float32' }, { totalMemory: 4 * 1024 ** 3, name: 'test GPU' });
+    assert.deepEqual([f.numerics.kvCacheDtype, f.numerics.exactMatmul, f.numerics.tensorCoreAttention], ['f32', true, false]);
+    assert.equal(f.plan.kvCacheBytesPerToken, 32);
+    // a KV cache memory limit shrinks the pool (never grows it) and max_model_len with it
+    const small = limitsFromPlan({ model: '', kvCacheMemoryBytes: 100 * 16 * 16 }, p.plan);
+    assert.deepEqual([small.numKvBlocks, small.maxModelLen], [100, 1601]);
+    assert.throws(() => limitsFromPlan({ model: '', kvCacheMemoryBytes: 100 * 16 * 16, maxModelLen: 4000 }, p.plan), (e: unknown) => isUserError(e) && /--max-model-len 1,601 or less/.test((e as Error).message));
   });
 
-  it('leaves the budget minus weights, activations and a 1 GiB margin to the KV cache', () => {
-    const budget = 2 * 1024 ** 3;
-    const left = deviceKvBudget(budget, cfg, weights(true), 10, 3);
-    assert.equal(left, budget - 1824 - 4 * (10 * 96 + 3 * 48) - 1024 ** 3);
-  });
-
-  it('explains a budget with no room for a KV cache in one line with the numbers', () => {
+  it('refuses a plan that does not fit before anything is loaded, in one line with the numbers', () => {
+    const c = { ...cfg, torchDtype: 'bfloat16', maxPositionEmbeddings: 4096, dca: null, tieWordEmbeddings: true, attentionBias: true } as ModelConfig;
     assert.throws(
-      () => deviceKvBudget(1024 ** 3, cfg, weights(true), 10, 3),
-      (e: unknown) => isUserError(e) && /--gpu-memory-utilization/.test((e as Error).message) && /GiB/.test((e as Error).message) && !(e as Error).message.includes('\n'),
+      () => planCudaEngine({ model: '', maxNumBatchedTokens: 8192 }, c, { totalMemory: 256 * 1024 ** 2, name: 'test GPU' }),
+      (e: unknown) => isUserError(e) && /GiB/.test((e as Error).message) && !(e as Error).message.includes('\n'),
     );
+  });
+
+  it('refuses weights that are not what config.json plans', () => {
+    const c = { ...cfg, torchDtype: 'float32', maxPositionEmbeddings: 4096, dca: null, tieWordEmbeddings: true, attentionBias: true } as ModelConfig;
+    const p = planCudaEngine({ model: '' }, c, { totalMemory: 4 * 1024 ** 3, name: 'test GPU' });
+    assert.throws(() => checkPlannedWeights(p, weights(true)), (e: unknown) => isUserError(e) && /torch_dtype \(float32\)/.test((e as Error).message));
   });
 
   it('resolves auto to cuda only where CUDA is usable, and refuses cuda with the reason elsewhere', () => {

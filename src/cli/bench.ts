@@ -1,0 +1,187 @@
+// `longctx bench`: time to first token, decode speed and peak memory of one sequence per prompt length, on
+// synthetic weights of a preset's or a model directory's shape (config.json only: nothing is downloaded or
+// read). It runs the engine's allocation path: on CUDA the memory plan (planCudaEngine), the planned
+// backend, the planned KV pool and step buffers; on the CPU the host limits. Chunked prefill of
+// max_num_batched_tokens per step, then greedy decode. Each length prints one line (or JSON object) with the
+// backend's allocation high-water mark next to the plan. Must not: be timed in tests (it only runs).
+import { performance } from 'node:perf_hooks';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { UserError } from '../errors.js';
+import { formatPlanSummary } from '../core/memory-plan-format.js';
+import { parseModelConfig, readModelConfig } from '../model/config.js';
+import type { ModelConfig } from '../model/config-types.js';
+import { PRESET_NAMES, PRESETS, presetConfigJson } from '../model/init-presets.js';
+import { syntheticWeights } from '../model/synthetic-weights.js';
+import { checkPlannedWeights, createHostBackend, createPlannedCudaBackend, planCudaEngine, resolveBackendKind, weightBytes, type CudaEnginePlan } from '../engine/engine-backend.js';
+import { limitsFromPlan, resolveEngineLimits, type EngineOptions } from '../engine/engine-options.js';
+import type { CudaBackend } from '../runtime/cuda-backend.js';
+import { ModelRunner, singleSequenceStep } from '../runtime/model-runner.js';
+
+interface BenchOptions {
+  preset?: string;
+  model?: string;
+  lengths: number[];
+  decodeTokens: number;
+  device: 'auto' | 'cpu' | 'cuda';
+  gpuMemoryUtilization?: number;
+  maxModelLen?: number | 'auto';
+  maxNumBatchedTokens?: number;
+  maxNumSeqs?: number;
+  json: boolean;
+}
+
+const int = (min: number) => (v: string): number => {
+  const s = v.replace(/[,_]/g, '');
+  const n = Number(s);
+  if (!/^\d+$/.test(s) || !Number.isSafeInteger(n) || n < min) throw new InvalidArgumentError(`must be an integer >= ${min}`);
+  return n;
+};
+const lengthList = (v: string): number[] => v.split(',').map((x) => int(1)(x.trim().replace(/k$/i, '000')));
+const fraction = (v: string): number => {
+  const n = Number(v);
+  if (!(n > 0 && n <= 1)) throw new InvalidArgumentError('must be in (0, 1]');
+  return n;
+};
+
+function configOf(o: BenchOptions): ModelConfig {
+  if (o.model !== undefined) return readModelConfig(o.model);
+  const name = o.preset ?? 'qwen2.5-7b-1m';
+  const preset = PRESETS[name];
+  if (preset === undefined) throw new UserError(`unknown preset "${name}": use one of ${PRESET_NAMES.join(', ')}, or --model DIR`);
+  return parseModelConfig(presetConfigJson(preset, 'bf16'), `preset ${name}`);
+}
+
+/** xorshift token ids in [0, vocab). */
+function promptIds(n: number, vocab: number, seed: number): Int32Array {
+  let s = seed >>> 0 || 1;
+  return Int32Array.from({ length: n }, () => {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    return s % vocab;
+  });
+}
+
+function argmax(row: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < row.length; i++) if (row[i] > row[best]) best = i;
+  return best;
+}
+
+const GiB = 2 ** 30;
+
+export async function runBench(o: BenchOptions, print: (line: string) => void = (l) => process.stdout.write(`${l}\n`)): Promise<Record<string, unknown>[]> {
+  const config = configOf(o);
+  const kind = resolveBackendKind(o.device);
+  if (kind === 'reference') throw new UserError('bench runs on --device cpu or cuda');
+  const engineOpts: EngineOptions = {
+    model: o.model ?? '',
+    ...(o.gpuMemoryUtilization !== undefined ? { gpuMemoryUtilization: o.gpuMemoryUtilization } : {}),
+    ...(o.maxModelLen !== undefined ? { maxModelLen: o.maxModelLen } : {}),
+    ...(o.maxNumBatchedTokens !== undefined ? { maxNumBatchedTokens: o.maxNumBatchedTokens } : {}),
+    ...(o.maxNumSeqs !== undefined ? { maxNumSeqs: o.maxNumSeqs } : {}),
+  };
+  let cuda: CudaEnginePlan | null = null;
+  if (kind === 'cuda') {
+    cuda = planCudaEngine(engineOpts, config);
+    if (!o.json) print(formatPlanSummary(cuda.plan, cuda.deviceName).trimEnd());
+  }
+  const limits = cuda ? limitsFromPlan(engineOpts, cuda.plan) : resolveEngineLimits(engineOpts, config);
+  const tooLong = o.lengths.filter((n) => n + o.decodeTokens > limits.maxModelLen);
+  if (tooLong.length > 0) {
+    throw new UserError(
+      `prompt length ${tooLong.join(', ')} + ${o.decodeTokens} decode tokens exceeds max_model_len ${limits.maxModelLen}: use shorter --lengths or raise the limits`,
+    );
+  }
+  const tw = performance.now();
+  const weights = syntheticWeights(config, config.torchDtype === 'float32' ? 'f32' : 'bf16');
+  const backend = cuda ? createPlannedCudaBackend(cuda) : createHostBackend('cpu', {});
+  const rows: Record<string, unknown>[] = [];
+  try {
+    if (cuda) checkPlannedWeights(cuda, weights);
+    const runner = new ModelRunner(backend, config, weights, {
+      numBlocks: limits.numKvBlocks,
+      blockSize: limits.blockSize,
+      kvCacheDtype: cuda ? cuda.numerics.kvCacheDtype : 'f32',
+      stepCapacity: { tokens: limits.maxNumBatchedTokens, rows: Math.min(limits.maxNumSeqs, limits.maxNumBatchedTokens) },
+    });
+    const dev = cuda ? (backend as CudaBackend) : null;
+    dev?.synchronize();
+    const setup = { kind: 'setup', device: kind, seconds: +((performance.now() - tw) / 1000).toFixed(2), weights_bytes: weightBytes(weights), kv_blocks: limits.numKvBlocks, block_size: limits.blockSize, max_model_len: limits.maxModelLen, max_num_batched_tokens: limits.maxNumBatchedTokens };
+    print(o.json ? JSON.stringify(setup) : `setup: ${kind}, ${setup.seconds} s, KV ${limits.numKvBlocks} blocks x ${limits.blockSize}, chunk ${limits.maxNumBatchedTokens} tokens`);
+    // What our allocator holds by plan: weights, step activations, CUDA scratch (cuBLAS workspace included), the KV pool.
+    const d = cuda?.plan.devices[0];
+    const kvBytes = limits.numKvBlocks * limits.blockSize * limits.kvBytesPerToken;
+    const planned = d ? d.weightsBytes + d.workspace.filter((it) => it.group !== 'runtime').reduce((n, it) => n + it.bytes, 0) + kvBytes : null;
+    const plannedDevice = d ? planned! + d.workspace.filter((it) => it.group === 'runtime').reduce((n, it) => n + it.bytes, 0) : null;
+    for (const [i, P] of o.lengths.entries()) {
+      const ids = promptIds(P, config.vocabSize, 1000 + i);
+      dev?.resetPeak();
+      const t0 = performance.now();
+      let logits: Float32Array = new Float32Array(0);
+      for (let start = 0; start < P; start += limits.maxNumBatchedTokens) {
+        const piece = ids.subarray(start, Math.min(P, start + limits.maxNumBatchedTokens));
+        logits = runner.step(singleSequenceStep(piece, start, limits.blockSize, limits.numKvBlocks, P));
+      }
+      const t1 = performance.now();
+      let token = argmax(logits);
+      for (let k = 0; k < o.decodeTokens; k++) {
+        logits = runner.step(singleSequenceStep([token], P + k, limits.blockSize, limits.numKvBlocks, P));
+        token = argmax(logits);
+      }
+      const t2 = performance.now();
+      if (!logits.every(Number.isFinite)) throw new Error(`non-finite logits at prompt length ${P}`);
+      const ttft = (t1 - t0) / 1000;
+      const decodeTps = o.decodeTokens > 0 ? o.decodeTokens / ((t2 - t1) / 1000) : null;
+      const peak = dev ? dev.peakBytes() : null;
+      const mem = dev ? dev.memInfo() : null;
+      const row: Record<string, unknown> = {
+        kind: 'length',
+        prompt_tokens: P,
+        ttft_s: +ttft.toFixed(3),
+        prefill_tok_s: Math.round(P / ttft),
+        decode_tok_s: decodeTps === null ? null : +decodeTps.toFixed(1),
+        peak_bytes: peak,
+        planned_bytes: planned,
+        peak_over_plan: peak !== null && planned !== null ? +(peak / planned).toFixed(4) : null,
+        device_used_bytes: mem ? mem.total - mem.free : null,
+        planned_device_bytes: plannedDevice,
+        cap_bytes: d ? d.capBytes : null,
+      };
+      rows.push(row);
+      if (o.json) print(JSON.stringify(row));
+      else {
+        const memText = peak !== null && planned !== null
+          ? `; peak ${(peak / GiB).toFixed(2)} GiB of ${(planned / GiB).toFixed(2)} planned (${((peak / planned) * 100).toFixed(1)}%), device used ${((mem!.total - mem!.free) / GiB).toFixed(2)} GiB of cap ${(d!.capBytes / GiB).toFixed(2)}`
+          : '';
+        print(`${P} tokens: TTFT ${ttft.toFixed(2)} s (${Math.round(P / ttft)} tok/s), decode ${decodeTps === null ? '-' : decodeTps.toFixed(1)} tok/s${memText}`);
+      }
+    }
+    runner.dispose();
+  } catch (e) {
+    backend.dispose();
+    throw e;
+  }
+  return rows;
+}
+
+export function registerBench(program: Command): void {
+  program
+    .command('bench')
+    .description('time to first token, decode tokens/s and peak memory per prompt length, on synthetic weights of a model shape')
+    .addOption(new Option('--preset <name>', `model shape (default qwen2.5-7b-1m): ${PRESET_NAMES.join(', ')}`).conflicts('model'))
+    .option('--model <dir>', "a model directory's config.json gives the shape (its weights are not read)")
+    .addOption(new Option('--lengths <list>', 'prompt lengths, comma-separated (32k = 32000)').argParser(lengthList).default([4096]))
+    .addOption(new Option('--decode-tokens <n>', 'greedy tokens generated after each prompt').argParser(int(0)).default(32))
+    .addOption(new Option('--device <name>', 'compute backend').choices(['auto', 'cpu', 'cuda']).default('auto'))
+    .addOption(new Option('--gpu-memory-utilization <f>', 'CUDA: cap on everything the engine allocates').argParser(fraction))
+    .addOption(new Option('--max-model-len <n|auto>', 'context length the KV pool is planned for (CUDA default: auto)').argParser((v: string) => (v === 'auto' ? 'auto' : int(2)(v))))
+    .addOption(new Option('--max-num-batched-tokens <n>', 'prefill chunk tokens per step').argParser(int(1)))
+    .addOption(new Option('--max-num-seqs <n>', 'sequences per step the buffers are planned for').argParser(int(1)))
+    .option('--json', 'one JSON object per line', false)
+    .action(async (o: BenchOptions) => {
+      await runBench(o);
+    });
+}

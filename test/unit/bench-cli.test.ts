@@ -1,0 +1,30 @@
+// Unit tier: `longctx bench` runs end to end on the CPU backend (tiny shape, synthetic weights): one row per
+// prompt length with a positive TTFT and decode speed, and lengths past max_model_len refused in one line.
+// It asserts that the numbers exist and are sane, never how fast they are.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { runBench } from '../../src/cli/bench.js';
+import { isUserError } from '../../src/errors.js';
+
+test('bench on the CPU: a row per length, chunked prefill and decode measured', async () => {
+  const lines: string[] = [];
+  const rows = await runBench(
+    { preset: 'tiny', lengths: [40, 300], decodeTokens: 3, device: 'cpu', maxNumBatchedTokens: 128, json: true },
+    (l) => lines.push(l),
+  );
+  assert.equal(rows.length, 2);
+  for (const [i, r] of rows.entries()) {
+    assert.equal(r.prompt_tokens, [40, 300][i]);
+    assert.ok((r.ttft_s as number) > 0 && Number.isFinite(r.decode_tok_s as number) && (r.decode_tok_s as number) > 0);
+    assert.equal(r.peak_bytes, null); // host backends report no device memory
+  }
+  assert.equal(JSON.parse(lines[0]).kind, 'setup');
+  assert.equal(lines.length, 3);
+});
+
+test('bench refuses a length the limits cannot hold, in one line', async () => {
+  await assert.rejects(
+    runBench({ preset: 'tiny', lengths: [5000], decodeTokens: 1, device: 'cpu', maxModelLen: 1024, json: true }, () => {}),
+    (e: unknown) => isUserError(e) && /exceeds max_model_len 1024/.test((e as Error).message),
+  );
+});
