@@ -4,7 +4,8 @@
 // the CUDA engine sized from the GPU budget. Usage: node scripts/gpu/engine-check.mjs MODEL_DIR [--bf16]
 // Exit code 1 when tokens differ. With --bf16 (a bf16-weight model: the CUDA default rounds activations to
 // bf16 for tensor-core GEMMs while the CPU keeps them in fp32) it only reports the agreement.
-import { LLM } from '../../dist/index.js';
+// LONGCTX_ENTRY: the module to test (default the compiled ../../dist/index.js; src/index.ts under tsx).
+const { LLM } = await import(process.env.LONGCTX_ENTRY ?? '../../dist/index.js');
 
 const model = process.argv[2];
 const prompts = [
@@ -18,7 +19,9 @@ const seeded = { temperature: 1, topP: 0.9, seed: 7, maxTokens: 16, ignoreEos: t
 
 async function run(backend) {
   const t0 = performance.now();
-  const llm = await LLM.create({ model, backend, maxModelLen: 1024, maxNumBatchedTokens: 128, gpuMemoryUtilization: 0.3 });
+  let plan = '';
+  const llm = await LLM.create({ model, backend, maxModelLen: 1024, maxNumBatchedTokens: 128, gpuMemoryUtilization: 0.3, onPlan: (t) => (plan = t) });
+  if (backend === 'cuda') process.stdout.write(plan.replace(/^/gm, '  plan| '));
   const t1 = performance.now();
   const g = await llm.generate(prompts, greedy);
   const s = await llm.generate(prompts, seeded);

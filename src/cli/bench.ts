@@ -36,7 +36,9 @@ const int = (min: number) => (v: string): number => {
   if (!/^\d+$/.test(s) || !Number.isSafeInteger(n) || n < min) throw new InvalidArgumentError(`must be an integer >= ${min}`);
   return n;
 };
-const lengthList = (v: string): number[] => v.split(',').map((x) => int(1)(x.trim().replace(/k$/i, '000')));
+/** Comma-separated lengths; "max" (MAX_ADMITTED) is the longest prompt the limits admit with the decode tokens. */
+const MAX_ADMITTED = -1;
+const lengthList = (v: string): number[] => v.split(',').map((x) => (x.trim() === 'max' ? MAX_ADMITTED : int(1)(x.trim().replace(/k$/i, '000'))));
 const fraction = (v: string): number => {
   const n = Number(v);
   if (!(n > 0 && n <= 1)) throw new InvalidArgumentError('must be in (0, 1]');
@@ -89,7 +91,18 @@ export async function runBench(o: BenchOptions, print: (line: string) => void = 
     if (!o.json) print(formatPlanSummary(cuda.plan, cuda.deviceName).trimEnd());
   }
   const limits = cuda ? limitsFromPlan(engineOpts, cuda.plan) : resolveEngineLimits(engineOpts, config);
-  const tooLong = o.lengths.filter((n) => n + o.decodeTokens > limits.maxModelLen);
+  if (cuda && o.json) {
+    const d = cuda.plan.devices[0];
+    const sum = (g: string) => d.workspace.filter((it) => it.group === g).reduce((n, it) => n + it.bytes, 0);
+    print(JSON.stringify({
+      kind: 'plan', device: cuda.deviceName, total_bytes: d.totalBytes, cap_bytes: d.capBytes, weights_bytes: d.weightsBytes,
+      activations_bytes: d.arenaBytes, scratch_bytes: sum('library'), runtime_bytes: sum('runtime') + sum('static'), margin_bytes: d.marginBytes,
+      kv_cache_bytes: d.kvCacheBytes, free_bytes: d.freeBytes, num_blocks: cuda.plan.numBlocks, kv_dtype: cuda.plan.settings.kvCacheDtype,
+      max_model_len: cuda.plan.maxModelLen, utilization: cuda.plan.settings.gpuMemoryUtilization,
+    }));
+  }
+  const lengths = o.lengths.map((n) => (n === MAX_ADMITTED ? limits.maxModelLen - o.decodeTokens : n));
+  const tooLong = lengths.filter((n) => n < 1 || n + o.decodeTokens > limits.maxModelLen);
   if (tooLong.length > 0) {
     throw new UserError(
       `prompt length ${tooLong.join(', ')} + ${o.decodeTokens} decode tokens exceeds max_model_len ${limits.maxModelLen}: use shorter --lengths or raise the limits`,
@@ -116,7 +129,7 @@ export async function runBench(o: BenchOptions, print: (line: string) => void = 
     const kvBytes = limits.numKvBlocks * limits.blockSize * limits.kvBytesPerToken;
     const planned = d ? d.weightsBytes + d.workspace.filter((it) => it.group !== 'runtime').reduce((n, it) => n + it.bytes, 0) + kvBytes : null;
     const plannedDevice = d ? planned! + d.workspace.filter((it) => it.group === 'runtime').reduce((n, it) => n + it.bytes, 0) : null;
-    for (const [i, P] of o.lengths.entries()) {
+    for (const [i, P] of lengths.entries()) {
       const ids = promptIds(P, config.vocabSize, 1000 + i);
       dev?.resetPeak();
       const t0 = performance.now();
@@ -173,7 +186,7 @@ export function registerBench(program: Command): void {
     .description('time to first token, decode tokens/s and peak memory per prompt length, on synthetic weights of a model shape')
     .addOption(new Option('--preset <name>', `model shape (default qwen2.5-7b-1m): ${PRESET_NAMES.join(', ')}`).conflicts('model'))
     .option('--model <dir>', "a model directory's config.json gives the shape (its weights are not read)")
-    .addOption(new Option('--lengths <list>', 'prompt lengths, comma-separated (32k = 32000)').argParser(lengthList).default([4096]))
+    .addOption(new Option('--lengths <list>', 'prompt lengths, comma-separated (32k = 32000; max = the longest admitted)').argParser(lengthList).default([4096]))
     .addOption(new Option('--decode-tokens <n>', 'greedy tokens generated after each prompt').argParser(int(0)).default(32))
     .addOption(new Option('--device <name>', 'compute backend').choices(['auto', 'cpu', 'cuda']).default('auto'))
     .addOption(new Option('--gpu-memory-utilization <f>', 'CUDA: cap on everything the engine allocates').argParser(fraction))

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Issue-7 checks on the GPU machine: the engine's memory plan against what it allocates. Prepare here with
+# scripts/gpu/pack.sh, then device run with carry [".gpu"]: bash scripts/gpu/plan-check.sh [STEP...]
+# Steps (default: engine bench):
+#   engine  LLM.create on CUDA vs CPU for the tiny model, f32 (exact: same tokens) and bf16 (bf16 KV, tensor
+#           cores: agreement reported), through scripts/gpu/engine-check.mjs on the TypeScript sources; the
+#           plan summary the engine prints before loading weights is shown.
+#   bench   longctx bench, Qwen2.5-7B-1M shape, utilization 0.90: TTFT, decode, peak vs plan at $LENGTHS
+#           (default 32768,131072).
+#   full    longctx bench at utilization 0.98 with --max-model-len auto and the longest admitted prompt, on
+#           scripts/gpu/shapes/qwen2.5-7b-1m-mha (MHA: the KV pool, not max_position_embeddings, limits it).
+# The raw JSON lines go to $OUT.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+out=${OUT:-/tmp/longctx-gpu-out}
+mkdir -p "$out"
+steps=${*:-engine bench}
+mkdir -p .gpu/bin && xz -dc .gpu/node.xz > .gpu/bin/node && chmod +x .gpu/bin/node && export PATH=$PWD/.gpu/bin:$PATH
+[ -e node_modules ] || ln -s .gpu/node_modules node_modules
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+if [ ! -f build/Release/longctx_cuda.node ] || [ -n "$(find native src/runtime -newer build/Release/longctx_cuda.node -name '*.c*' -o -newer build/Release/longctx_cuda.node -name '*.h' | head -1)" ]; then
+  node scripts/build-native.mjs > "$out/build.log" 2>&1; grep '^longctx:' "$out/build.log"
+fi
+[ -f build/Release/longctx_cuda.node ] || { echo "plan-check: the CUDA addon was not built"; tail -30 "$out/build.log"; exit 3; }
+export TMPDIR=/tmp/longctx-tmp && mkdir -p "$TMPDIR"
+cli() { node --import tsx src/cli/main.ts "$@"; }
+rc=0
+for step in $steps; do
+  case $step in
+    engine)
+      for dtype in f32 bf16; do
+        m=/tmp/longctx-tiny-$dtype
+        cli init-model --preset tiny --dtype $dtype --force "$m" > /dev/null || { echo "init-model failed"; rc=1; continue; }
+        LONGCTX_ENTRY=../../src/index.ts node --import tsx scripts/gpu/engine-check.mjs "$m" $([ $dtype = bf16 ] && echo --bf16) || rc=1
+      done ;;
+    bench)
+      cli bench --preset qwen2.5-7b-1m --device cuda --lengths "${LENGTHS:-32768,131072}" --decode-tokens 32 --json | tee "$out/bench-7b.jsonl" || rc=1 ;;
+    full)
+      cli bench --model scripts/gpu/shapes/qwen2.5-7b-1m-mha --device cuda --gpu-memory-utilization 0.98 --max-model-len auto \
+        --lengths max --decode-tokens 8 --json | tee "$out/bench-full.jsonl" || rc=1 ;;
+    *) echo "plan-check: unknown step $step"; rc=2 ;;
+  esac
+done
+exit $rc
