@@ -1,16 +1,20 @@
 // N-API glue of longctx_cuda.node: deviceCount()/probe() and the CudaContext class, which owns one CUDA
-// stream, a cuBLAS handle and a table of device buffers (plain cudaMalloc, never managed memory) named by
-// integer ids. Ops take buffer ids, integer dims and host index arrays (Int32Array); every dim, buffer size
-// and index is checked here before a kernel runs (TypeError: wrong kind of value; RangeError: wrong size or
-// an index out of range); CUDA/cuBLAS failures become Errors naming the failed call. No math here.
+// stream, a cuBLAS handle with a workspace we allocate, the scratch buffers (grow-on-demand, or reserved at
+// creation at the sizes the caller planned and never grown) and a table of device buffers (plain cudaMalloc,
+// never managed memory; views alias the first bytes of one and own nothing) named by integer ids. Ops take
+// buffer ids, integer dims and host index arrays (Int32Array); every dim, buffer size and index is checked
+// here before a kernel runs (TypeError: wrong kind of value; RangeError: wrong size or an index out of
+// range); CUDA/cuBLAS failures become Errors naming the failed call. No math here.
 // Ops are enqueued on the stream; download() and synchronize() wait. JS signatures: src/runtime/cuda-addon.ts.
 #include <napi.h>
 
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "cuda-ops.h"
@@ -29,10 +33,13 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
                            InstanceAccessor<&CudaContext::liveBytes>("liveBytes"),
                            InstanceAccessor<&CudaContext::liveBuffers>("liveBuffers"),
                            InstanceAccessor<&CudaContext::peakBytes>("peakBytes"),
+                           InstanceAccessor<&CudaContext::scratchBytes>("scratchBytes"),
+                           InstanceAccessor<&CudaContext::lastAttentionSplits>("lastAttentionSplits"),
                            InstanceMethod<&CudaContext::guarded<&CudaContext::resetPeak>>("resetPeak"),
                            InstanceMethod<&CudaContext::guardedValue<&CudaContext::memInfo>>("memInfo"),
                            InstanceMethod<&CudaContext::guarded<&CudaContext::dispose>>("dispose"),
                            InstanceMethod<&CudaContext::guardedValue<&CudaContext::alloc>>("alloc"),
+                           InstanceMethod<&CudaContext::guardedValue<&CudaContext::view>>("view"),
                            InstanceMethod<&CudaContext::guarded<&CudaContext::zero>>("zero"),
                            InstanceMethod<&CudaContext::guarded<&CudaContext::free>>("free"),
                            InstanceMethod<&CudaContext::guarded<&CudaContext::upload>>("upload"),
@@ -73,9 +80,11 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
     }
   }
 
-  // new CudaContext(device, gemvMaxRows, attentionMaxSplits, bf16Matmul, tensorCoreAttention)
+  // new CudaContext(device, gemvMaxRows, attentionMaxSplits, bf16Matmul, tensorCoreAttention, scratch | null)
+  // scratch: { activations16, widened, attentionIndices, attentionPartials, staging, cublasWorkspace } bytes,
+  // each reserved now and never grown; null: grow on demand, cuBLAS workspace kCublasWorkspaceBytes.
   explicit CudaContext(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CudaContext>(info) {
-    Args a(info, "CudaContext", 5);
+    Args a(info, "CudaContext", 6);
     device_ = static_cast<int>(a.dim(0, "device"));
     gemm_.gemvMaxRows = static_cast<int>(a.dim(1, "gemvMaxRows"));
     if (gemm_.gemvMaxRows > lcuda::kGemvMaxRows) throw a.range("gemvMaxRows must be <= 8");
@@ -84,6 +93,12 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
     if (bf16Matmul > 1 || tcAttention > 1) throw a.range("bf16Matmul and tensorCoreAttention must be 0 or 1");
     gemm_.bf16Activations = bf16Matmul == 1;
     attnOpt_.tensorCores = tcAttention == 1;
+    if (!a.isAbsent(5)) {
+      if (!info[5].IsObject()) throw Napi::TypeError::New(info.Env(), a.pre() + "scratch must be an object or null");
+      const Napi::Object o = info[5].As<Napi::Object>();
+      reserved_ = true;
+      for (size_t i = 0; i < kScratchNames.size(); ++i) plan_[i] = bytesField(a, o, kScratchNames[i]);
+    }
     try {
       open();
     } catch (const std::exception& e) {
@@ -96,6 +111,25 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
   ~CudaContext() override { release(); }
 
  private:
+  // The scratch buffers in the order of kScratchNames (the CudaScratchBytes fields).
+  static constexpr std::array<const char*, 6> kScratchNames = {"activations16", "widened", "attentionIndices",
+                                                                "attentionPartials", "staging", "cublasWorkspace"};
+  std::array<lcuda::DeviceScratch*, 6> scratches() {
+    return {&gemm_.activations16, &gemm_.widened, &attnScratch_.indices, &attnScratch_.partials, &ints_, &gemm_.workspace};
+  }
+  static size_t bytesField(const Args& a, const Napi::Object& o, const char* name) {
+    const Napi::Value v = o.Get(name);
+    if (!v.IsNumber()) throw Napi::TypeError::New(a.env(), a.pre() + "scratch." + name + " must be a number");
+    const double d = v.As<Napi::Number>().DoubleValue();
+    if (!(d >= 0 && d <= 9.0e15) || std::floor(d) != d) throw a.range(std::string("scratch.") + name + " must be a non-negative integer");
+    return static_cast<size_t>(d);
+  }
+  static size_t bytesArg(const Args& a, const Napi::CallbackInfo& cb, size_t i) {
+    const double d = cb[i].IsNumber() ? cb[i].As<Napi::Number>().DoubleValue() : -1;
+    if (!(d >= 0 && d <= 9.0e15) || std::floor(d) != d) throw a.range("bytes must be a non-negative integer");
+    return static_cast<size_t>(d);
+  }
+
   void open() {
     LCUDA_CHECK(cudaSetDevice(device_));
     cudaDeviceProp prop{};
@@ -107,8 +141,14 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
     LCUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     LCUBLAS_CHECK(cublasCreate(&gemm_.blas));
     LCUBLAS_CHECK(cublasSetMathMode(gemm_.blas, CUBLAS_DEFAULT_MATH));  // no TF32 for fp32 compute
-    LCUBLAS_CHECK(cublasSetStream(gemm_.blas, stream_));
+    gemm_.workspace.reserve(reserved_ ? plan_[5] : lcuda::kCublasWorkspaceBytes);
+    lcuda::bindStream(gemm_, stream_);  // the stream, then our workspace (cublasSetStream resets it)
+    if (reserved_) {
+      const auto all = scratches();
+      for (size_t i = 0; i < 5; ++i) all[i]->reserve(plan_[i]);
+    }
     live_ = true;
+    notePeak();
   }
 
   void enter(Napi::Env env) {
@@ -121,8 +161,10 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
     live_ = false;
     cudaSetDevice(device_);
     if (stream_ != nullptr) cudaStreamSynchronize(stream_);
-    for (auto& kv : bufs_) cudaFree(kv.second.ptr);
+    for (auto& kv : bufs_)
+      if (kv.second.parent == 0 && kv.second.ptr != nullptr) cudaFree(kv.second.ptr);  // views own nothing
     bufs_.clear();
+    views_.clear();
     liveBytes_ = 0;
     gemm_.widened.release();
     gemm_.activations16.release();
@@ -131,6 +173,8 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
     ints_.release();
     if (gemm_.blas != nullptr) cublasDestroy(gemm_.blas);
     gemm_.blas = nullptr;
+    gemm_.streamBound = false;
+    gemm_.workspace.release();  // after the handle that used it
     if (stream_ != nullptr) cudaStreamDestroy(stream_);
     stream_ = nullptr;
   }
@@ -161,6 +205,7 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
         LCUDA_CHECK(cudaMemcpyAsync(dev + at, arr.Data(), arr.ElementLength() * 4, cudaMemcpyHostToDevice, stream_));
       at += arr.ElementLength();
     }
+    notePeak();
     return out;
   }
   Napi::Value info(const Napi::CallbackInfo& cb) {
@@ -174,17 +219,33 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
     return o;
   }
   Napi::Value liveBytes(const Napi::CallbackInfo& cb) { return Napi::Number::New(cb.Env(), static_cast<double>(liveBytes_)); }
-  Napi::Value liveBuffers(const Napi::CallbackInfo& cb) { return Napi::Number::New(cb.Env(), static_cast<double>(bufs_.size())); }
-  // High-water mark of the bytes this context holds: live buffers plus its scratch (not the CUDA context or
-  // cuBLAS workspaces), sampled at every alloc and after every GEMM and attention call.
+  // Owned buffers alive (views not counted).
+  Napi::Value liveBuffers(const Napi::CallbackInfo& cb) {
+    size_t views = 0;
+    for (const auto& kv : views_) views += kv.second.size();
+    return Napi::Number::New(cb.Env(), static_cast<double>(bufs_.size() - views));
+  }
+  // Key splits the last attention/attentionDca call used (1: none; 0 before the first).
+  Napi::Value lastAttentionSplits(const Napi::CallbackInfo& cb) { return Napi::Number::New(cb.Env(), lastSplits_); }
+  // Current capacity of every scratch buffer (the CudaScratchBytes fields), in bytes.
+  Napi::Value scratchBytes(const Napi::CallbackInfo& cb) {
+    Napi::Object o = Napi::Object::New(cb.Env());
+    const auto all = scratches();
+    for (size_t i = 0; i < kScratchNames.size(); ++i)
+      o.Set(kScratchNames[i], Napi::Number::New(cb.Env(), static_cast<double>(all[i]->capacity())));
+    return o;
+  }
+  // High-water mark of the bytes this context holds: live owned buffers plus every scratch capacity and
+  // our cuBLAS workspace (not the CUDA context or cuBLAS's handle state), sampled at creation, at every
+  // alloc and index staging, and after every GEMM and attention call.
   Napi::Value peakBytes(const Napi::CallbackInfo& cb) { return Napi::Number::New(cb.Env(), static_cast<double>(peak_)); }
   void resetPeak(const Napi::CallbackInfo&) {
     peak_ = 0;
     notePeak();
   }
   void notePeak() {
-    const size_t held = liveBytes_ + gemm_.widened.capacity() + gemm_.activations16.capacity() +
-                        attnScratch_.indices.capacity() + attnScratch_.partials.capacity() + ints_.capacity();
+    size_t held = liveBytes_;
+    for (const lcuda::DeviceScratch* sc : scratches()) held += sc->capacity();
     if (held > peak_) peak_ = held;
   }
   // memInfo() -> { free, total } device bytes (cudaMemGetInfo: every process and context included).
@@ -204,15 +265,31 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
   Napi::Value alloc(const Napi::CallbackInfo& cb) {
     Args a(cb, "alloc", 1);
     enter(cb.Env());
-    const double bytesD = cb[0].IsNumber() ? cb[0].As<Napi::Number>().DoubleValue() : -1;
-    if (!(bytesD >= 0 && bytesD <= 9.0e15) || std::floor(bytesD) != bytesD) throw a.range("bytes must be a non-negative integer");
-    const size_t bytes = static_cast<size_t>(bytesD);
+    const size_t bytes = bytesArg(a, cb, 0);
     void* ptr = nullptr;
     if (bytes > 0) LCUDA_CHECK(cudaMalloc(&ptr, bytes));
     const uint32_t id = nextId_++;
     bufs_[id] = Buffer{ptr, bytes};
     liveBytes_ += bytes;
     notePeak();
+    return Napi::Number::New(cb.Env(), id);
+  }
+  // view(id, bytes) -> id of a buffer aliasing the first `bytes` bytes of buffer `id` (bytes <= its size):
+  // no allocation, no sync, not counted in liveBytes. A view of a view aliases the same owned buffer; freeing
+  // that owned buffer removes all its views (later use is a RangeError, never a touch of freed memory).
+  Napi::Value view(const Napi::CallbackInfo& cb) {
+    Args a(cb, "view", 2);
+    enter(cb.Env());
+    const uint32_t baseId = static_cast<uint32_t>(a.dim(0, "id", 1));
+    const Buffer base = lookup(a, 0);  // a copy: the insertion below may rehash the table
+    const size_t bytes = bytesArg(a, cb, 1);
+    if (bytes > base.bytes)
+      throw a.range("a view of " + std::to_string(bytes) + " bytes does not fit in a buffer of " +
+                    std::to_string(base.bytes));
+    const uint32_t owner = base.parent != 0 ? base.parent : baseId;
+    const uint32_t id = nextId_++;
+    bufs_[id] = Buffer{base.ptr, bytes, owner};
+    views_[owner].insert(id);
     return Napi::Number::New(cb.Env(), id);
   }
   Buffer& lookup(const Args& a, size_t i) {
@@ -229,12 +306,27 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
   void free(const Napi::CallbackInfo& cb) {
     Args a(cb, "free", 1);
     enter(cb.Env());
-    auto it = bufs_.find(static_cast<uint32_t>(a.dim(0, "id", 1)));
-    if (it == bufs_.end()) throw a.range("not a live device buffer (freed twice, or foreign)");
+    const uint32_t id = static_cast<uint32_t>(a.dim(0, "id", 1));
+    auto it = bufs_.find(id);
+    if (it == bufs_.end()) throw a.range("not a live device buffer (freed twice, a view of a freed buffer, or foreign)");
+    if (it->second.parent != 0) {  // a view: nothing to release, nothing to wait for
+      auto owner = views_.find(it->second.parent);
+      if (owner != views_.end()) {
+        owner->second.erase(id);
+        if (owner->second.empty()) views_.erase(owner);
+      }
+      bufs_.erase(it);
+      return;
+    }
     LCUDA_CHECK(cudaStreamSynchronize(stream_));  // no queued kernel may still use it
     if (it->second.ptr != nullptr) LCUDA_CHECK(cudaFree(it->second.ptr));
     liveBytes_ -= it->second.bytes;
     bufs_.erase(it);
+    auto owned = views_.find(id);
+    if (owned != views_.end()) {  // its views die with it
+      for (const uint32_t v : owned->second) bufs_.erase(v);
+      views_.erase(owned);
+    }
   }
   // upload(id, Float32Array | Uint16Array): the array's bytes must equal the buffer's size.
   void upload(const Napi::CallbackInfo& cb) {
@@ -353,38 +445,47 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
     const auto dev = stage({pos});
     lcuda::rope(stream_, x, T, nH, D, dev[0], theta, rd);
   }
-  // writeKv(k, v, T, slotMapping, kCache, vCache, numBlocks, blockSize, numKvHeads, headDim)
+  // The cache dtype argument of writeKv / attention: f32 or bf16.
+  static int kvDtypeArg(const Args& a, size_t i) {
+    const int dt = a.dtype(i, "kvDtype");
+    if (dt != lcuda::kF32 && dt != lcuda::kBF16) throw a.range("kvDtype must be f32 (0) or bf16 (1)");
+    return dt;
+  }
+  // writeKv(k, v, T, slotMapping, kCache, vCache, kvDtype, numBlocks, blockSize, numKvHeads, headDim)
   void writeKv(const Napi::CallbackInfo& cb) {
-    Args a(cb, "writeKv", 10);
+    Args a(cb, "writeKv", 11);
     enter(cb.Env());
-    const int64_t T = a.dim(2, "T"), numBlocks = a.dim(6, "numBlocks"), bs = a.dim(7, "blockSize", 1);
-    const int64_t nKv = a.dim(8, "numKvHeads", 1), D = a.dim(9, "headDim", 1);
+    const int kvDtype = kvDtypeArg(a, 6);
+    const int64_t T = a.dim(2, "T"), numBlocks = a.dim(7, "numBlocks"), bs = a.dim(8, "blockSize", 1);
+    const int64_t nKv = a.dim(9, "numKvHeads", 1), D = a.dim(10, "headDim", 1);
     const Napi::Int32Array slots = a.i32(3, "slotMapping");
     if (static_cast<int64_t>(slots.ElementLength()) != T) throw a.range("slotMapping must have T entries");
     const int64_t rowLen = mul(a, {nKv, D}), cacheElems = mul(a, {numBlocks, bs, rowLen});
     const float* k = f32(a, 0, "k", mul(a, {T, rowLen}));
     const float* v = f32(a, 1, "v", mul(a, {T, rowLen}));
-    float* kc = f32(a, 4, "kCache", cacheElems);
-    float* vc = f32(a, 5, "vCache", cacheElems);
+    const size_t cacheBytes = static_cast<size_t>(cacheElems) * lcuda::dtypeBytes(kvDtype);
+    void* kc = buf(a, 4, "kCache", cacheBytes);
+    void* vc = buf(a, 5, "vCache", cacheBytes);
     if (kc == vc && cacheElems > 0) throw a.range("kCache and vCache must be different buffers");
     checkIndices(a, slots, "slotMapping", 0, numBlocks * bs, true);
     const auto dev = stage({slots});
-    lcuda::writeKv(stream_, k, v, T, dev[0], kc, vc, rowLen);
+    lcuda::writeKv(stream_, k, v, T, dev[0], kc, vc, kvDtype, rowLen);
   }
-  // attention(q, T, numHeads, kCache, vCache, numBlocks, blockSize, numKvHeads, headDim, numSeqs, queryStart,
-  //           contextLens, blockTables, maxBlocksPerSeq, scale, out)
+  // attention(q, T, numHeads, kCache, vCache, kvDtype, numBlocks, blockSize, numKvHeads, headDim, numSeqs,
+  //           queryStart, contextLens, blockTables, maxBlocksPerSeq, scale, out)
   void attention(const Napi::CallbackInfo& cb) { attend(cb, false); }
-  // attentionDca(the 16 arguments of attention, then positions, chunkLen, chunkSize, ropeTheta, rotaryDim,
+  // attentionDca(the 17 arguments of attention, then positions, chunkLen, chunkSize, ropeTheta, rotaryDim,
   //              rowLogitScale); q is unrotated, positions [T] must be the causal positions of the batch.
   void attentionDca(const Napi::CallbackInfo& cb) { attend(cb, true); }
   void attend(const Napi::CallbackInfo& cb, bool isDca) {
-    Args a(cb, isDca ? "attentionDca" : "attention", isDca ? 22 : 16);
+    Args a(cb, isDca ? "attentionDca" : "attention", isDca ? 23 : 17);
     enter(cb.Env());
-    const int64_t T = a.dim(1, "T"), nH = a.dim(2, "numHeads", 1), numBlocks = a.dim(5, "numBlocks");
-    const int64_t bs = a.dim(6, "blockSize", 1), nKv = a.dim(7, "numKvHeads", 1), D = a.dim(8, "headDim", 1);
-    const int64_t numSeqs = a.dim(9, "numSeqs"), maxB = a.dim(13, "maxBlocksPerSeq");
-    const Napi::Int32Array qs = a.i32(10, "queryStart"), cl = a.i32(11, "contextLens"), bt = a.i32(12, "blockTables");
-    const double scale = a.number(14, "scale");
+    const int kvDtype = kvDtypeArg(a, 5);
+    const int64_t T = a.dim(1, "T"), nH = a.dim(2, "numHeads", 1), numBlocks = a.dim(6, "numBlocks");
+    const int64_t bs = a.dim(7, "blockSize", 1), nKv = a.dim(8, "numKvHeads", 1), D = a.dim(9, "headDim", 1);
+    const int64_t numSeqs = a.dim(10, "numSeqs"), maxB = a.dim(14, "maxBlocksPerSeq");
+    const Napi::Int32Array qs = a.i32(11, "queryStart"), cl = a.i32(12, "contextLens"), bt = a.i32(13, "blockTables");
+    const double scale = a.number(15, "scale");
     if (nH % nKv != 0) throw a.range("numHeads must be a multiple of numKvHeads");
     if (nKv > 65535) throw a.range("numKvHeads must be <= 65535");
     if (D > 256 || D % 4 != 0) throw a.range("headDim must be a multiple of 4 and <= 256 on the CUDA backend");
@@ -395,20 +496,21 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
     checkBatch(a, T, numSeqs, qsd, cld, btd, maxB, bs, numBlocks);
     const int64_t cacheElems = mul(a, {numBlocks, bs, nKv, D});
     const float* q = f32(a, 0, "q", mul(a, {T, nH, D}));
-    const float* kc = f32(a, 3, "kCache", cacheElems);
-    const float* vc = f32(a, 4, "vCache", cacheElems);
-    float* out = f32(a, 15, "out", mul(a, {T, nH, D}));
+    const size_t cacheBytes = static_cast<size_t>(cacheElems) * lcuda::dtypeBytes(kvDtype);
+    const void* kc = buf(a, 3, "kCache", cacheBytes);
+    const void* vc = buf(a, 4, "vCache", cacheBytes);
+    float* out = f32(a, 16, "out", mul(a, {T, nH, D}));
     if (T > 0 && (out == q || out == kc || out == vc)) throw a.range("out must not alias q or the cache");
     const lcuda::AttentionShape shape{static_cast<int>(nH), static_cast<int>(nKv), static_cast<int>(D),
-                                      static_cast<int>(bs), static_cast<int>(maxB), numBlocks};
+                                      static_cast<int>(bs), static_cast<int>(maxB), numBlocks, kvDtype};
     lcuda::DcaArgs dca{};
     Napi::Float32Array rowScale;
     if (isDca) {
-      const Napi::Int32Array pos = a.i32(16, "positions");
-      const int64_t L = a.dim(17, "chunkLen", 1), C = a.dim(18, "chunkSize", 1);
-      const double theta = a.number(19, "ropeTheta");
-      const int64_t rd = a.dim(20, "rotaryDim", 2);
-      rowScale = a.f32arr(21, "rowLogitScale");
+      const Napi::Int32Array pos = a.i32(17, "positions");
+      const int64_t L = a.dim(18, "chunkLen", 1), C = a.dim(19, "chunkSize", 1);
+      const double theta = a.number(20, "ropeTheta");
+      const int64_t rd = a.dim(21, "rotaryDim", 2);
+      rowScale = a.f32arr(22, "rowLogitScale");
       if (C < L) throw a.range("chunkSize must be >= chunkLen");
       if (rd % 2 != 0 || rd > D) throw a.range("rotaryDim must be even and <= headDim");
       if (D > lcuda::kDcaMaxHeadDim) throw a.range("headDim must be <= 128 for attentionDca on the CUDA backend");
@@ -427,8 +529,8 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
         }
       dca = lcuda::DcaArgs{static_cast<int>(L), static_cast<int>(C), static_cast<int>(rd), theta, rowScale.Data()};
     }
-    lcuda::pagedAttention(stream_, attnScratch_, attnOpt_, shape, q, kc, vc, static_cast<int>(numSeqs), qsd, cld, btd,
-                          static_cast<float>(scale), out, isDca ? &dca : nullptr);
+    lastSplits_ = lcuda::pagedAttention(stream_, attnScratch_, attnOpt_, shape, q, kc, vc, static_cast<int>(numSeqs),
+                                        qsd, cld, btd, static_cast<float>(scale), out, isDca ? &dca : nullptr);
     notePeak();
   }
   // gatherRows(x, T, H, rows, out)
@@ -454,8 +556,12 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
   lcuda::GemmContext gemm_;
   lcuda::AttentionOptions attnOpt_;
   lcuda::AttentionScratch attnScratch_;
-  lcuda::DeviceScratch ints_;
+  lcuda::DeviceScratch ints_{"staging"};  // host index arrays of one op (ids, positions, slots, rows)
+  int lastSplits_ = 0;                    // key splits of the last attention call (diagnostic)
+  bool reserved_ = false;                 // scratch reserved at creation (plan_, in kScratchNames order)
+  std::array<size_t, 6> plan_{};
   std::unordered_map<uint32_t, Buffer> bufs_;
+  std::unordered_map<uint32_t, std::unordered_set<uint32_t>> views_;  // owned buffer id -> its live views
   uint32_t nextId_ = 1;
   size_t liveBytes_ = 0, peak_ = 0;
 };
@@ -488,6 +594,14 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   int runtime = 0;
   cudaRuntimeGetVersion(&runtime);
   exports.Set("cudaRuntimeVersion", Napi::Number::New(env, runtime));
+  // The native sizing constants src/runtime/cuda-scratch.ts mirrors (a test compares them).
+  Napi::Object k = Napi::Object::New(env);
+  k.Set("attentionSmallVectors", Napi::Number::New(env, lcuda::kAttnSmallVectors));
+  k.Set("attentionBigVectors", Napi::Number::New(env, lcuda::kAttnBigVectors));
+  k.Set("attentionTcVectors", Napi::Number::New(env, lcuda::kAttnTcVectors));
+  k.Set("widenChunkElems", Napi::Number::New(env, static_cast<double>(lcuda::kWidenChunkElems)));
+  k.Set("cublasWorkspaceBytes", Napi::Number::New(env, static_cast<double>(lcuda::kCublasWorkspaceBytes)));
+  exports.Set("scratchConstants", k);
   return exports;
 }
 

@@ -42,21 +42,29 @@ void checkLaunch(const char* kernel, cudaStream_t stream, const char* file, int 
   } while (0)
 #define LCUDA_LAUNCHED(name, stream) ::lcuda::checkLaunch(name, stream, __FILE__, __LINE__)
 
-// A device buffer that only grows (scratch for index arrays, widened weights, attention partials).
-// Growing syncs the stream first, so memory a queued kernel still reads is never freed under it.
+// A device scratch buffer in one of two modes. Grow-on-demand (the default): ensure() reallocates when a
+// request exceeds the capacity, syncing the stream first so memory a queued kernel still reads is never
+// freed under it. Reserved (reserve()): allocated once at exactly the planned size, never grown or freed
+// before release(); a larger request throws CudaError naming the scratch, the bytes asked and reserved.
 class DeviceScratch {
  public:
-  DeviceScratch() = default;
+  explicit DeviceScratch(const char* name = "scratch") : name_(name) {}
   DeviceScratch(const DeviceScratch&) = delete;
   DeviceScratch& operator=(const DeviceScratch&) = delete;
   ~DeviceScratch() { release(); }
   void* ensure(size_t bytes, cudaStream_t stream);
+  void reserve(size_t bytes);  // exactly `bytes` (0: none), fixed from now on
   void release() noexcept;
   size_t capacity() const { return bytes_; }
+  bool fixed() const { return fixed_; }
+  void* data() const { return ptr_; }
+  const char* name() const { return name_; }
 
  private:
+  const char* name_;
   void* ptr_ = nullptr;
   size_t bytes_ = 0;
+  bool fixed_ = false;
 };
 
 // ---- elementwise and data-movement ops (elementwise.cu) ----
@@ -67,21 +75,31 @@ void add(cudaStream_t s, const float* a, const float* b, float* out, int64_t n);
 void siluMul(cudaStream_t s, const float* gateUp, int64_t T, int64_t I, float* out);
 void rope(cudaStream_t s, float* x, int64_t T, int64_t numHeads, int64_t headDim, const int32_t* positions,
           double theta, int64_t rotaryDim);
-void writeKv(cudaStream_t s, const float* k, const float* v, int64_t T, const int32_t* slots, float* kCache,
-             float* vCache, int64_t rowLen);
+// kCache/vCache of kvDtype kF32 (copied) or kBF16 (round to nearest even, NaN -> 0x7fc0, as f32ToBf16).
+void writeKv(cudaStream_t s, const float* k, const float* v, int64_t T, const int32_t* slots, void* kCache,
+             void* vCache, int kvDtype, int64_t rowLen);
 void gatherRows(cudaStream_t s, const float* x, int64_t H, const int32_t* rows, int64_t R, float* out);
 void addBias(cudaStream_t s, float* out, const float* bias, int64_t T, int64_t N);
 
 // ---- GEMM (gemm.cu): out[T, N] = x[T, K] · w[N, K]ᵀ (+ bias), fp32 accumulation ----
 constexpr int kGemvMaxRows = 8;
+constexpr size_t kWidenChunkElems = size_t{32} << 20;     // 16-bit weights widened per cuBLAS call, at most
+constexpr size_t kCublasWorkspaceBytes = size_t{32} << 20;  // the workspace we hand cuBLAS unless told otherwise
 struct GemmContext {
   cublasHandle_t blas = nullptr;
-  DeviceScratch widened;  // 16-bit weight rows widened to f32 for the exact cuBLAS path
-  DeviceScratch activations16;  // x rounded to bf16 for the tensor-core path
+  DeviceScratch widened{"widened"};  // 16-bit weight rows widened to f32 for the exact cuBLAS path
+  DeviceScratch activations16{"activations16"};  // x rounded to bf16 for the tensor-core path
+  // cuBLAS workspace we own (reserved: handed to cuBLAS with cublasSetWorkspace whenever the handle's stream
+  // is set, since cublasSetStream resets it); unreserved: cuBLAS uses its own pool.
+  DeviceScratch workspace{"cublasWorkspace"};
+  cudaStream_t boundStream = nullptr;
+  bool streamBound = false;
   bool bf16Activations = true;  // bf16 weights with T > gemvMaxRows: x -> bf16, tensor-core GEMM (fp32 accumulate)
   int gemvMaxRows = kGemvMaxRows;  // T <= this uses the weight-streaming GEMV kernel (0: always cuBLAS)
-  size_t widenChunkElems = size_t{32} << 20;  // widen at most this many weights per cuBLAS call
+  size_t widenChunkElems = kWidenChunkElems;  // widen at most this many weights per cuBLAS call
 };
+// Points the handle at stream s (and our workspace, when reserved) unless it already is.
+void bindStream(GemmContext& g, cudaStream_t s);
 void matmul(GemmContext& g, cudaStream_t s, const float* x, int64_t T, int64_t K, const void* w, int dtype,
             int64_t N, const float* bias, float* out);
 
@@ -89,15 +107,21 @@ void matmul(GemmContext& g, cudaStream_t s, const float* x, int64_t T, int64_t K
 struct AttentionShape {
   int numHeads, numKvHeads, headDim, blockSize, maxBlocksPerSeq;
   int64_t numBlocks;
+  int kvDtype = kF32;  // cache element type: kF32 or kBF16 (read widened exactly to f32)
 };
 struct AttentionOptions {
   int numSms = 132;   // the grid is split along keys when there are fewer than 8 CTAs per SM
   int maxSplits = 256;  // 1: never split (one pass, no combine kernel)
   bool tensorCores = false;  // prefill tiles on bf16 tensor cores (attention-tc.cu) where the shape allows
 };
+// Query vectors per CTA of the three tilings (attention.cu / attention-tc.cu); src/runtime/cuda-scratch.ts
+// sizes the tile list from the same numbers (the addon exports them so a test can compare).
+constexpr int kAttnSmallVectors = 8, kAttnBigVectors = 64, kAttnTcVectors = 128;
 struct AttentionScratch {
-  DeviceScratch indices;   // tiles, context lengths and block tables of one call
-  DeviceScratch partials;  // split-K partial accumulators and (max, sum) pairs
+  DeviceScratch indices{"attentionIndices"};   // tiles, context lengths and block tables of one call
+  // split-K partial accumulators and (max, sum) pairs; when reserved, its capacity is the budget the split
+  // planner fits the number of key splits into (no split when two do not fit)
+  DeviceScratch partials{"attentionPartials"};
 };
 // Dual Chunk Attention constants of one call (Backend.attentionDca): q is then NOT rotated; keys were
 // cached rotated at (k mod chunkLen). rowLogitScale: host [T], the per-row temperature factor.
@@ -109,10 +133,11 @@ struct DcaArgs {
 };
 // Host arrays: queryStart [numSeqs + 1], contextLens [numSeqs], blockTables [numSeqs * maxBlocksPerSeq],
 // already validated (DCA: positions equal the causal ones the batch implies). q, out [T, numHeads,
-// headDim]; caches [numBlocks, blockSize, numKvHeads, headDim]. dca == nullptr: plain attention.
-void pagedAttention(cudaStream_t s, AttentionScratch& scratch, const AttentionOptions& opt,
-                    const AttentionShape& shape, const float* q, const float* kCache, const float* vCache,
-                    int numSeqs, const int32_t* queryStart, const int32_t* contextLens, const int32_t* blockTables,
-                    float scale, float* out, const DcaArgs* dca = nullptr);
+// headDim]; caches [numBlocks, blockSize, numKvHeads, headDim] of shape.kvDtype. dca == nullptr: plain.
+// Returns the number of key splits it used (1: none).
+int pagedAttention(cudaStream_t s, AttentionScratch& scratch, const AttentionOptions& opt,
+                   const AttentionShape& shape, const float* q, const void* kCache, const void* vCache,
+                   int numSeqs, const int32_t* queryStart, const int32_t* contextLens, const int32_t* blockTables,
+                   float scale, float* out, const DcaArgs* dca = nullptr);
 
 }  // namespace lcuda

@@ -65,9 +65,12 @@ class Args {
   const char* op_;
 };
 
+// A device buffer of the context: owned (parent 0, one cudaMalloc) or a view (the first `bytes` bytes of
+// the owned buffer `parent`: no memory of its own, gone when the parent is freed).
 struct Buffer {
   void* ptr;
   size_t bytes;
+  uint32_t parent = 0;
 };
 
 float widenF16Host(uint16_t h) {  // exact IEEE half -> float (subnormals, inf, NaN)

@@ -1,13 +1,15 @@
 // The native surface of build/Release/longctx_cuda.node (native/cuda/addon.cpp) and its loader. Invariant:
 // every function the addon exports is described here with its argument order; nothing else imports the
 // .node file. Loading never throws: a missing file, a missing libcublas or no GPU is a reason string.
-// Buffers are device allocations named by positive integer ids; ops take ids, integer dims (element
+// Buffers are device allocations (or views: the first bytes of one) named by positive integer ids; ops take
+// ids, integer dims (element
 // counts in [0, 2^31 - 1]) and host Int32Arrays, are enqueued on the context's stream, and check every size
 // and index first (TypeError: wrong kind of value; RangeError: wrong size, an index out of range, or a
 // buffer that is freed or belongs to another context). CUDA and cuBLAS failures throw Error naming the call.
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
+import type { CudaScratchBytes } from './cuda-scratch.js';
 import { findPackageRoot, type DTypeCode } from './native-addon.js';
 
 declare const cudaContextBrand: unique symbol;
@@ -20,15 +22,19 @@ export interface CudaDeviceInfo {
   readonly totalMemory: number; // bytes
 }
 
-/** One device, one stream, one cuBLAS handle, and the device buffers allocated through it. */
+/** One device, one stream, one cuBLAS handle (with our workspace), and the device buffers allocated through it. */
 export interface NativeCudaContext {
   readonly [cudaContextBrand]: true;
   readonly info: CudaDeviceInfo;
-  /** Bytes and count of the buffers alive (allocated, not freed); 0 after dispose(). */
+  /** Bytes and count of the owned buffers alive (allocated, not freed; views not counted); 0 after dispose(). */
   readonly liveBytes: number;
   readonly liveBuffers: number;
-  /** High-water mark of live buffers plus the context's scratch (not the CUDA context or cuBLAS workspaces). */
+  /** High-water mark of live buffers plus every scratch capacity and the cuBLAS workspace (not the CUDA context). */
   readonly peakBytes: number;
+  /** Current capacity of each scratch buffer (reserved: the sizes given at creation). */
+  readonly scratchBytes: CudaScratchBytes;
+  /** Key splits of the last attention / attentionDca call (1: none; 0 before the first). */
+  readonly lastAttentionSplits: number;
   /** Restarts peakBytes from what is held now. */
   resetPeak(): void;
   /** cudaMemGetInfo: free and total device bytes (all processes and contexts). */
@@ -38,9 +44,14 @@ export interface NativeCudaContext {
 
   /** A new buffer of `bytes` bytes (cudaMalloc; contents undefined). */
   alloc(bytes: number): number;
+  /**
+   * A view: a new id for the first `bytes` (<= the buffer's) bytes of buffer `id`; no allocation, no sync.
+   * free(view) releases nothing and does not wait; free of the owned buffer removes its views (RangeError after).
+   */
+  view(id: number, bytes: number): number;
   /** Fills the buffer with zero bytes. */
   zero(id: number): void;
-  /** Frees the buffer (after the queued work); a second free is a RangeError. */
+  /** Frees the buffer (after the queued work; a view: at once, no wait); a second free is a RangeError. */
   free(id: number): void;
   /** Copies the array's bytes into the buffer; byteLength must equal the buffer's size. */
   upload(id: number, data: Float32Array | Uint16Array): void;
@@ -61,25 +72,31 @@ export interface NativeCudaContext {
   siluMul(gateUp: number, T: number, I: number, out: number): void;
   /** In-place NeoX RoPE on the first rotaryDim (even, <= headDim) dims. x [T, numHeads, headDim], positions [T] >= 0. */
   rope(x: number, T: number, numHeads: number, headDim: number, positions: Int32Array, theta: number, rotaryDim: number): void;
-  /** kCache[slot] = k[t], vCache[slot] = v[t] for slotMapping[t] >= 0 (-1 skips). Caches [numBlocks, blockSize, numKvHeads, headDim]. */
+  /**
+   * kCache[slot] = k[t], vCache[slot] = v[t] for slotMapping[t] >= 0 (-1 skips). Caches [numBlocks, blockSize,
+   * numKvHeads, headDim] of kvDtype (0 f32: copied; 1 bf16: round to nearest even, NaN -> 0x7fc0).
+   */
   writeKv(
-    k: number, v: number, T: number, slotMapping: Int32Array, kCache: number, vCache: number,
+    k: number, v: number, T: number, slotMapping: Int32Array, kCache: number, vCache: number, kvDtype: DTypeCode,
     numBlocks: number, blockSize: number, numKvHeads: number, headDim: number,
   ): void;
-  /** Causal GQA attention over the paged cache (AttentionBatch in backend.ts). headDim % 4 == 0, <= 256. */
+  /**
+   * Causal GQA attention over the paged cache (AttentionBatch in backend.ts), caches of kvDtype (0 f32 or
+   * 1 bf16, read widened exactly). headDim % 4 == 0, <= 256.
+   */
   attention(
-    q: number, T: number, numHeads: number, kCache: number, vCache: number,
+    q: number, T: number, numHeads: number, kCache: number, vCache: number, kvDtype: DTypeCode,
     numBlocks: number, blockSize: number, numKvHeads: number, headDim: number,
     numSeqs: number, queryStart: Int32Array, contextLens: Int32Array, blockTables: Int32Array,
     maxBlocksPerSeq: number, scale: number, out: number,
   ): void;
   /**
-   * DCA attention (Backend.attentionDca): the 16 arguments of attention() with q unrotated, then positions [T]
+   * DCA attention (Backend.attentionDca): the 17 arguments of attention() with q unrotated, then positions [T]
    * (must be the batch's causal positions), chunkLen, chunkSize, ropeTheta, rotaryDim, rowLogitScale [T].
    * headDim % 4 == 0, <= 128.
    */
   attentionDca(
-    q: number, T: number, numHeads: number, kCache: number, vCache: number,
+    q: number, T: number, numHeads: number, kCache: number, vCache: number, kvDtype: DTypeCode,
     numBlocks: number, blockSize: number, numKvHeads: number, headDim: number,
     numSeqs: number, queryStart: Int32Array, contextLens: Int32Array, blockTables: Int32Array,
     maxBlocksPerSeq: number, scale: number, out: number,
@@ -92,15 +109,26 @@ export interface NativeCudaContext {
 
 export interface CudaAddon {
   /**
-   * new CudaContext(device, gemvMaxRows, attentionMaxSplits, bf16Matmul, tensorCoreAttention): gemvMaxRows
-   * in [0, 8] (matmuls with at most that many rows stream the weights through a GEMV kernel; 0 = always
-   * cuBLAS); attentionMaxSplits >= 1 (1 = attention never splits the keys across CTAs); bf16Matmul 0 | 1
-   * (1: bf16-weight GEMMs above gemvMaxRows round x to bf16 and run on the tensor cores, fp32 accumulation);
-   * tensorCoreAttention 0 | 1 (1: prefill attention tiles on bf16 tensor cores where the shape allows).
+   * new CudaContext(device, gemvMaxRows, attentionMaxSplits, bf16Matmul, tensorCoreAttention, scratch):
+   * gemvMaxRows in [0, 8] (matmuls with at most that many rows stream the weights through a GEMV kernel;
+   * 0 = always cuBLAS); attentionMaxSplits >= 1 (1 = attention never splits the keys across CTAs);
+   * bf16Matmul 0 | 1 (1: bf16-weight GEMMs above gemvMaxRows round x to bf16 and run on the tensor cores,
+   * fp32 accumulation); tensorCoreAttention 0 | 1 (1: prefill attention tiles on bf16 tensor cores where the
+   * shape allows); scratch: every scratch buffer reserved now at these bytes and never grown (a larger
+   * request throws an Error naming it), or null: grow on demand with a cublasWorkspaceBytes workspace.
    */
   readonly CudaContext: new (
     device: number, gemvMaxRows: number, attentionMaxSplits: number, bf16Matmul: 0 | 1, tensorCoreAttention: 0 | 1,
+    scratch: CudaScratchBytes | null,
   ) => NativeCudaContext;
+  /** The native sizing constants src/runtime/cuda-scratch.ts mirrors (CUDA_SCRATCH_CONSTANTS). */
+  readonly scratchConstants: {
+    readonly attentionSmallVectors: number;
+    readonly attentionBigVectors: number;
+    readonly attentionTcVectors: number;
+    readonly widenChunkElems: number;
+    readonly cublasWorkspaceBytes: number;
+  };
   /** Number of CUDA devices; 0 without a driver or GPU (never throws). */
   deviceCount(): number;
   /** '' when a device is usable, else one line saying why not. */

@@ -1,13 +1,18 @@
-// The CUDA Backend: tensors live in device memory (one cudaMalloc each) and ops are enqueued on one stream;
-// read() waits and copies back. Every op checks shapes and dtypes here (throwing Error with the shapes, as
-// the CPU backend does) and the addon re-checks sizes and indices natively. No math in TypeScript.
+// The CUDA Backend: tensors live in device memory (one cudaMalloc each; view() aliases the first elements of
+// one without allocating) and ops are enqueued on one stream; read() waits and copies back. Every op checks
+// shapes and dtypes here (throwing Error with the shapes, as the CPU backend does) and the addon re-checks
+// sizes and indices natively. No math in TypeScript. KV caches: f32 or bf16 (kvCacheDtypes).
 // Device tensors keep the host Tensor shape (dtype, shape) with an EMPTY typed array as `data`: that array
-// is the tensor's identity (reshape() keeps it, so views share storage) and keys the device buffer here.
-// Invariants: a tensor is usable only by the backend that made it and only until free()/dispose(); one
-// never freed gives its device memory back when garbage-collected (or at dispose()).
+// is the tensor's identity (reshape() keeps it, so reshapes share storage) and keys the device buffer here.
+// Scratch: grow-on-demand by default; with options.scratch (cudaScratchBytes() of src/runtime/cuda-scratch.ts)
+// every scratch buffer is allocated at creation at exactly those sizes and never grows.
+// Invariants: a tensor is usable only by the backend that made it and only until free()/dispose() (a view
+// also only until its base is freed); one never freed gives its device memory back when garbage-collected
+// (or at dispose()); a live view keeps its base from being collected.
 import type { AttentionBatch, Backend, DcaParams, KvCacheLayer } from './backend.js';
 import { tryLoadCudaAddon, type CudaDeviceInfo, type NativeCudaContext } from './cuda-addon.js';
-import { DTYPE_CODE } from './native-addon.js';
+import type { CudaScratchBytes } from './cuda-scratch.js';
+import { DTYPE_CODE, type DTypeCode } from './native-addon.js';
 import { fmtShape, OpChecks } from './op-checks.js';
 import { numel, type DType, type Tensor } from './tensor.js';
 
@@ -30,19 +35,43 @@ export interface CudaBackendOptions {
    * weights rounded to bf16, fp32 logits, statistics and accumulation. Default false (fp32 everywhere).
    */
   tensorCoreAttention?: boolean;
+  /**
+   * Reserve every scratch buffer now at exactly these bytes (cudaScratchBytes() of the model and step
+   * limits) and never grow them: a request beyond one is an Error naming the scratch, the bytes asked and
+   * reserved; the attention split planner fits its key splits into attentionPartials. cublasWorkspace is
+   * the workspace handed to cuBLAS. Absent: scratch grows on demand and cuBLAS gets a 32 MiB workspace.
+   */
+  scratch?: CudaScratchBytes;
 }
+
+/** The KV cache dtypes of the CUDA backend. */
+export const CUDA_KV_CACHE_DTYPES: readonly DType[] = ['f32', 'bf16'];
+const SCRATCH_FIELDS = ['activations16', 'widened', 'attentionIndices', 'attentionPartials', 'staging', 'cublasWorkspace'] as const;
 
 export interface CudaBackend extends Backend {
   readonly info: CudaDeviceInfo;
+  /** ['f32', 'bf16']. */
+  readonly kvCacheDtypes: readonly DType[];
+  /** f32, bf16 or f16 zeros (bf16 for KV caches). */
+  zeros(shape: readonly number[], dtype?: DType): Tensor;
+  /** The first numel(shape) elements of t's device buffer (no allocation, no sync; not counted in liveBytes). */
+  view(t: Tensor, shape: readonly number[]): Tensor;
   /** Always implemented on CUDA (plain and tensor-core kernels; headDim % 4 == 0, <= 128). */
   attentionDca: NonNullable<Backend['attentionDca']>;
-  /** Device bytes held by live tensors of this backend. */
+  /** Device bytes held by live tensors of this backend (views not counted). */
   liveBytes(): number;
   /** Waits for every queued op (for timing; read() already waits). */
   synchronize(): void;
-  /** High-water mark of device bytes held by this backend (tensors + scratch); resetPeak() restarts it. */
+  /**
+   * High-water mark of device bytes held by this backend: live tensors + every scratch capacity + the
+   * cuBLAS workspace (with options.scratch, from creation on); resetPeak() restarts it from what is held now.
+   */
   peakBytes(): number;
   resetPeak(): void;
+  /** Current capacity of each scratch buffer (with options.scratch: exactly the reserved sizes). */
+  scratchBytes(): CudaScratchBytes;
+  /** Diagnostic: key splits the last attention / attentionDca call used (1: none; 0 before the first). */
+  lastAttentionSplits(): number;
   /** cudaMemGetInfo of the device: free and total bytes (all processes). */
   memInfo(): { free: number; total: number };
 }
@@ -75,7 +104,11 @@ interface DeviceRecord {
   readonly id: number;
   readonly dtype: DType;
   readonly numel: number;
+  /** A view: the identity (data) of the owning tensor, which must still be live. */
+  readonly base?: object;
 }
+
+const elementBytes = (dtype: DType) => (dtype === 'f32' ? 4 : 2);
 
 export function createCudaBackend(opts: CudaBackendOptions = {}): CudaBackend {
   const loaded = tryLoadCudaAddon();
@@ -86,8 +119,16 @@ export function createCudaBackend(opts: CudaBackendOptions = {}): CudaBackend {
   if (!Number.isInteger(device) || device < 0) fail('create', `device must be a non-negative integer, got ${device}`);
   if (!Number.isInteger(gemvMaxRows) || gemvMaxRows < 0 || gemvMaxRows > 8) fail('create', `gemvMaxRows must be in [0, 8], got ${gemvMaxRows}`);
   if (!Number.isInteger(maxSplits) || maxSplits < 1) fail('create', `attentionMaxSplits must be >= 1, got ${maxSplits}`);
+  let scratch: CudaScratchBytes | null = null;
+  if (opts.scratch !== undefined) {
+    const given = opts.scratch;
+    for (const f of SCRATCH_FIELDS) {
+      if (!Number.isSafeInteger(given[f]) || given[f] < 0) fail('create', `scratch.${f} must be a non-negative integer, got ${given[f]}`);
+    }
+    scratch = Object.fromEntries(SCRATCH_FIELDS.map((f) => [f, given[f]])) as unknown as CudaScratchBytes;
+  }
   const ctx: NativeCudaContext = new loaded.addon.CudaContext(device, gemvMaxRows, maxSplits,
-    opts.exactMatmul === true ? 0 : 1, opts.tensorCoreAttention === true ? 1 : 0);
+    opts.exactMatmul === true ? 0 : 1, opts.tensorCoreAttention === true ? 1 : 0, scratch);
   const records = new WeakMap<object, DeviceRecord>();
   let disposed = false;
   // A tensor dropped without free() releases its device buffer when its storage object is collected.
@@ -105,14 +146,15 @@ export function createCudaBackend(opts: CudaBackendOptions = {}): CudaBackend {
     if (disposed) fail(op, 'the backend is disposed');
     const rec = records.get(t.data);
     if (rec === undefined) fail(op, `${name} is not a live tensor of this CUDA backend (upload it first; freed tensors cannot be used)`);
+    if (rec.base !== undefined && !records.has(rec.base)) fail(op, `${name} is a view of a freed tensor`);
     if (dtype !== null && rec.dtype !== dtype) fail(op, `${name} must be ${dtype}, got ${rec.dtype}`);
     if (numel(t.shape) !== rec.numel) fail(op, `${name} has shape ${fmt(t.shape)} but its storage holds ${rec.numel} elements`);
     return rec.id;
   }
 
-  function wrap(dtype: DType, shape: readonly number[], bufferId: number): Tensor {
+  function wrap(dtype: DType, shape: readonly number[], bufferId: number, base?: object): Tensor {
     const data = dtype === 'f32' ? new Float32Array(0) : new Uint16Array(0);
-    records.set(data, { id: bufferId, dtype, numel: numel(shape) });
+    records.set(data, { id: bufferId, dtype, numel: numel(shape), base });
     collector.register(data, bufferId, data);
     return { dtype, shape: [...shape], data };
   }
@@ -120,20 +162,26 @@ export function createCudaBackend(opts: CudaBackendOptions = {}): CudaBackend {
   function allocate(op: string, dtype: DType, shape: readonly number[]): number {
     if (disposed) fail(op, 'the backend is disposed');
     if (shape.some((d) => !Number.isSafeInteger(d) || d < 0)) fail(op, `bad shape ${fmt(shape)}`);
-    return ctx.alloc(numel(shape) * (dtype === 'f32' ? 4 : 2));
+    return ctx.alloc(numel(shape) * elementBytes(dtype));
   }
 
-  function checkCache(op: string, cache: KvCacheLayer): [number, number] {
+  /** The cache's buffer ids and its dtype code: K and V of one dtype from kvCacheDtypes. */
+  function checkCache(op: string, cache: KvCacheLayer): [number, number, DTypeCode] {
     check.cacheShape(op, cache);
-    return [id(op, 'cache.k', cache.k), id(op, 'cache.v', cache.v)];
+    const dtype = cache.k.dtype;
+    if (!CUDA_KV_CACHE_DTYPES.includes(dtype)) {
+      fail(op, `cache.k is ${dtype}; KV caches must be one of ${CUDA_KV_CACHE_DTYPES.join(', ')}`);
+    }
+    if (cache.v.dtype !== dtype) fail(op, `cache.k is ${dtype} but cache.v is ${cache.v.dtype} (K and V share one dtype)`);
+    return [id(op, 'cache.k', cache.k, dtype), id(op, 'cache.v', cache.v, dtype), DTYPE_CODE[dtype]];
   }
 
   /** The checked leading arguments shared by ctx.attention and ctx.attentionDca (up to scale), and out's id. */
   function attentionArgs(op: string, q: Tensor, cache: KvCacheLayer, batch: AttentionBatch, out: Tensor) {
-    const [kc, vc] = checkCache(op, cache);
+    const [kc, vc, kvDtype] = checkCache(op, cache);
     const [T, numHeads] = check.attention(op, q, cache, batch, out);
     const { numSeqs, queryStart, contextLens, blockTables, maxBlocksPerSeq } = batch;
-    const head = [id(op, 'q', q), T, numHeads, kc, vc, cache.numBlocks, cache.blockSize, cache.numKvHeads, cache.headDim,
+    const head = [id(op, 'q', q), T, numHeads, kc, vc, kvDtype, cache.numBlocks, cache.blockSize, cache.numKvHeads, cache.headDim,
       numSeqs, queryStart, contextLens, blockTables, maxBlocksPerSeq] as const;
     return { head, out: id(op, 'out', out) };
   }
@@ -141,11 +189,14 @@ export function createCudaBackend(opts: CudaBackendOptions = {}): CudaBackend {
   return {
     name: 'cuda',
     info: ctx.info,
+    kvCacheDtypes: CUDA_KV_CACHE_DTYPES,
 
     liveBytes: () => ctx.liveBytes,
     synchronize: () => ctx.synchronize(),
     peakBytes: () => ctx.peakBytes,
     resetPeak: () => ctx.resetPeak(),
+    scratchBytes: () => ctx.scratchBytes,
+    lastAttentionSplits: () => ctx.lastAttentionSplits,
     memInfo: () => ctx.memInfo(),
 
     upload(t: Tensor): Tensor {
@@ -160,10 +211,28 @@ export function createCudaBackend(opts: CudaBackendOptions = {}): CudaBackend {
       return wrap(t.dtype, t.shape, bufferId);
     },
 
-    zeros(shape: readonly number[]): Tensor {
-      const bufferId = allocate('zeros', 'f32', shape);
-      ctx.zero(bufferId);
-      return wrap('f32', shape, bufferId);
+    zeros(shape: readonly number[], dtype: DType = 'f32'): Tensor {
+      if (!(dtype in DTYPE_CODE)) fail('zeros', `unknown dtype ${String(dtype)}`);
+      const bufferId = allocate('zeros', dtype, shape);
+      try {
+        ctx.zero(bufferId);
+      } catch (e) {
+        ctx.free(bufferId);
+        throw e;
+      }
+      return wrap(dtype, shape, bufferId);
+    },
+
+    view(t: Tensor, shape: readonly number[]): Tensor {
+      const bufferId = id('view', 't', t, null);
+      const rec = records.get(t.data)!;
+      if (shape.some((d) => !Number.isSafeInteger(d) || d < 0) || !Number.isSafeInteger(numel(shape))) {
+        fail('view', `bad shape ${fmt(shape)}`);
+      }
+      const n = numel(shape);
+      if (n > rec.numel) fail('view', `a view of shape ${fmt(shape)} (${n} elements) does not fit in t ${fmt(t.shape)} (${rec.numel})`);
+      const viewId = ctx.view(bufferId, n * elementBytes(rec.dtype));
+      return wrap(rec.dtype, shape, viewId, rec.base ?? t.data);
     },
 
     read(t: Tensor): Float32Array {
@@ -231,9 +300,9 @@ export function createCudaBackend(opts: CudaBackendOptions = {}): CudaBackend {
     },
 
     writeKv(k: Tensor, v: Tensor, cache: KvCacheLayer, slotMapping: Int32Array): void {
-      const [kc, vc] = checkCache('writeKv', cache);
+      const [kc, vc, kvDtype] = checkCache('writeKv', cache);
       check.writeKv(k, v, cache, slotMapping);
-      ctx.writeKv(id('writeKv', 'k', k), id('writeKv', 'v', v), slotMapping.length, slotMapping, kc, vc,
+      ctx.writeKv(id('writeKv', 'k', k), id('writeKv', 'v', v), slotMapping.length, slotMapping, kc, vc, kvDtype,
         cache.numBlocks, cache.blockSize, cache.numKvHeads, cache.headDim);
     },
 

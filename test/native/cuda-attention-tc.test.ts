@@ -18,13 +18,17 @@
 // |out − ref| <= max_j |v_j| · (e^{2δ'}(1+u)(1+ρ_v)(1 + n·2^-22 + 4U) − 1), doubled like the suite's bounds.
 // With bf16-valued inputs (ρ = 0) this is ~2u·max|v|: sharp enough that a wrong mask or a dropped key tile
 // at these context lengths fails. A norm-wise check (|err|₂ / |ref|₂ <= 2^-5) backs it for the DCA cases.
+// bf16 KV cache: the cache holds bf16(the f32 value the f32 cache would hold), which is exactly what the
+// kernel rounds an f32 cache's K/V to in shared memory, so the same bound applies (ρ unchanged) and the
+// output must equal the f32-cache run bit for bit; both are checked, with and without key splits, and once
+// under a partials budget that leaves room for only a few splits (CudaBackendOptions.scratch).
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { AttentionBatch, KvCacheLayer } from '../../src/runtime/backend.js';
-import { createCudaBackend, cudaUnavailableReason } from '../../src/runtime/cuda-backend.js';
-import { poisonedOut, uploadF32, useBackend } from '../conformance/harness.js';
+import { createCudaBackend, cudaUnavailableReason, type CudaBackend } from '../../src/runtime/cuda-backend.js';
+import { poisonedOut, uploadCache, uploadF32, useBackend, type KvDtype } from '../conformance/harness.js';
 import { dcaAttentionF64, dcaRotateKeysF64 } from '../ref/dca-f64.js';
-import { assertClose, decodeBf16, denseAttentionF64, makeRng, randomF32, U, type Rng } from '../ref/f64.js';
+import { assertBitsEqual, assertClose, decodeBf16, denseAttentionF64, makeRng, randomF32, U, type Rng } from '../ref/f64.js';
 
 const unavailable = cudaUnavailableReason();
 const u = 2 ** -8;
@@ -76,7 +80,8 @@ function bf16Tolerance(q: Float32Array, k: Float32Array, v: Float32Array, c: TcC
   return atol;
 }
 
-function runCase(be: ReturnType<typeof createCudaBackend>, c: TcCase): void {
+/** Runs case c on a cache of kv (default f32), checks every sequence against the bound; returns the output. */
+function runCase(be: CudaBackend, c: TcCase, kv: KvDtype = 'f32'): Float32Array {
   const rng: Rng = makeRng(c.seed);
   const { numHeads, numKvHeads, headDim: D, blockSize } = c;
   const rowLen = numKvHeads * D;
@@ -110,7 +115,8 @@ function runCase(be: ReturnType<typeof createCudaBackend>, c: TcCase): void {
   seqs.forEach((s, si) => qHost.set(s.q, queryStart[si] * numHeads * D));
   const batch: AttentionBatch = { numSeqs: c.seqs.length, queryStart, contextLens: Int32Array.from(c.seqs, (s) => s.contextLen), blockTables, maxBlocksPerSeq };
   const shape = [numBlocks, blockSize, numKvHeads, D];
-  const cache: KvCacheLayer = { k: uploadF32(be, shape, kPool), v: uploadF32(be, shape, vPool), numBlocks, blockSize, numKvHeads, headDim: D };
+  // A bf16 cache holds the f32 pool rounded to nearest even (what writeKv would store); NaN holes stay NaN.
+  const cache: KvCacheLayer = { k: uploadCache(be, shape, kPool, kv), v: uploadCache(be, shape, vPool, kv), numBlocks, blockSize, numKvHeads, headDim: D };
   const q = uploadF32(be, [T, numHeads, D], qHost);
   const out = poisonedOut(be, [T, numHeads, D]);
   const scale = c.scale ?? 1 / Math.sqrt(D);
@@ -139,14 +145,20 @@ function runCase(be: ReturnType<typeof createCudaBackend>, c: TcCase): void {
     assert.ok(rel <= 2 ** -5, `${label}: relative error ${rel} > 2^-5`);
   });
   for (const t of [q, out, cache.k, cache.v]) be.free(t);
+  return got;
+}
+
+/** Every scratch buffer generous, the split partials limited to `splits` splits of T rows. */
+function partialsBudget(T: number, numHeads: number, headDim: number, splits: number) {
+  return { activations16: 0, widened: 0, attentionIndices: 1 << 20, attentionPartials: splits * T * numHeads * (headDim + 2) * 4, staging: 1 << 16, cublasWorkspace: 32 << 20 };
 }
 
 if (unavailable !== null) {
   test('cuda tensor-core attention', { skip: `CUDA backend unavailable: ${unavailable}` }, () => {});
 } else {
   describe('cuda: tensor-core prefill attention (bf16 operands, fp32 softmax and accumulation)', () => {
-    const be = useBackend(() => createCudaBackend({ tensorCoreAttention: true })) as () => ReturnType<typeof createCudaBackend>;
-    const split = useBackend(() => createCudaBackend({ tensorCoreAttention: true, attentionMaxSplits: 1 })) as () => ReturnType<typeof createCudaBackend>;
+    const be = useBackend(() => createCudaBackend({ tensorCoreAttention: true })) as () => CudaBackend;
+    const split = useBackend(() => createCudaBackend({ tensorCoreAttention: true, attentionMaxSplits: 1 })) as () => CudaBackend;
     const gqa = { numHeads: 28, numKvHeads: 4, headDim: 128, blockSize: 16 };
     const cases: TcCase[] = [
       { label: '7B heads: a 300-row prefill, a 90-row chunk after 400 keys, one odd length', ...gqa, seed: 1, seqs: [{ contextLen: 300, numQueries: 300 }, { contextLen: 490, numQueries: 90 }, { contextLen: 77, numQueries: 77 }] },
@@ -157,8 +169,37 @@ if (unavailable !== null) {
       { label: 'DCA (L=70, C=100) headDim 64: a chunk crossing L, 2L and 3L', numHeads: 8, numKvHeads: 2, headDim: 64, blockSize: 10, seed: 5, dca: { chunkLen: 70, chunkSize: 100, theta: 10000 }, seqs: [{ contextLen: 300, numQueries: 240 }] },
     ];
     for (const c of cases) {
-      test(c.label, () => runCase(be(), c));
-      test(`${c.label} (no key splits)`, () => runCase(split(), c));
+      test(c.label, () => void runCase(be(), c));
+      test(`${c.label} (no key splits)`, () => void runCase(split(), c));
+    }
+    // bf16 cache: within the bound, and the same bits as the f32 cache of the same values
+    for (const c of [cases[0], cases[1], cases[3], cases[4], cases[5]]) {
+      for (const [name, get] of [['', be], [', no key splits', split]] as const) {
+        test(`${c.label} (bf16 cache${name}: the bound, and the bits of the f32 cache)`, () => {
+          const b16 = runCase(get(), c, 'bf16');
+          assertBitsEqual(b16, runCase(get(), c, 'f32'), `${c.label}: bf16 cache vs f32 cache${name}`);
+        });
+      }
+    }
+    // 300 rows of 28 heads, 17 tiles per KV head: the planner wants 5 splits on a 132-SM H200; the budget allows 3.
+    const small = { label: 'headDim 128, 7B heads: one 300-row prefill', ...gqa, seed: 7, seqs: [{ contextLen: 300, numQueries: 300 }] };
+    for (const kv of ['f32', 'bf16'] as const) {
+      test(`a partials budget of 3 splits: fewer splits, still within the bound (${kv} cache)`, () => {
+        const b = createCudaBackend({ tensorCoreAttention: true, scratch: partialsBudget(300, 28, 128, 3) });
+        try {
+          runCase(b, small, kv);
+          assert.equal(b.lastAttentionSplits(), 3);
+          const free = createCudaBackend({ tensorCoreAttention: true });
+          try {
+            runCase(free, small, kv);
+            assert.ok(free.lastAttentionSplits() > 3, `without a budget the planner splits more (got ${free.lastAttentionSplits()})`);
+          } finally {
+            free.dispose();
+          }
+        } finally {
+          b.dispose();
+        }
+      });
     }
   });
 }

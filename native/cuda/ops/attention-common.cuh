@@ -1,7 +1,8 @@
 // Shared by the two paged-attention kernels (attention.cu: fp32 SIMT; attention-tc.cu: bf16 tensor cores):
 // the work unit (Tile: one KV head's vectors of one sequence), the kernel parameters, the split-K partial
 // format the combine kernel merges ([split][row][D] unnormalised accumulators, [split][row] (max, sum)),
-// and the DCA query rotation (long-context-attention.md §2.3), so both kernels see the same rotated q.
+// the f32/bf16 cache loads, and the DCA query rotation (long-context-attention.md §2.3), so both kernels
+// see the same rotated q.
 #pragma once
 
 #include <cstdint>
@@ -16,8 +17,8 @@ struct Tile {
 
 struct Params {
   const float* q;
-  const float* kCache;
-  const float* vCache;
+  const void* kCache;  // f32 or bf16 (raw uint16 bits), AttentionShape::kvDtype; the kernels are templated on it
+  const void* vCache;
   float* out;
   float* partAcc;  // [numSplits, T, numHeads, headDim]
   float* partMl;   // [numSplits, T, numHeads, 2]
@@ -67,14 +68,26 @@ __device__ inline float dcaQueryValue(const Params& p, const Tile& tile, int kvh
   return static_cast<float>(d < half ? a * cn - b * sn : b * cn + a * sn);
 }
 
+// Four consecutive cache elements starting at element 4·i4 as f32: an f32 cache as one float4, a bf16
+// cache (raw bits) as one 8-byte load widened exactly (bf16 -> f32 is a 16-bit shift).
+__device__ __forceinline__ float4 loadKv4(const float* cache, int64_t i4) {
+  return reinterpret_cast<const float4*>(cache)[i4];
+}
+__device__ __forceinline__ float4 loadKv4(const uint16_t* cache, int64_t i4) {
+  const uint2 r = reinterpret_cast<const uint2*>(cache)[i4];
+  return make_float4(__uint_as_float(r.x << 16), __uint_as_float(r.x & 0xffff0000u), __uint_as_float(r.y << 16),
+                     __uint_as_float(r.y & 0xffff0000u));
+}
+
 // DCA variant of key `key` for a query whose own chunk starts at cs.
 __device__ __forceinline__ int dcaVariant(int key, int cs, int L) { return key >= cs ? 0 : key >= cs - L ? 1 : 2; }
 
 // ---- tensor-core prefill kernel (attention-tc.cu) ----
-constexpr int kTcVectors = 128;  // query vectors per CTA (8 warps x 16 rows of the MMA tile)
+constexpr int kTcVectors = kAttnTcVectors;  // query vectors per CTA (8 warps x 16 rows of the MMA tile)
 // Whether the tensor-core kernel takes this head size.
 inline bool tensorCoreHeadDim(int headDim) { return headDim == 64 || headDim == 128; }
-// Launches it over numTiles tiles of <= kTcVectors vectors (grid: tiles x KV heads x splits).
-void launchTensorCoreAttention(cudaStream_t s, const Params& p, unsigned numTiles, bool dca);
+// Launches it over numTiles tiles of <= kTcVectors vectors (grid: tiles x KV heads x splits); bf16Kv: the
+// cache holds bf16 (copied into the MMA tiles as they are), else f32 (rounded to bf16 in shared memory).
+void launchTensorCoreAttention(cudaStream_t s, const Params& p, unsigned numTiles, bool dca, bool bf16Kv);
 
 }  // namespace lcuda::attn

@@ -2,9 +2,11 @@
 // m16n8k16, fp32 accumulate), behind AttentionOptions::tensorCores. Same work unit, split plan and partial
 // format as the fp32 kernel (attention-common.cuh); only the arithmetic differs:
 //  - a CTA is 8 warps x 16 query vectors (one MMA row block each) of one KV head; keys stream in tiles of
-//    64 through the block table; the fp32 K/V rows of the next tile are copied into a shared staging buffer
-//    with cp.async while the current tile computes (keys past the split are zero-filled, never read);
-//  - staged K and V are rounded to bf16 (nearest even) into padded row-major tiles; q is rounded to bf16
+//    64 through the block table; the K/V rows of the next tile are copied with cp.async while the current
+//    tile computes (keys past the split are zero-filled, never read): an f32 cache into a shared fp32
+//    staging buffer, a bf16 cache straight into the other of two padded bf16 K/V tile buffers;
+//  - staged f32 K and V are rounded to bf16 (nearest even) into padded row-major tiles (a bf16 cache needs
+//    no pass: its values are the ones the f32 path would produce from them); q is rounded to bf16
 //    once per CTA (DCA: each of the three rotations of §2.3, rotated in double first, like the fp32 kernel);
 //  - S = Q·Kᵀ on the tensor cores in fp32 (Q and K fragments through ldmatrix); masks (causal, split
 //    range) only on tiles that cross a row's diagonal or the split end; online softmax in the exp2 domain
@@ -66,26 +68,25 @@ __device__ __forceinline__ void ldmatrixX4Trans(uint32_t (&r)[4], const void* sm
 template <int D>
 struct Smem {
   static constexpr int kLd = D + 8;  // bf16 row stride: 16-byte rows, conflict-free fragment loads
-  static size_t bytes(bool dca) {
-    const size_t nq = dca ? 3 : 1;
-    return 2 * (nq * kTcVectors * kLd + 2 * kKeys * kLd) + 4 * (2 * kKeys * D) + (dca ? 4 * D : 0);
+  // f32 cache: Q, one bf16 K/V tile pair and the fp32 staging pair; bf16 cache: Q and two bf16 K/V tile
+  // pairs (the one being read and the one being filled). DCA: + the inverse frequencies.
+  static size_t bytes(bool dca, bool bf16Kv) {
+    const size_t nq = dca ? 3 : 1, inv = dca ? 4 * D : 0;
+    if (bf16Kv) return 2 * (nq * kTcVectors * kLd + 4 * kKeys * kLd) + inv;
+    return 2 * (nq * kTcVectors * kLd + 2 * kKeys * kLd) + 4 * (2 * kKeys * D) + inv;
   }
 };
 
-// Start copying keys [k0, k0 + 64) of the CTA's range (< kStop; the rest zero-filled) into the staging tile.
-// Thread t copies the 16 bytes d4 = t % D4 of keys k0 + t / D4 + it·kStep. The block-table lookups are all
-// issued first (independent loads, one latency), then the copies. A power-of-two block size (the usual
-// case) is a shift and a mask; any other size takes one division per key.
-template <int D>
-__device__ __forceinline__ void issueTile(const Params& p, const int32_t* table, int kvh, int k0, int kStop,
-                                          float* stage) {
-  constexpr int D4 = D / 4, kStep = kWarps * 32 / D4, kIters = kKeys / kStep;
-  static_assert(kKeys * D4 % (kWarps * 32) == 0 && kWarps * 32 % D4 == 0, "whole iterations");
-  const int j0 = threadIdx.x / D4, d4 = threadIdx.x % D4, bs = p.blockSize;
+// Element offsets (row `kvh` of each key's cache slot, plus `col`) of keys k0 + j0 + it·kStep that are below
+// kStop, and the bytes to copy (16, or 0 past kStop: cp.async zero-fills). The block-table lookups are all
+// issued first (independent loads, one latency). A power-of-two block size (the usual case) is a shift and
+// a mask; any other size takes one division per key.
+template <int D, int kIters, int kStep>
+__device__ __forceinline__ void tileOffsets(const Params& p, const int32_t* table, int kvh, int k0, int j0, int col,
+                                            int kStop, int64_t (&off)[kIters], int (&bytes)[kIters]) {
+  const int bs = p.blockSize;
   const bool pow2 = (bs & (bs - 1)) == 0;
   const int sh = __ffs(bs) - 1;
-  int64_t off[kIters];
-  int bytes[kIters];
 #pragma unroll
   for (int it = 0; it < kIters; ++it) {
     const int key = k0 + j0 + it * kStep;
@@ -101,30 +102,68 @@ __device__ __forceinline__ void issueTile(const Params& p, const int32_t* table,
         in = key - blk * bs;
       }
       const int64_t slot = static_cast<int64_t>(table[blk]) * bs + in;
-      off[it] = (slot * p.numKvHeads + kvh) * D + 4 * d4;
+      off[it] = (slot * p.numKvHeads + kvh) * D + col;
       bytes[it] = 16;
     }
   }
+}
+
+// f32 cache: start copying keys [k0, k0 + 64) of the CTA's range (< kStop; the rest zero-filled) into the
+// fp32 staging tile. Thread t copies the 16 bytes d4 = t % D4 of keys k0 + t / D4 + it·kStep.
+template <int D>
+__device__ __forceinline__ void issueTile(const Params& p, const int32_t* table, int kvh, int k0, int kStop,
+                                          float* stage) {
+  constexpr int D4 = D / 4, kStep = kWarps * 32 / D4, kIters = kKeys / kStep;
+  static_assert(kKeys * D4 % (kWarps * 32) == 0 && kWarps * 32 % D4 == 0, "whole iterations");
+  const int j0 = threadIdx.x / D4, d4 = threadIdx.x % D4;
+  int64_t off[kIters];
+  int bytes[kIters];
+  tileOffsets<D, kIters, kStep>(p, table, kvh, k0, j0, 4 * d4, kStop, off, bytes);
+  const float* kc = static_cast<const float*>(p.kCache);
+  const float* vc = static_cast<const float*>(p.vCache);
   float* dst = stage + j0 * D + 4 * d4;
 #pragma unroll
   for (int it = 0; it < kIters; ++it) {
-    cpAsync16(dst + it * kStep * D, p.kCache + off[it], bytes[it]);
-    cpAsync16(dst + kKeys * D + it * kStep * D, p.vCache + off[it], bytes[it]);
+    cpAsync16(dst + it * kStep * D, kc + off[it], bytes[it]);
+    cpAsync16(dst + kKeys * D + it * kStep * D, vc + off[it], bytes[it]);
   }
   cpAsyncCommit();
 }
 
-template <int D, bool DCA>
+// bf16 cache: start copying keys [k0, k0 + 64) straight into the padded bf16 tiles kv (K rows [64][kLd],
+// then V rows [64][kLd]). Thread t copies the 16 bytes (8 values) c8 = t % D8 of keys k0 + t / D8 + it·kStep.
+template <int D>
+__device__ __forceinline__ void issueTileBf16(const Params& p, const int32_t* table, int kvh, int k0, int kStop,
+                                              __nv_bfloat16* kv) {
+  constexpr int kLd = Smem<D>::kLd, D8 = D / 8, kStep = kWarps * 32 / D8, kIters = kKeys / kStep;
+  static_assert(kKeys * D8 % (kWarps * 32) == 0 && kWarps * 32 % D8 == 0, "whole iterations");
+  const int j0 = threadIdx.x / D8, c8 = threadIdx.x % D8;
+  int64_t off[kIters];
+  int bytes[kIters];
+  tileOffsets<D, kIters, kStep>(p, table, kvh, k0, j0, 8 * c8, kStop, off, bytes);
+  const uint16_t* kc = static_cast<const uint16_t*>(p.kCache);
+  const uint16_t* vc = static_cast<const uint16_t*>(p.vCache);
+  __nv_bfloat16* dst = kv + j0 * kLd + 8 * c8;
+#pragma unroll
+  for (int it = 0; it < kIters; ++it) {
+    cpAsync16(dst + it * kStep * kLd, kc + off[it], bytes[it]);
+    cpAsync16(dst + kKeys * kLd + it * kStep * kLd, vc + off[it], bytes[it]);
+  }
+  cpAsyncCommit();
+}
+
+template <int D, bool DCA, bool BF16KV>
 __global__ void __launch_bounds__(kWarps * 32, 1) tensorCoreAttentionKernel(Params p) {
   using S = Smem<D>;
   constexpr int kLd = S::kLd, NQ = DCA ? 3 : 1, D4 = D / 4, NT = D / 8, kThreads = kWarps * 32;
   constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
   extern __shared__ __align__(16) unsigned char smem[];
+  constexpr int kPair = 2 * kKeys * kLd;                         // one K tile and one V tile, bf16
   __nv_bfloat16* Qs = reinterpret_cast<__nv_bfloat16*>(smem);  // [NQ][128][kLd]
-  __nv_bfloat16* Ks = Qs + NQ * kTcVectors * kLd;                // [64][kLd]
+  __nv_bfloat16* Ks = Qs + NQ * kTcVectors * kLd;                // [64][kLd] (bf16 cache: pair 0, then pair 1)
   __nv_bfloat16* Vs = Ks + kKeys * kLd;                          // [64][kLd]
-  float* stage = reinterpret_cast<float*>(Vs + kKeys * kLd);     // [2][64][D] fp32 (K, V)
-  float* invF = stage + 2 * kKeys * D;                           // [D] (DCA)
+  float* stage = reinterpret_cast<float*>(Vs + kKeys * kLd);     // f32 cache: [2][64][D] fp32 (K, V)
+  float* invF = BF16KV ? reinterpret_cast<float*>(Ks + 2 * kPair) : stage + 2 * kKeys * D;  // [D] (DCA)
 
   const Tile tile = p.tiles[blockIdx.x];
   const int kvh = blockIdx.y, split = blockIdx.z;
@@ -135,7 +174,10 @@ __global__ void __launch_bounds__(kWarps * 32, 1) tensorCoreAttentionKernel(Para
   const int kBegin = split * p.splitLen;
   const int kStop = min(kEnd, kBegin + p.splitLen);
   const int32_t* table = p.blockTables + static_cast<int64_t>(tile.seq) * p.maxBlocksPerSeq;
-  if (kBegin < kStop) issueTile<D>(p, table, kvh, kBegin, kStop, stage);
+  if (kBegin < kStop) {
+    if constexpr (BF16KV) issueTileBf16<D>(p, table, kvh, kBegin, kStop, Ks);
+    else issueTile<D>(p, table, kvh, kBegin, kStop, stage);
+  }
 
   // Staged q carries the sign of its row's logit multiplier c (negation is exact in bf16), so the softmax
   // below works with |c| >= 0: the row max of the raw S times |c|·log2(e) is the max of the logits.
@@ -194,18 +236,30 @@ __global__ void __launch_bounds__(kWarps * 32, 1) tensorCoreAttentionKernel(Para
   for (int nt = 0; nt < NT; ++nt) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.f;
   const bool active = warp * kRowsPerWarp < nVec;  // warp-uniform: the warp owns some vector
 
+  int pair = 0;  // bf16 cache: the K/V tile pair holding keys [k0, k0 + 64)
   for (int k0 = kBegin; k0 < kStop; k0 += kKeys) {
     cpAsyncWaitAll();
-    __syncthreads();  // staging holds keys [k0, k0 + 64); Ks/Vs of the previous tile consumed; Qs staged
+    // f32 cache: staging holds keys [k0, k0 + 64); Ks/Vs of the previous tile consumed; Qs staged.
+    // bf16 cache: pair `pair` holds keys [k0, k0 + 64); the other pair (the previous tile) is consumed.
+    __syncthreads();
+    const __nv_bfloat16* Kt = Ks;
+    const __nv_bfloat16* Vt = Vs;
+    if constexpr (BF16KV) {
+      Kt = Ks + pair * kPair;
+      Vt = Kt + kKeys * kLd;
+      if (k0 + kKeys < kStop) issueTileBf16<D>(p, table, kvh, k0 + kKeys, kStop, Ks + (pair ^ 1) * kPair);
+      pair ^= 1;
+    } else {
 #pragma unroll
-    for (int i = 0; i < 2 * kKeys * D4 / kThreads; ++i) {
-      const int idx = threadIdx.x + i * kThreads;  // kv = idx / (kKeys·D4) is a constant per i
-      const int kv = i / (kKeys * D4 / kThreads), rest = idx - kv * kKeys * D4, j = rest / D4, d4 = rest % D4;
-      const float4 x = reinterpret_cast<const float4*>(stage)[idx];
-      *reinterpret_cast<uint2*>((kv == 0 ? Ks : Vs) + j * kLd + 4 * d4) = make_uint2(packBf16(x.x, x.y), packBf16(x.z, x.w));
+      for (int i = 0; i < 2 * kKeys * D4 / kThreads; ++i) {
+        const int idx = threadIdx.x + i * kThreads;  // kv = idx / (kKeys·D4) is a constant per i
+        const int kv = i / (kKeys * D4 / kThreads), rest = idx - kv * kKeys * D4, j = rest / D4, d4 = rest % D4;
+        const float4 x = reinterpret_cast<const float4*>(stage)[idx];
+        *reinterpret_cast<uint2*>((kv == 0 ? Ks : Vs) + j * kLd + 4 * d4) = make_uint2(packBf16(x.x, x.y), packBf16(x.z, x.w));
+      }
+      __syncthreads();  // Ks/Vs ready, staging free
+      if (k0 + kKeys < kStop) issueTile<D>(p, table, kvh, k0 + kKeys, kStop, stage);
     }
-    __syncthreads();  // Ks/Vs ready, staging free
-    if (k0 + kKeys < kStop) issueTile<D>(p, table, kvh, k0 + kKeys, kStop, stage);
     if (!active) continue;
 
     // S = Q Kᵀ for this warp's 16 rows x 64 keys: s[j] is the n-tile of keys 8j..8j+7. Fragments through
@@ -214,7 +268,7 @@ __global__ void __launch_bounds__(kWarps * 32, 1) tensorCoreAttentionKernel(Para
 #pragma unroll
       for (int j = 0; j < kKeys / 8; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
       const __nv_bfloat16* qa = Qs + (var * kTcVectors + warp * kRowsPerWarp + (lane & 15)) * kLd + 8 * (lane >> 4);
-      const __nv_bfloat16* kb = Ks + ((lane & 7) + 8 * (lane >> 4)) * kLd + 8 * ((lane >> 3) & 1);
+      const __nv_bfloat16* kb = Kt + ((lane & 7) + 8 * (lane >> 4)) * kLd + 8 * ((lane >> 3) & 1);
 #pragma unroll
       for (int ks = 0; ks < D / 16; ++ks) {
         uint32_t a[4];
@@ -334,7 +388,7 @@ __global__ void __launch_bounds__(kWarps * 32, 1) tensorCoreAttentionKernel(Para
 #pragma unroll
       for (int nt = 0; nt < NT; nt += 2) {
         uint32_t b[4];
-        ldmatrixX4Trans(b, Vs + vrow * kLd + 8 * (nt + (lane >> 4)));
+        ldmatrixX4Trans(b, Vt + vrow * kLd + 8 * (nt + (lane >> 4)));
         mma16816(o[nt], a0, a1, a2, a3, b[0], b[1]);
         mma16816(o[nt + 1], a0, a1, a2, a3, b[2], b[3]);
       }
@@ -369,21 +423,27 @@ __global__ void __launch_bounds__(kWarps * 32, 1) tensorCoreAttentionKernel(Para
   }
 }
 
-template <int D, bool DCA>
+template <int D, bool DCA, bool BF16KV>
 void launch(cudaStream_t s, const Params& p, unsigned numTiles) {
-  const size_t smem = Smem<D>::bytes(DCA);
-  auto kernel = tensorCoreAttentionKernel<D, DCA>;
+  const size_t smem = Smem<D>::bytes(DCA, BF16KV);
+  auto kernel = tensorCoreAttentionKernel<D, DCA, BF16KV>;
   LCUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
   const dim3 grid(numTiles, static_cast<unsigned>(p.numKvHeads), static_cast<unsigned>(p.numSplits));
   kernel<<<grid, kWarps * 32, smem, s>>>(p);
   LCUDA_LAUNCHED(DCA ? "tensorCoreAttentionKernel<dca>" : "tensorCoreAttentionKernel", s);
 }
 
+template <int D>
+void launchForDtype(cudaStream_t s, const Params& p, unsigned numTiles, bool dca, bool bf16Kv) {
+  if (bf16Kv) dca ? launch<D, true, true>(s, p, numTiles) : launch<D, false, true>(s, p, numTiles);
+  else dca ? launch<D, true, false>(s, p, numTiles) : launch<D, false, false>(s, p, numTiles);
+}
+
 }  // namespace
 
-void launchTensorCoreAttention(cudaStream_t s, const Params& p, unsigned numTiles, bool dca) {
-  if (p.headDim == 128) dca ? launch<128, true>(s, p, numTiles) : launch<128, false>(s, p, numTiles);
-  else if (p.headDim == 64) dca ? launch<64, true>(s, p, numTiles) : launch<64, false>(s, p, numTiles);
+void launchTensorCoreAttention(cudaStream_t s, const Params& p, unsigned numTiles, bool dca, bool bf16Kv) {
+  if (p.headDim == 128) launchForDtype<128>(s, p, numTiles, dca, bf16Kv);
+  else if (p.headDim == 64) launchForDtype<64>(s, p, numTiles, dca, bf16Kv);
   else throw CudaError("tensor-core attention: headDim must be 64 or 128");
 }
 

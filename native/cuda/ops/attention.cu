@@ -13,6 +13,9 @@
 // rounded once, like ropeKernel) only for the variants whose key range meets its split, and every lane picks
 // the variant of its own key (a broadcast read unless the tile straddles a DCA chunk boundary). The logit
 // scale is per query row (scale * rowLogitScale[t]). Same tiles, masks, splits and combine as plain.
+// KV cache: f32 or bf16 (template parameter; bf16 rows are widened exactly to f32 as they are loaded).
+// Split budget: when AttentionScratch::partials is reserved, the key splits are capped so that their
+// partials fit it (no split when two do not).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -52,8 +55,10 @@ __device__ void stageDcaQueries(const Params& p, const Tile& tile, int kvh, int 
 }
 
 // DC = ceil(headDim / 32) output dims per lane; NW warps; VPW vectors per warp. headDim % 4 == 0: q, K and
-// V move as float4 (global and shared memory alike). DCA: see the file header.
-template <int DC, int NW, int VPW, bool DCA>
+// V move as float4 (global and shared memory alike; a bf16 cache, KV = uint16_t, as 8-byte loads widened
+// exactly to float4 on the way into shared memory, so everything after the load is the f32 kernel).
+// DCA: see the file header.
+template <int DC, int NW, int VPW, bool DCA, typename KV>
 __global__ void __launch_bounds__(NW * 32, NW >= 8 ? 1 : 4) pagedAttentionKernel(Params p) {
   extern __shared__ float4 smem4[];
   constexpr int NV = NW * VPW, NQ = DCA ? 3 : 1;
@@ -68,8 +73,8 @@ __global__ void __launch_bounds__(NW * 32, NW >= 8 ? 1 : 4) pagedAttentionKernel
   const int group = p.numHeads / p.numKvHeads;
   const int nVec = tile.numRows * tile.numHeads;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const float4* k4 = reinterpret_cast<const float4*>(p.kCache);
-  const float4* v4 = reinterpret_cast<const float4*>(p.vCache);
+  const KV* kc = static_cast<const KV*>(p.kCache);
+  const KV* vc = static_cast<const KV*>(p.vCache);
   const int kEnd = tile.pos0 + tile.numRows;  // the last row sees keys [0, kEnd)
   const int kBegin = split * p.splitLen;
   const int kStop = min(kEnd, kBegin + p.splitLen);
@@ -116,8 +121,8 @@ __global__ void __launch_bounds__(NW * 32, NW >= 8 ? 1 : 4) pagedAttentionKernel
       if (key < kStop) {
         const int64_t slot = static_cast<int64_t>(table[key / p.blockSize]) * p.blockSize + key % p.blockSize;
         const int64_t off = (slot * p.numKvHeads + kvh) * D4 + d4;
-        kv = k4[off];
-        vv = v4[off];
+        kv = attn::loadKv4(kc, off);
+        vv = attn::loadKv4(vc, off);
       }
       Ks[j * ldk4 + d4] = kv;
       Vs[j * D4 + d4] = vv;
@@ -243,12 +248,12 @@ __global__ void combineSplitsKernel(const float* partAcc, const float* partMl, i
   }
 }
 
-template <int DC, int NW, int VPW, bool DCA>
+template <int DC, int NW, int VPW, bool DCA, typename KV>
 void launchConfig(cudaStream_t s, const Params& p, unsigned numTiles) {
   const size_t d4 = static_cast<size_t>(p.headDim / 4), nq = DCA ? 3 : 1;
   const size_t smem = sizeof(float4) * (nq * NW * VPW * d4 + kKeyTile * (d4 + 1) + kKeyTile * d4) +
                       sizeof(float) * NW * VPW * kKeyTile + (DCA ? sizeof(float) * p.headDim : 0);
-  auto kernel = pagedAttentionKernel<DC, NW, VPW, DCA>;
+  auto kernel = pagedAttentionKernel<DC, NW, VPW, DCA, KV>;
   if (smem > 48 * 1024)
     LCUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
   const dim3 grid(numTiles, static_cast<unsigned>(p.numKvHeads), static_cast<unsigned>(p.numSplits));
@@ -256,32 +261,41 @@ void launchConfig(cudaStream_t s, const Params& p, unsigned numTiles) {
   LCUDA_LAUNCHED(DCA ? "pagedAttentionKernel<dca>" : "pagedAttentionKernel", s);
 }
 
-template <int NW, int VPW, bool DCA>
+template <int NW, int VPW, bool DCA, typename KV>
 void launchForHeadDim(cudaStream_t s, const Params& p, unsigned numTiles) {
-  if (p.headDim <= 32) launchConfig<1, NW, VPW, DCA>(s, p, numTiles);
-  else if (p.headDim <= 64) launchConfig<2, NW, VPW, DCA>(s, p, numTiles);
-  else if (p.headDim <= 128) launchConfig<4, NW, VPW, DCA>(s, p, numTiles);
-  else if constexpr (!DCA) launchConfig<8, NW, VPW, DCA>(s, p, numTiles);
+  if (p.headDim <= 32) launchConfig<1, NW, VPW, DCA, KV>(s, p, numTiles);
+  else if (p.headDim <= 64) launchConfig<2, NW, VPW, DCA, KV>(s, p, numTiles);
+  else if (p.headDim <= 128) launchConfig<4, NW, VPW, DCA, KV>(s, p, numTiles);
+  else if constexpr (!DCA) launchConfig<8, NW, VPW, DCA, KV>(s, p, numTiles);
   else throw CudaError("dca attention: headDim must be <= 128 on the CUDA backend");
+}
+
+template <int NW, int VPW, typename KV>
+void launchFp32(cudaStream_t s, const Params& p, unsigned numTiles, bool dca) {
+  if (dca) launchForHeadDim<NW, VPW, true, KV>(s, p, numTiles);
+  else launchForHeadDim<NW, VPW, false, KV>(s, p, numTiles);
 }
 
 constexpr int kSmallNW = 4, kSmallVPW = 2;  // 8 vectors: decode (one row x a GQA group of <= 8)
 constexpr int kBigNW = 8, kBigVPW = 8;      // 64 vectors: prefill (e.g. 9 rows x 7 heads)
 constexpr int kCtasPerSm = 8;               // split the keys until the grid has this many CTAs per SM
+static_assert(kSmallNW * kSmallVPW == kAttnSmallVectors && kBigNW * kBigVPW == kAttnBigVectors,
+              "the tilings src/runtime/cuda-scratch.ts sizes the tile list with");
 
 }  // namespace
 
-void pagedAttention(cudaStream_t s, AttentionScratch& scratch, const AttentionOptions& opt,
-                    const AttentionShape& shape, const float* q, const float* kCache, const float* vCache,
-                    int numSeqs, const int32_t* queryStart, const int32_t* contextLens, const int32_t* blockTables,
-                    float scale, float* out, const DcaArgs* dca) {
+int pagedAttention(cudaStream_t s, AttentionScratch& scratch, const AttentionOptions& opt,
+                   const AttentionShape& shape, const float* q, const void* kCache, const void* vCache,
+                   int numSeqs, const int32_t* queryStart, const int32_t* contextLens, const int32_t* blockTables,
+                   float scale, float* out, const DcaArgs* dca) {
   if (shape.headDim > 256 || shape.headDim % 4 != 0)
     throw CudaError("paged attention: headDim must be a multiple of 4 and <= 256");
   if (dca != nullptr && (shape.headDim > kDcaMaxHeadDim || dca->chunkLen < 1 || dca->chunkSize < dca->chunkLen ||
                          dca->rotaryDim < 2 || dca->rotaryDim % 2 != 0 || dca->rotaryDim > shape.headDim))
     throw CudaError("dca attention: need headDim <= 128, 0 < chunkLen <= chunkSize, rotaryDim even in [2, headDim]");
+  if (shape.kvDtype != kF32 && shape.kvDtype != kBF16) throw CudaError("paged attention: the KV cache must be f32 or bf16");
   const int T = queryStart[numSeqs];
-  if (T == 0) return;
+  if (T == 0) return 1;
   const int group = shape.numHeads / shape.numKvHeads;
   bool small = true;
   for (int sq = 0; sq < numSeqs; ++sq)
@@ -309,13 +323,19 @@ void pagedAttention(cudaStream_t s, AttentionScratch& scratch, const AttentionOp
   std::stable_sort(tiles.begin(), tiles.end(),
                    [](const Tile& a, const Tile& b) { return a.pos0 + a.numRows > b.pos0 + b.numRows; });
 
+  // Split cap: attentionMaxSplits, and with reserved partials the number of splits whose partials
+  // (numSplits x T x numHeads x (headDim + 2) floats) fit the reserved bytes; below 2 the keys are not split.
+  const int64_t rowsTotal = static_cast<int64_t>(T) * shape.numHeads;
+  const size_t partialsPerSplit = static_cast<size_t>(rowsTotal) * (shape.headDim + 2) * sizeof(float);
+  int64_t splitCap = opt.maxSplits;
+  if (scratch.partials.fixed()) splitCap = std::min<int64_t>(splitCap, scratch.partials.capacity() / partialsPerSplit);
   int numSplits = 1, splitLen = maxKeys;
   const int64_t ctas = static_cast<int64_t>(tiles.size()) * shape.numKvHeads;
-  if (opt.maxSplits > 1 && ctas < kCtasPerSm * static_cast<int64_t>(opt.numSms)) {
+  if (splitCap > 1 && ctas < kCtasPerSm * static_cast<int64_t>(opt.numSms)) {
     const int64_t want = (kCtasPerSm * static_cast<int64_t>(opt.numSms) + ctas - 1) / ctas;
     splitLen = static_cast<int>((maxKeys + want - 1) / want);
     splitLen = std::max(64, (splitLen + kKeyTile - 1) / kKeyTile * kKeyTile);
-    numSplits = std::min<int>(opt.maxSplits, (maxKeys + splitLen - 1) / splitLen);
+    numSplits = static_cast<int>(std::min<int64_t>(splitCap, (maxKeys + splitLen - 1) / splitLen));
     splitLen = (maxKeys + numSplits - 1) / numSplits;
     splitLen = (splitLen + kKeyTile - 1) / kKeyTile * kKeyTile;
     numSplits = (maxKeys + splitLen - 1) / splitLen;
@@ -359,7 +379,6 @@ void pagedAttention(cudaStream_t s, AttentionScratch& scratch, const AttentionOp
     p.rotaryDim = dca->rotaryDim;
     p.theta = static_cast<float>(dca->theta);
   }
-  const int64_t rowsTotal = static_cast<int64_t>(T) * shape.numHeads;
   if (numSplits > 1) {
     const size_t accFloats = static_cast<size_t>(numSplits) * rowsTotal * shape.headDim;
     const size_t mlFloats = static_cast<size_t>(numSplits) * rowsTotal * 2;
@@ -368,20 +387,22 @@ void pagedAttention(cudaStream_t s, AttentionScratch& scratch, const AttentionOp
     p.partMl = part + accFloats;
   }
   const unsigned numTiles = static_cast<unsigned>(tiles.size());
+  const bool isDca = dca != nullptr, bf16Kv = shape.kvDtype == kBF16;
   if (tc) {
-    attn::launchTensorCoreAttention(s, p, numTiles, dca != nullptr);
-  } else if (dca != nullptr) {
-    if (small) launchForHeadDim<kSmallNW, kSmallVPW, true>(s, p, numTiles);
-    else launchForHeadDim<kBigNW, kBigVPW, true>(s, p, numTiles);
+    attn::launchTensorCoreAttention(s, p, numTiles, isDca, bf16Kv);
+  } else if (small) {
+    if (bf16Kv) launchFp32<kSmallNW, kSmallVPW, uint16_t>(s, p, numTiles, isDca);
+    else launchFp32<kSmallNW, kSmallVPW, float>(s, p, numTiles, isDca);
   } else {
-    if (small) launchForHeadDim<kSmallNW, kSmallVPW, false>(s, p, numTiles);
-    else launchForHeadDim<kBigNW, kBigVPW, false>(s, p, numTiles);
+    if (bf16Kv) launchFp32<kBigNW, kBigVPW, uint16_t>(s, p, numTiles, isDca);
+    else launchFp32<kBigNW, kBigVPW, float>(s, p, numTiles, isDca);
   }
   if (numSplits > 1) {
     combineSplitsKernel<<<static_cast<unsigned>(rowsTotal), 128, 0, s>>>(p.partAcc, p.partMl, numSplits, rowsTotal,
                                                                         shape.headDim, out);
     LCUDA_LAUNCHED("combineSplitsKernel", s);
   }
+  return numSplits;
 }
 
 }  // namespace lcuda

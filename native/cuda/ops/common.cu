@@ -1,4 +1,4 @@
-// Error reporting and the growable device scratch shared by all ops (see cuda-ops.h).
+// Error reporting and the device scratch (grow-on-demand or reserved) shared by all ops (see cuda-ops.h).
 #include <cstdlib>
 #include <cstring>
 
@@ -53,6 +53,11 @@ void checkLaunch(const char* kernel, cudaStream_t stream, const char* file, int 
 }
 
 void* DeviceScratch::ensure(size_t bytes, cudaStream_t stream) {
+  if (fixed_) {
+    if (bytes <= bytes_) return ptr_;
+    throw CudaError(std::string("scratch ") + name_ + ": " + std::to_string(bytes) + " bytes asked, " +
+                    std::to_string(bytes_) + " bytes reserved (the step is outside the memory plan)");
+  }
   if (bytes <= bytes_ && ptr_ != nullptr) return ptr_;
   if (ptr_ != nullptr) {
     LCUDA_CHECK(cudaStreamSynchronize(stream));
@@ -66,10 +71,18 @@ void* DeviceScratch::ensure(size_t bytes, cudaStream_t stream) {
   return ptr_;
 }
 
+void DeviceScratch::reserve(size_t bytes) {
+  release();
+  if (bytes > 0) LCUDA_CHECK(cudaMalloc(&ptr_, bytes));
+  bytes_ = bytes;
+  fixed_ = true;
+}
+
 void DeviceScratch::release() noexcept {
   if (ptr_ != nullptr) cudaFree(ptr_);
   ptr_ = nullptr;
   bytes_ = 0;
+  fixed_ = false;
 }
 
 }  // namespace lcuda

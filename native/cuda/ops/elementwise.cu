@@ -1,5 +1,6 @@
 // Elementwise and data-movement kernels: embedding gather, 16-bit widening, RMSNorm, add, SiLU·mul, NeoX
-// RoPE, paged KV write, row gather, bias. Invariant: copies move bits unchanged (NaN payloads, -0); the
+// RoPE, paged KV write (f32 or bf16 cache), row gather, bias. Invariant: copies move bits unchanged (NaN
+// payloads, -0; a bf16 cache stores the round-to-nearest-even of each value, NaN as 0x7fc0); the
 // arithmetic is IEEE fp32 with the contract's rounding steps (RoPE angles: f32 inv_freq and f32 product).
 #include <cuda_fp16.h>
 
@@ -89,14 +90,26 @@ __global__ void ropeKernel(float* x, int64_t T, int64_t numHeads, int64_t headDi
   }
 }
 
+// bf16 bits of x, round to nearest even; every NaN becomes 0x7fc0 (the host's f32ToBf16, bit for bit; the
+// sum cannot wrap for a non-NaN x, and overflow rounds to infinity as there).
+__device__ __forceinline__ uint16_t bf16Bits(float x) {
+  const uint32_t u = __float_as_uint(x);
+  if ((u & 0x7f800000u) == 0x7f800000u && (u & 0x007fffffu) != 0u) return 0x7fc0u;
+  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+__device__ __forceinline__ void storeKv(float* cache, int64_t i, float x) { cache[i] = x; }
+__device__ __forceinline__ void storeKv(uint16_t* cache, int64_t i, float x) { cache[i] = bf16Bits(x); }
+
+// KV = float (f32 cache, bits copied) or uint16_t (bf16 cache, rounded).
+template <typename KV>
 __global__ void writeKvKernel(const float* k, const float* v, const int32_t* slots, int64_t rowLen, int64_t n,
-                              float* kCache, float* vCache) {
+                              KV* kCache, KV* vCache) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
     const int64_t t = i / rowLen, c = i - t * rowLen;
     const int32_t slot = slots[t];
     if (slot < 0) continue;
-    kCache[static_cast<int64_t>(slot) * rowLen + c] = k[i];
-    vCache[static_cast<int64_t>(slot) * rowLen + c] = v[i];
+    storeKv(kCache, static_cast<int64_t>(slot) * rowLen + c, k[i]);
+    storeKv(vCache, static_cast<int64_t>(slot) * rowLen + c, v[i]);
   }
 }
 
@@ -158,11 +171,19 @@ void rope(cudaStream_t s, float* x, int64_t T, int64_t numHeads, int64_t headDim
   LCUDA_LAUNCHED("ropeKernel", s);
 }
 
-void writeKv(cudaStream_t s, const float* k, const float* v, int64_t T, const int32_t* slots, float* kCache,
-             float* vCache, int64_t rowLen) {
+void writeKv(cudaStream_t s, const float* k, const float* v, int64_t T, const int32_t* slots, void* kCache,
+             void* vCache, int kvDtype, int64_t rowLen) {
   const int64_t n = T * rowLen;
   if (n == 0) return;
-  writeKvKernel<<<gridFor(n), kThreads, 0, s>>>(k, v, slots, rowLen, n, kCache, vCache);
+  if (kvDtype == kF32) {
+    writeKvKernel<float><<<gridFor(n), kThreads, 0, s>>>(k, v, slots, rowLen, n, static_cast<float*>(kCache),
+                                                         static_cast<float*>(vCache));
+  } else if (kvDtype == kBF16) {
+    writeKvKernel<uint16_t><<<gridFor(n), kThreads, 0, s>>>(k, v, slots, rowLen, n, static_cast<uint16_t*>(kCache),
+                                                            static_cast<uint16_t*>(vCache));
+  } else {
+    throw CudaError("writeKv: the KV cache must be f32 or bf16");
+  }
   LCUDA_LAUNCHED("writeKvKernel", s);
 }
 

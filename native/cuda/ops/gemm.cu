@@ -8,6 +8,8 @@
 //    2^-8 per term) on top of fp32 accumulation; the products themselves are exact in fp32.
 //  - otherwise: cuBLAS SGEMM (CUBLAS_COMPUTE_32F, default math: no TF32); 16-bit weights are first widened
 //    exactly to f32 in chunks of rows (GemmContext::widenChunkElems), then a bias kernel. Exact fp32.
+// Scratch: activations16 holds T·K bf16 values; widened min(N, max(1, widenChunkElems / K))·K floats; cuBLAS
+// runs in GemmContext::workspace when that is reserved (src/runtime/cuda-scratch.ts has the same formulas).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -141,6 +143,14 @@ void sgemmRows(cublasHandle_t blas, const float* x, int64_t T, int64_t K, const 
 
 }  // namespace
 
+void bindStream(GemmContext& g, cudaStream_t s) {
+  if (g.streamBound && g.boundStream == s) return;
+  LCUBLAS_CHECK(cublasSetStream(g.blas, s));  // also resets the handle to cuBLAS's own workspace pool
+  if (g.workspace.fixed()) LCUBLAS_CHECK(cublasSetWorkspace(g.blas, g.workspace.data(), g.workspace.capacity()));
+  g.boundStream = s;
+  g.streamBound = true;
+}
+
 void matmul(GemmContext& g, cudaStream_t s, const float* x, int64_t T, int64_t K, const void* w, int dtype,
             int64_t N, const float* bias, float* out) {
   if (T == 0 || N == 0) return;
@@ -153,7 +163,7 @@ void matmul(GemmContext& g, cudaStream_t s, const float* x, int64_t T, int64_t K
     gemv(s, x, static_cast<int>(T), K, w, dtype, N, bias, out);
     return;
   }
-  LCUBLAS_CHECK(cublasSetStream(g.blas, s));
+  bindStream(g, s);
   if (dtype == kBF16 && g.bf16Activations) {
     const int64_t n = T * K;
     auto* xb = static_cast<__nv_bfloat16*>(g.activations16.ensure(static_cast<size_t>(n) * 2, s));

@@ -1,0 +1,139 @@
+// The CUDA backend's scratch memory for one forward step of the Qwen2 graph (src/model/qwen2.ts), as exact
+// upper bounds derived from the native sizing rules (native/cuda: ops/gemm.cu, ops/attention.cu, addon.cpp),
+// so a memory plan can list what createCudaBackend({ scratch }) allocates at creation. Pure TypeScript, no
+// addon import: the planner uses it on machines without a GPU.
+// Invariant: every constant below mirrors a native one (the addon exports them as scratchConstants and a
+// CUDA test compares); a step inside the limits never asks for more than these bytes, and a reserved
+// context throws on a request beyond them (a planning bug).
+import type { DType } from './tensor.js';
+
+/** Bytes of each scratch buffer of a CUDA context (CudaBackendOptions.scratch, CudaBackend.scratchBytes()). */
+export interface CudaScratchBytes {
+  /** x rounded to bf16 for the tensor-core GEMM of bf16 weights. */
+  readonly activations16: number;
+  /** 16-bit weight rows widened to f32 for the exact (SGEMM) path. */
+  readonly widened: number;
+  /** Attention tile list, context lengths, block tables and DCA row factors of one call. */
+  readonly attentionIndices: number;
+  /** Split-K partial accumulators and (max, sum) pairs: a budget the split planner fits its splits into. */
+  readonly attentionPartials: number;
+  /** Host index arrays of one op (token ids, positions, slots, sampled rows). */
+  readonly staging: number;
+  /** The workspace handed to cuBLAS (cublasSetWorkspace). */
+  readonly cublasWorkspace: number;
+}
+
+/** The model dimensions the scratch depends on (ModelConfig fields). */
+export interface CudaScratchShape {
+  readonly hiddenSize: number;
+  readonly numHeads: number;
+  readonly numKvHeads: number;
+  readonly headDim: number;
+  readonly intermediateSize: number;
+  readonly vocabSize: number;
+}
+
+/** The step limits and backend options the scratch depends on. */
+export interface CudaScratchLimits {
+  /** Most tokens (query rows) of one step: T. */
+  readonly maxNumBatchedTokens: number;
+  /** Most sequences of one step (also bounds the sampled rows, R = min(maxNumSeqs, T)). */
+  readonly maxNumSeqs: number;
+  /** AttentionBatch.maxBlocksPerSeq of every step (the block-table row length). */
+  readonly maxBlocksPerSeq: number;
+  /** CudaBackendOptions.exactMatmul. */
+  readonly exactMatmul: boolean;
+  /** CudaBackendOptions.tensorCoreAttention. */
+  readonly tensorCoreAttention: boolean;
+  /**
+   * dtype of the matmul weights. Absent: any, so both 16-bit GEMM paths are provisioned (f16 weights are
+   * widened even without exactMatmul). 'bf16' without exactMatmul needs no widened buffer; 'f32' needs
+   * neither 16-bit buffer.
+   */
+  readonly weightDtype?: DType;
+}
+
+/** Mirrors of the native constants (addon scratchConstants). */
+export const CUDA_SCRATCH_CONSTANTS = {
+  /** Query vectors per CTA of the decode tiling (fp32 kernel, 4 warps x 2). */
+  attentionSmallVectors: 8,
+  /** Query vectors per CTA of the prefill tiling (fp32 kernel, 8 warps x 8). */
+  attentionBigVectors: 64,
+  /** Query vectors per CTA of the tensor-core prefill kernel (8 warps x 16 rows). */
+  attentionTcVectors: 128,
+  /** 16-bit weights widened per cuBLAS call, at most. */
+  widenChunkElems: 2 ** 25,
+  /** The cuBLAS workspace (32 MiB, the size cuBLAS recommends for Hopper). */
+  cublasWorkspaceBytes: 32 * 2 ** 20,
+} as const;
+
+/** Key-split rows (sequences x splits) the partials budget holds per step: 32 splits per sequence, >= 256. */
+export const CUDA_SPLIT_ROWS_PER_SEQ = 32;
+export const CUDA_MIN_SPLIT_ROWS = 256;
+
+function positiveInt(what: string, v: number): number {
+  if (!Number.isSafeInteger(v) || v < 1) throw new Error(`cudaScratchBytes: ${what} must be a positive integer, got ${v}`);
+  return v;
+}
+
+/** Upper bounds, in bytes, of every scratch buffer one forward step within `limits` can ask for. */
+export function cudaScratchBytes(shape: CudaScratchShape, limits: CudaScratchLimits): CudaScratchBytes {
+  const H = positiveInt('hiddenSize', shape.hiddenSize);
+  const nH = positiveInt('numHeads', shape.numHeads);
+  const nKv = positiveInt('numKvHeads', shape.numKvHeads);
+  const D = positiveInt('headDim', shape.headDim);
+  const I = positiveInt('intermediateSize', shape.intermediateSize);
+  const V = positiveInt('vocabSize', shape.vocabSize);
+  const T = positiveInt('maxNumBatchedTokens', limits.maxNumBatchedTokens);
+  const maxSeqs = positiveInt('maxNumSeqs', limits.maxNumSeqs);
+  const B = positiveInt('maxBlocksPerSeq', limits.maxBlocksPerSeq);
+  if (nH % nKv !== 0) throw new Error(`cudaScratchBytes: numHeads ${nH} is not a multiple of numKvHeads ${nKv}`);
+  const K = CUDA_SCRATCH_CONSTANTS;
+  const wd = limits.weightDtype;
+
+  // staging: stage() copies one op's index arrays: T token ids (embedding), T positions (rope), T slots
+  // (writeKv) or R <= T sampled rows (gatherRows), each op on its own: 4·T bytes.
+  const staging = 4 * T;
+
+  // activations16: bf16 weights, more rows than the GEMV takes, no exactMatmul: x [rows, K] as bf16. Rows <= T,
+  // K in {hidden, numHeads·headDim, intermediate}: 2·T·max(K).
+  const bf16Gemm = !limits.exactMatmul && (wd === undefined || wd === 'bf16');
+  const activations16 = bf16Gemm ? 2 * T * Math.max(H, nH * D, I) : 0;
+
+  // widened: 16-bit weights on the SGEMM path (f16 always, bf16 with exactMatmul) widen
+  // rowsPerChunk = min(N, max(1, floor(widenChunkElems / K))) rows of K per call: 4·K·rowsPerChunk floats,
+  // maximised over the graph's matmuls w[N, K]: q, k, v (K = hidden), o (K = numHeads·headDim, N = hidden),
+  // gate_up (N = 2·intermediate), down (K = intermediate), lm_head (N = vocab).
+  const widens = wd === 'f16' || (wd === 'bf16' && limits.exactMatmul) || wd === undefined;
+  const pairs: [number, number][] = [[nH * D, H], [nKv * D, H], [H, nH * D], [2 * I, H], [H, I], [V, H]];
+  const widenBytes = (N: number, k: number) => 4 * k * Math.min(N, Math.max(1, Math.floor(K.widenChunkElems / k)));
+  const widened = widens ? Math.max(...pairs.map(([N, k]) => widenBytes(N, k))) : 0;
+
+  // attentionIndices: one int32 per item of 8 per tile + numSeqs context lengths + numSeqs·maxBlocksPerSeq
+  // table entries + T DCA row factors. Tiles: the prefill tiling (cap = 64 vectors, 128 on the tensor-core
+  // kernel at headDim 64/128) puts r = floor(cap / G) rows of a GQA group of G = numHeads/numKvHeads heads in
+  // a tile (r = 1 and ceil(G / cap) head chunks when G > cap), so S <= min(maxNumSeqs, T) sequences with
+  // queries holding T rows make at most chunks·floor((T + S·(r − 1)) / r) tiles (sum of ceil(n_s / r)).
+  // The decode tiling (8 vectors) only runs when every sequence has n_s·G <= 8, one tile each: <= S tiles.
+  const G = nH / nKv;
+  const cap = limits.tensorCoreAttention && (D === 64 || D === 128) ? K.attentionTcVectors : K.attentionBigVectors;
+  const r = G <= cap ? Math.floor(cap / G) : 1;
+  const chunks = G <= cap ? 1 : Math.ceil(G / cap);
+  const S = Math.min(maxSeqs, T);
+  const tiles = Math.max(chunks * Math.floor((T + S * (r - 1)) / r), G <= K.attentionSmallVectors ? S : 0);
+  const attentionIndices = 4 * (8 * tiles + maxSeqs * (1 + B) + T);
+
+  // attentionPartials: a budget, not a bound; the split planner caps the key splits of a call at
+  // floor(budget / (T·numHeads·(headDim + 2)·4)) (no split below 2). splitRows = max(32·maxNumSeqs, 256)
+  // rows·splits: a full decode batch keeps 32 splits per sequence, a single sequence the default 256
+  // (attentionMaxSplits); prefill chunks have enough CTAs without splitting.
+  const splitRows = Math.max(CUDA_SPLIT_ROWS_PER_SEQ * maxSeqs, CUDA_MIN_SPLIT_ROWS);
+  const attentionPartials = 4 * splitRows * nH * (D + 2);
+
+  return { activations16, widened, attentionIndices, attentionPartials, staging, cublasWorkspace: K.cublasWorkspaceBytes };
+}
+
+/** Sum of the fields (what a reserved context adds to peakBytes). */
+export function cudaScratchTotal(s: CudaScratchBytes): number {
+  return s.activations16 + s.widened + s.attentionIndices + s.attentionPartials + s.staging + s.cublasWorkspace;
+}
