@@ -1,11 +1,12 @@
 // Micro-benchmark of the CUDA backend's kernels on the device, outside Node: paged causal GQA attention
-// (Qwen2.5-7B head layout: 28 q / 4 kv heads, headDim 128, fp32 cache, block size 16) for a full prefill
-// and one decode at several context lengths, plain and DCA (the 1M model's constants), fp32 and the bf16
-// tensor-core prefill kernel, and the GEMM paths at 7B linear-layer shapes (cuBLAS SGEMM for
+// (Qwen2.5-7B head layout: 28 q / 4 kv heads, headDim 128, fp32 or bf16 cache, block size 16) for a full
+// prefill and one decode at several context lengths, plain and DCA (the 1M model's constants), fp32 and the
+// bf16 tensor-core prefill kernel (variants ending in -kvbf16 read a bf16 cache), and the GEMM paths at 7B linear-layer shapes (cuBLAS SGEMM for
 // f32 weights, bf16 weights widened + SGEMM, the T=1 GEMV kernel, and cuBLAS bf16 tensor-core GEMM as the
 // ceiling of a future bf16-activation path). Times are CUDA-event medians after a warm-up, on random data.
-// Prints one JSON object per line. Usage: attn-bench [--tc-only | --only=VARIANT] [contextLen ...]
-// (default 4096 16384 65536; VARIANT: fp32, tc-bf16, dca-fp32, dca-tc-bf16). Profiling: scripts/gpu/profile-attn.sh
+// Prints one JSON object per line. Usage: attn-bench [--tc-only | --only=VARIANT[,VARIANT...]] [contextLen ...]
+// (default 4096 16384 65536; VARIANT: fp32, tc-bf16, dca-fp32, dca-tc-bf16, each also with -kvbf16;
+// --decode-only: only the decode rows). Profiling: scripts/gpu/profile-attn.sh
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -72,13 +73,30 @@ double timeMs(cudaStream_t s, const std::function<void()>& fn, double budgetMs =
   return times[times.size() / 2];
 }
 
-void benchAttention(cudaStream_t s, int numSms, int L, bool tcOnly, const std::string& only) {
+bool selected(const std::string& only, const char* name) {
+  if (only.empty()) return true;
+  size_t at = 0;
+  while (at <= only.size()) {
+    const size_t end = std::min(only.find(',', at), only.size());
+    if (only.compare(at, end - at, name) == 0) return true;
+    at = end + 1;
+  }
+  return false;
+}
+
+void benchAttention(cudaStream_t s, int numSms, int L, bool tcOnly, const std::string& only, bool decodeOnly) {
   const int nH = 28, nKv = 4, D = 128, bs = 16;
   const int numBlocks = (L + bs - 1) / bs;
   const size_t cacheElems = static_cast<size_t>(numBlocks) * bs * nKv * D;
   float* k = randomDevice(cacheElems, 11);
   float* v = randomDevice(cacheElems, 12);
   float* q = randomDevice(static_cast<size_t>(L) * nH * D, 13);
+  __nv_bfloat16 *k16 = nullptr, *v16 = nullptr;  // the same cache rounded to bf16
+  LCUDA_CHECK(cudaMalloc(&k16, cacheElems * 2));
+  LCUDA_CHECK(cudaMalloc(&v16, cacheElems * 2));
+  toBf16<<<4096, 256, 0, s>>>(k, cacheElems, k16);
+  toBf16<<<4096, 256, 0, s>>>(v, cacheElems, v16);
+  LCUDA_LAUNCHED("toBf16", s);
   float* out = nullptr;
   LCUDA_CHECK(cudaMalloc(&out, static_cast<size_t>(L) * nH * D * sizeof(float)));
   std::vector<int32_t> table(numBlocks);
@@ -86,40 +104,46 @@ void benchAttention(cudaStream_t s, int numSms, int L, bool tcOnly, const std::s
   AttentionScratch scratch;
   AttentionOptions opt;
   opt.numSms = numSms;
-  const AttentionShape shape{nH, nKv, D, bs, numBlocks, numBlocks};
+  const AttentionShape shape32{nH, nKv, D, bs, numBlocks, numBlocks, kF32};
+  const AttentionShape shape16{nH, nKv, D, bs, numBlocks, numBlocks, kBF16};
   const float scale = 0.08838834764831845f;
   std::vector<float> ones(L, 1.f);
   const DcaArgs dca{253952, 262144, D, 1e7, ones.data()};  // Qwen2.5-1M constants: L = C - W = 253,952
-  struct Variant { const char* name; bool tc; bool dca; };
-  const Variant variants[] = {{"fp32", false, false}, {"tc-bf16", true, false}, {"dca-fp32", false, true}, {"dca-tc-bf16", true, true}};
+  struct Variant { const char* name; bool tc; bool dca; bool kv16; };
+  const Variant variants[] = {{"fp32", false, false, false}, {"tc-bf16", true, false, false}, {"dca-fp32", false, true, false},
+                              {"dca-tc-bf16", true, true, false}, {"fp32-kvbf16", false, false, true},
+                              {"tc-bf16-kvbf16", true, false, true}, {"dca-fp32-kvbf16", false, true, true},
+                              {"dca-tc-bf16-kvbf16", true, true, true}};
   for (const int nq : {L, 1}) {
+    if (decodeOnly && nq == L) continue;
     const int32_t qs[2] = {0, nq};
     const int32_t ctx[1] = {L};
     for (const Variant& var : variants) {
       if (nq == 1 && var.tc) continue;            // decode never takes the tensor-core kernel
       if (tcOnly && !(var.tc && nq == L)) continue;
-      if (!only.empty() && only != var.name) continue;
+      if (!selected(only, var.name)) continue;
       if (var.dca && !var.tc && nq == L && L > 16384) continue;  // the fp32 DCA prefill: as slow as fp32 plain
       opt.tensorCores = var.tc;
       std::vector<float> scales(nq, 1.f);
       DcaArgs d = dca;
       d.rowLogitScale = scales.data();
       const double ms = timeMs(s, [&] {
-        pagedAttention(s, scratch, opt, shape, q, k, v, 1, qs, ctx, table.data(), scale, out, var.dca ? &d : nullptr);
+        if (var.kv16) pagedAttention(s, scratch, opt, shape16, q, k16, v16, 1, qs, ctx, table.data(), scale, out, var.dca ? &d : nullptr);
+        else pagedAttention(s, scratch, opt, shape32, q, k, v, 1, qs, ctx, table.data(), scale, out, var.dca ? &d : nullptr);
       });
       if (nq == L) {
         const double flops = 4.0 * D * nH * (static_cast<double>(L) * (L + 1) / 2);
         std::printf("{\"kind\":\"attention\",\"phase\":\"prefill\",\"variant\":\"%s\",\"L\":%d,\"ms\":%.4f,\"tflops\":%.3f}\n",
                     var.name, L, ms, flops / ms / 1e9);
       } else {
-        const double bytes = 2.0 * L * nKv * D * sizeof(float);
+        const double bytes = 2.0 * L * nKv * D * (var.kv16 ? 2 : sizeof(float));  // the cache bytes read
         std::printf("{\"kind\":\"attention\",\"phase\":\"decode\",\"variant\":\"%s\",\"L\":%d,\"ms\":%.4f,\"gbps\":%.1f}\n",
                     var.name, L, ms, bytes / ms / 1e6);
       }
       std::fflush(stdout);
     }
   }
-  cudaFree(k); cudaFree(v); cudaFree(q); cudaFree(out);
+  cudaFree(k); cudaFree(v); cudaFree(q); cudaFree(out); cudaFree(k16); cudaFree(v16);
 }
 
 void benchGemm(cudaStream_t s, int T) {
@@ -172,11 +196,13 @@ int main(int argc, char** argv) {
   try {
     std::vector<int> lens;
     bool tcOnly = false;  // --tc-only: the tensor-core prefill rows alone (no GEMM)
-    std::string only;     // --only=VARIANT: that attention variant alone (no GEMM), e.g. for ncu
+    std::string only;     // --only=VARIANT[,...]: those attention variants alone (no GEMM), e.g. for ncu
+    bool decodeOnly = false;
     for (int i = 1; i < argc; ++i) {
       const std::string a = argv[i];
       if (a == "--tc-only") tcOnly = true;
       else if (a.rfind("--only=", 0) == 0) only = a.substr(7);
+      else if (a == "--decode-only") decodeOnly = true;
       else lens.push_back(std::atoi(argv[i]));
     }
     if (lens.empty()) lens = {4096, 16384, 65536};
@@ -187,7 +213,7 @@ int main(int argc, char** argv) {
     LCUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
     if (!tcOnly && only.empty())
       for (int T : {4096, 1}) benchGemm(s, T);
-    for (int L : lens) benchAttention(s, prop.multiProcessorCount, L, tcOnly, only);
+    for (int L : lens) benchAttention(s, prop.multiProcessorCount, L, tcOnly, only, decodeOnly);
     LCUDA_CHECK(cudaStreamSynchronize(s));
   } catch (const std::exception& e) {
     std::fprintf(stderr, "attn-bench: %s\n", e.what());
