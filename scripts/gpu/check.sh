@@ -55,7 +55,7 @@ node --import tsx scripts/gpu/make-tiny-model.mts
 stamp "CUDA tests"
 LONGCTX_CUDA_SYNC=1 node --import tsx --test --test-concurrency=1 --test-reporter=spec \
   test/native/cuda-conformance.test.ts test/native/cuda-matmul-bf16.test.ts test/native/cuda-attention-tc.test.ts \
-  test/native/cuda-golden.test.ts > "$out/tests.log" 2>&1
+  test/native/cuda-golden.test.ts test/native/cuda-memory.test.ts > "$out/tests.log" 2>&1
 tests_rc=$?
 if grep -q 'CUDA backend unavailable' "$out/tests.log"; then
   echo "check: the CUDA tests SKIPPED here: $(grep -o 'CUDA backend unavailable.*' "$out/tests.log" | head -1)"; tests_rc=4

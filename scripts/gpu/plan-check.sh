@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Issue-7 checks on the GPU machine: the engine's memory plan against what it allocates. Prepare here with
-# scripts/gpu/pack.sh, then device run with carry [".gpu"]: bash scripts/gpu/plan-check.sh [STEP...]
+# scripts/gpu/pack.sh and `node scripts/gpu/pack-modules.mjs --engine` (then remove the server stack from
+# .gpu/node_modules to stay under the carry limit: hono, @hono, zod, pino*, prom-client and their deps), plus
+# .gpu/write-model.mjs and .gpu/tok/ as for engine-check.sh; device run with carry [".gpu"]:
+#   bash scripts/gpu/plan-check.sh [STEP...]
 # Steps (default: engine bench):
 #   engine  LLM.create on CUDA vs CPU for the tiny model, f32 (exact: same tokens) and bf16 (bf16 KV, tensor
 #           cores: agreement reported), through scripts/gpu/engine-check.mjs on the TypeScript sources; the
@@ -23,20 +26,21 @@ if [ ! -f build/Release/longctx_cuda.node ] || [ -n "$(find native src/runtime -
 fi
 [ -f build/Release/longctx_cuda.node ] || { echo "plan-check: the CUDA addon was not built"; tail -30 "$out/build.log"; exit 3; }
 export TMPDIR=/tmp/longctx-tmp && mkdir -p "$TMPDIR"
-cli() { node --import tsx src/cli/main.ts "$@"; }
+bench() { node --import tsx scripts/gpu/bench-entry.ts bench "$@"; }
+[ -f .gpu/tok/tokenizer.json.xz ] && xz -dc .gpu/tok/tokenizer.json.xz > .gpu/tok/tokenizer.json
 rc=0
 for step in $steps; do
   case $step in
     engine)
       for dtype in f32 bf16; do
         m=/tmp/longctx-tiny-$dtype
-        cli init-model --preset tiny --dtype $dtype --force "$m" > /dev/null || { echo "init-model failed"; rc=1; continue; }
-        LONGCTX_ENTRY=../../src/index.ts node --import tsx scripts/gpu/engine-check.mjs "$m" $([ $dtype = bf16 ] && echo --bf16) || rc=1
+        node .gpu/write-model.mjs $m tiny 1 $dtype > /dev/null && cp .gpu/tok/tokenizer.json .gpu/tok/tokenizer_config.json $m/ || { echo "write-model failed"; rc=1; continue; }
+        LONGCTX_ENTRY=../../src/engine/llm.ts node --import tsx scripts/gpu/engine-check.mjs "$m" $([ $dtype = bf16 ] && echo --bf16) || rc=1
       done ;;
     bench)
-      cli bench --preset qwen2.5-7b-1m --device cuda --lengths "${LENGTHS:-32768,131072}" --decode-tokens 32 --json | tee "$out/bench-7b.jsonl" || rc=1 ;;
+      bench --preset qwen2.5-7b-1m --device cuda --lengths "${LENGTHS:-32768,131072}" --decode-tokens 32 --json | tee "$out/bench-7b.jsonl" || rc=1 ;;
     full)
-      cli bench --model scripts/gpu/shapes/qwen2.5-7b-1m-mha --device cuda --gpu-memory-utilization 0.98 --max-model-len auto \
+      bench --model scripts/gpu/shapes/qwen2.5-7b-1m-mha --device cuda --gpu-memory-utilization 0.98 --max-model-len auto \
         --lengths max --decode-tokens 8 --json | tee "$out/bench-full.jsonl" || rc=1 ;;
     *) echo "plan-check: unknown step $step"; rc=2 ;;
   esac
