@@ -10,6 +10,8 @@
 #           plan summary the engine prints before loading weights is shown.
 #   bench   longctx bench, Qwen2.5-7B-1M shape, utilization 0.90: TTFT, decode, peak vs plan at $LENGTHS
 #           (default 32768,131072).
+#   peer    transformers + SDPA on the same shape and $LENGTHS (bench/gpu/e2e_transformers.py), then one table
+#           with the bench step's numbers (scripts/gpu/bench-table.py); run after bench in the same call.
 #   full    longctx bench at utilization 0.98 with --max-model-len auto and the longest admitted prompt, on
 #           scripts/gpu/shapes/qwen2.5-7b-1m-mha (MHA: the KV pool, not max_position_embeddings, limits it).
 # The raw JSON lines go to $OUT.
@@ -39,6 +41,9 @@ for step in $steps; do
       done ;;
     bench)
       bench --preset qwen2.5-7b-1m --device cuda --lengths "${LENGTHS:-32768,131072}" --decode-tokens 32 --json | tee "$out/bench-7b.jsonl" || rc=1 ;;
+    peer)
+      python3 bench/gpu/e2e_transformers.py --lengths "${LENGTHS:-32768,131072}" --decode 32 | tee "$out/peer.jsonl" || rc=1
+      python3 scripts/gpu/bench-table.py "$out/bench-7b.jsonl" "$out/peer.jsonl" | tee "$out/table.txt" ;;
     full)
       bench --model scripts/gpu/shapes/qwen2.5-7b-1m-mha --device cuda --gpu-memory-utilization 0.98 --max-model-len auto \
         --lengths max --decode-tokens 8 --json | tee "$out/bench-full.jsonl" || rc=1 ;;
