@@ -27,6 +27,7 @@ interface BenchOptions {
   maxModelLen?: number | 'auto';
   maxNumBatchedTokens?: number;
   maxNumSeqs?: number;
+  kvCacheMemoryBytes?: number;
   json: boolean;
 }
 
@@ -84,6 +85,7 @@ export async function runBench(o: BenchOptions, print: (line: string) => void = 
     ...(o.maxModelLen !== undefined ? { maxModelLen: o.maxModelLen } : {}),
     ...(o.maxNumBatchedTokens !== undefined ? { maxNumBatchedTokens: o.maxNumBatchedTokens } : {}),
     ...(o.maxNumSeqs !== undefined ? { maxNumSeqs: o.maxNumSeqs } : {}),
+    ...(o.kvCacheMemoryBytes !== undefined ? { kvCacheMemoryBytes: o.kvCacheMemoryBytes } : {}),
   };
   let cuda: CudaEnginePlan | null = null;
   if (kind === 'cuda') {
@@ -193,6 +195,7 @@ export function registerBench(program: Command): void {
     .addOption(new Option('--max-model-len <n|auto>', 'context length the KV pool is planned for (CUDA default: auto)').argParser((v: string) => (v === 'auto' ? 'auto' : int(2)(v))))
     .addOption(new Option('--max-num-batched-tokens <n>', 'prefill chunk tokens per step').argParser(int(1)))
     .addOption(new Option('--max-num-seqs <n>', 'sequences per step the buffers are planned for').argParser(int(1)))
+    .addOption(new Option('--kv-cache-memory-bytes <n>', 'KV pool bytes (CUDA: at most what the plan leaves; default all of it)').argParser(int(1)))
     .option('--json', 'one JSON object per line', false)
     .action(async (o: BenchOptions) => {
       await runBench(o);
