@@ -12,6 +12,9 @@
 #           (default 32768,131072).
 #   peer    transformers + SDPA on the same shape and $LENGTHS (bench/gpu/e2e_transformers.py), then one table
 #           with the bench step's numbers (scripts/gpu/bench-table.py); run after bench in the same call.
+#   mem512  the memory a 524,288-token context needs: the 7B shape planned with max_model_len 524,320 and a KV pool of
+#           exactly that many tokens (--kv-cache-memory-bytes), one 32K prompt (everything is allocated up front,
+#           so the peak does not depend on the prompt: the bench step shows it equal from 32K to 256K).
 #   full    longctx bench at utilization 0.98 with --max-model-len auto and the longest admitted prompt, on
 #           scripts/gpu/shapes/qwen2.5-7b-1m-mha (MHA: the KV pool, not max_position_embeddings, limits it).
 # The raw JSON lines go to $OUT.
@@ -44,6 +47,9 @@ for step in $steps; do
     peer)
       python3 bench/gpu/e2e_transformers.py --lengths "${LENGTHS:-32768,131072}" --decode 32 | tee "$out/peer.jsonl" || rc=1
       python3 scripts/gpu/bench-table.py "$out/bench-7b.jsonl" "$out/peer.jsonl" | tee "$out/table.txt" ;;
+    mem512)
+      bench --preset qwen2.5-7b-1m --device cuda --max-model-len 524320 --kv-cache-memory-bytes $((524320 * 57344)) \
+        --lengths 32768 --decode-tokens 8 --json | tee "$out/bench-mem512.jsonl" || rc=1 ;;
     full)
       bench --model scripts/gpu/shapes/qwen2.5-7b-1m-mha --device cuda --gpu-memory-utilization 0.98 --max-model-len auto \
         --lengths max --decode-tokens 8 --json | tee "$out/bench-full.jsonl" || rc=1 ;;
