@@ -6,7 +6,9 @@
 // ceiling of a future bf16-activation path). Times are CUDA-event medians after a warm-up, on random data.
 // Prints one JSON object per line. Usage: attn-bench [--tc-only | --only=VARIANT[,VARIANT...]] [contextLen ...]
 // (default 4096 16384 65536; VARIANT: fp32, tc-bf16, dca-fp32, dca-tc-bf16, each also with -kvbf16;
-// --decode-only: only the decode rows). Profiling: scripts/gpu/profile-attn.sh
+// --decode-only: only the decode rows; VARIANT-tiled for fp32/dca-fp32(-kvbf16): decode on the tiled kernel
+// instead of the stream kernel; --gemv: the T = 1 GEMM rows only, plus the decode rows with --decode-only).
+// Profiling: scripts/gpu/profile-attn.sh
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -109,21 +111,27 @@ void benchAttention(cudaStream_t s, int numSms, int L, bool tcOnly, const std::s
   const float scale = 0.08838834764831845f;
   std::vector<float> ones(L, 1.f);
   const DcaArgs dca{253952, 262144, D, 1e7, ones.data()};  // Qwen2.5-1M constants: L = C - W = 253,952
-  struct Variant { const char* name; bool tc; bool dca; bool kv16; };
-  const Variant variants[] = {{"fp32", false, false, false}, {"tc-bf16", true, false, false}, {"dca-fp32", false, true, false},
-                              {"dca-tc-bf16", true, true, false}, {"fp32-kvbf16", false, false, true},
-                              {"tc-bf16-kvbf16", true, false, true}, {"dca-fp32-kvbf16", false, true, true},
-                              {"dca-tc-bf16-kvbf16", true, true, true}};
+  // tiled: decode rows on the tiled fp32 kernel (AttentionOptions::streamDecode = false); the other decode
+  // rows take the stream kernel (the default).
+  struct Variant { const char* name; bool tc; bool dca; bool kv16; bool tiled; };
+  const Variant variants[] = {{"fp32", false, false, false, false}, {"tc-bf16", true, false, false, false},
+                              {"dca-fp32", false, true, false, false}, {"dca-tc-bf16", true, true, false, false},
+                              {"fp32-kvbf16", false, false, true, false}, {"tc-bf16-kvbf16", true, false, true, false},
+                              {"dca-fp32-kvbf16", false, true, true, false}, {"dca-tc-bf16-kvbf16", true, true, true, false},
+                              {"fp32-tiled", false, false, false, true}, {"fp32-kvbf16-tiled", false, false, true, true},
+                              {"dca-fp32-tiled", false, true, false, true}, {"dca-fp32-kvbf16-tiled", false, true, true, true}};
   for (const int nq : {L, 1}) {
     if (decodeOnly && nq == L) continue;
     const int32_t qs[2] = {0, nq};
     const int32_t ctx[1] = {L};
     for (const Variant& var : variants) {
       if (nq == 1 && var.tc) continue;            // decode never takes the tensor-core kernel
+      if (nq == L && var.tiled) continue;         // the tiled/stream choice is a decode one
       if (tcOnly && !(var.tc && nq == L)) continue;
       if (!selected(only, var.name)) continue;
       if (var.dca && !var.tc && nq == L && L > 16384) continue;  // the fp32 DCA prefill: as slow as fp32 plain
       opt.tensorCores = var.tc;
+      opt.streamDecode = !var.tiled;
       std::vector<float> scales(nq, 1.f);
       DcaArgs d = dca;
       d.rowLogitScale = scales.data();
@@ -147,12 +155,14 @@ void benchAttention(cudaStream_t s, int numSms, int L, bool tcOnly, const std::s
 }
 
 void benchGemm(cudaStream_t s, int T) {
-  struct Shape { const char* name; int N, K; };
-  const Shape shapes[] = {{"qkv", 4608, 3584}, {"o", 3584, 3584}, {"gate_up", 37888, 3584}, {"down", 3584, 18944}};
+  struct Shape { const char* name; int N, K; bool gemvOnly; };
+  const Shape shapes[] = {{"qkv", 4608, 3584, false}, {"o", 3584, 3584, false}, {"gate_up", 37888, 3584, false},
+                          {"down", 3584, 18944, false}, {"k", 512, 3584, true}, {"lm_head", 152064, 3584, true}};
   GemmContext g;
   LCUBLAS_CHECK(cublasCreate(&g.blas));
   LCUBLAS_CHECK(cublasSetStream(g.blas, s));
   for (const Shape& sh : shapes) {
+    if (sh.gemvOnly && T > kGemvMaxRows) continue;
     const size_t wElems = static_cast<size_t>(sh.N) * sh.K;
     float* w = randomDevice(wElems, 21, 0.02f);
     float* x = randomDevice(static_cast<size_t>(T) * sh.K, 22);
@@ -198,11 +208,13 @@ int main(int argc, char** argv) {
     bool tcOnly = false;  // --tc-only: the tensor-core prefill rows alone (no GEMM)
     std::string only;     // --only=VARIANT[,...]: those attention variants alone (no GEMM), e.g. for ncu
     bool decodeOnly = false;
+    bool gemvOnly = false;  // --gemv: the T = 1 GEMM rows alone (with --decode-only: also the decode rows)
     for (int i = 1; i < argc; ++i) {
       const std::string a = argv[i];
       if (a == "--tc-only") tcOnly = true;
       else if (a.rfind("--only=", 0) == 0) only = a.substr(7);
       else if (a == "--decode-only") decodeOnly = true;
+      else if (a == "--gemv") gemvOnly = true;
       else lens.push_back(std::atoi(argv[i]));
     }
     if (lens.empty()) lens = {4096, 16384, 65536};
@@ -211,9 +223,11 @@ int main(int argc, char** argv) {
     std::printf("{\"kind\":\"device\",\"name\":\"%s\",\"sms\":%d}\n", prop.name, prop.multiProcessorCount);
     cudaStream_t s;
     LCUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-    if (!tcOnly && only.empty())
+    if (gemvOnly) benchGemm(s, 1);
+    else if (!tcOnly && only.empty())
       for (int T : {4096, 1}) benchGemm(s, T);
-    for (int L : lens) benchAttention(s, prop.multiProcessorCount, L, tcOnly, only, decodeOnly);
+    if (!gemvOnly || decodeOnly)
+      for (int L : lens) benchAttention(s, prop.multiProcessorCount, L, tcOnly, only, decodeOnly);
     LCUDA_CHECK(cudaStreamSynchronize(s));
   } catch (const std::exception& e) {
     std::fprintf(stderr, "attn-bench: %s\n", e.what());

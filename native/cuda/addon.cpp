@@ -9,7 +9,9 @@
 #include <napi.h>
 
 #include <array>
+#include <chrono>
 #include <cmath>
+#include <map>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -55,6 +57,8 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
                            InstanceMethod<&CudaContext::guarded<&CudaContext::attention>>("attention"),
                            InstanceMethod<&CudaContext::guarded<&CudaContext::attentionDca>>("attentionDca"),
                            InstanceMethod<&CudaContext::guarded<&CudaContext::gatherRows>>("gatherRows"),
+                           InstanceMethod<&CudaContext::guardedValue<&CudaContext::opTimes>>("opTimes"),
+                           InstanceMethod<&CudaContext::guarded<&CudaContext::setOpTiming>>("setOpTiming"),
                        });
   }
 
@@ -80,11 +84,13 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
     }
   }
 
-  // new CudaContext(device, gemvMaxRows, attentionMaxSplits, bf16Matmul, tensorCoreAttention, scratch | null)
+  // new CudaContext(device, gemvMaxRows, attentionMaxSplits, bf16Matmul, tensorCoreAttention, scratch | null
+  //                 [, streamDecode])
   // scratch: { activations16, widened, attentionIndices, attentionPartials, staging, cublasWorkspace } bytes,
   // each reserved now and never grown; null: grow on demand, cuBLAS workspace kCublasWorkspaceBytes.
+  // streamDecode 0 | 1 (default 1): decode tiles on the stream kernel (ops/attention-decode.cu) or the tiled one.
   explicit CudaContext(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CudaContext>(info) {
-    Args a(info, "CudaContext", 6);
+    Args a(info, "CudaContext", info.Length() == 7 ? 7 : 6);
     device_ = static_cast<int>(a.dim(0, "device"));
     gemm_.gemvMaxRows = static_cast<int>(a.dim(1, "gemvMaxRows"));
     if (gemm_.gemvMaxRows > lcuda::kGemvMaxRows) throw a.range("gemvMaxRows must be <= 8");
@@ -93,6 +99,11 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
     if (bf16Matmul > 1 || tcAttention > 1) throw a.range("bf16Matmul and tensorCoreAttention must be 0 or 1");
     gemm_.bf16Activations = bf16Matmul == 1;
     attnOpt_.tensorCores = tcAttention == 1;
+    if (info.Length() == 7) {
+      const int64_t streamDecode = a.dim(6, "streamDecode");
+      if (streamDecode > 1) throw a.range("streamDecode must be 0 or 1");
+      attnOpt_.streamDecode = streamDecode == 1;
+    }
     if (!a.isAbsent(5)) {
       if (!info[5].IsObject()) throw Napi::TypeError::New(info.Env(), a.pre() + "scratch must be an object or null");
       const Napi::Object o = info[5].As<Napi::Object>();
@@ -147,6 +158,8 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
       const auto all = scratches();
       for (size_t i = 0; i < 5; ++i) all[i]->reserve(plan_[i]);
     }
+    pinned_.reserve(kPinnedHalfBytes);
+    attnScratch_.host = &pinned_;
     live_ = true;
     notePeak();
   }
@@ -171,6 +184,12 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
     attnScratch_.indices.release();
     attnScratch_.partials.release();
     ints_.release();
+    attnScratch_.host = nullptr;
+    pinned_.release();  // after the stream sync above
+    for (cudaEvent_t e : events_) cudaEventDestroy(e);
+    events_.clear();
+    records_.clear();
+    nextEvent_ = 0;
     if (gemm_.blas != nullptr) cublasDestroy(gemm_.blas);
     gemm_.blas = nullptr;
     gemm_.streamBound = false;
@@ -202,7 +221,7 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
     for (const auto& arr : arrays) {
       out.push_back(dev + at);
       if (arr.ElementLength() > 0)
-        LCUDA_CHECK(cudaMemcpyAsync(dev + at, arr.Data(), arr.ElementLength() * 4, cudaMemcpyHostToDevice, stream_));
+        pinned_.copyToDevice(dev + at, arr.Data(), arr.ElementLength() * 4, stream_);
       at += arr.ElementLength();
     }
     notePeak();
@@ -260,6 +279,65 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
   }
 
   void dispose(const Napi::CallbackInfo&) { release(); }
+
+  // ---- op timing (diagnostic; off unless setOpTiming(true)) ----
+  // setOpTiming(on): from now on, every op records CUDA events around it (and its host time) until off.
+  void setOpTiming(const Napi::CallbackInfo& cb) {
+    enter(cb.Env());
+    if (cb.Length() != 1 || !cb[0].IsBoolean()) throw Napi::TypeError::New(cb.Env(), "cuda setOpTiming: expected one boolean");
+    timing_ = cb[0].As<Napi::Boolean>().Value();
+  }
+  int takeEvent() {
+    if (nextEvent_ == events_.size()) {
+      cudaEvent_t e = nullptr;
+      LCUDA_CHECK(cudaEventCreate(&e));
+      events_.push_back(e);
+    }
+    return static_cast<int>(nextEvent_++);
+  }
+  // Records the start of an op: an event on the stream and the host clock. -1 when timing is off.
+  int opBegin() {
+    if (!timing_) return -1;
+    const int e = takeEvent();
+    LCUDA_CHECK(cudaEventRecord(events_[e], stream_));
+    opStart_ = std::chrono::steady_clock::now();
+    return e;
+  }
+  void opEnd(int e0, std::string label) {
+    if (e0 < 0) return;
+    const int e1 = takeEvent();
+    LCUDA_CHECK(cudaEventRecord(events_[e1], stream_));
+    const double host = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - opStart_).count();
+    records_.push_back(OpRecord{std::move(label), e0, e1, host});
+  }
+  // opTimes() -> { label: { count, gpuMs, hostMs } } of the ops since the last call (waits for the stream);
+  // gpuMs: between the op's events on the stream (its kernels, plus any idle gap inside it), hostMs: time in
+  // the native op call. Empty when timing was off.
+  Napi::Value opTimes(const Napi::CallbackInfo& cb) {
+    enter(cb.Env());
+    LCUDA_CHECK(cudaStreamSynchronize(stream_));
+    struct Sum { double count = 0, gpu = 0, host = 0; };
+    std::map<std::string, Sum> sums;
+    for (const OpRecord& r : records_) {
+      float ms = 0;
+      LCUDA_CHECK(cudaEventElapsedTime(&ms, events_[r.e0], events_[r.e1]));
+      Sum& x = sums[r.label];
+      x.count += 1;
+      x.gpu += ms;
+      x.host += r.hostMs;
+    }
+    records_.clear();
+    nextEvent_ = 0;
+    Napi::Object o = Napi::Object::New(cb.Env());
+    for (const auto& kv : sums) {
+      Napi::Object e = Napi::Object::New(cb.Env());
+      e.Set("count", Napi::Number::New(cb.Env(), kv.second.count));
+      e.Set("gpuMs", Napi::Number::New(cb.Env(), kv.second.gpu));
+      e.Set("hostMs", Napi::Number::New(cb.Env(), kv.second.host));
+      o.Set(kv.first, e);
+    }
+    return o;
+  }
 
   // alloc(bytes) -> id; contents undefined until zero()/upload() or an op writes them.
   Napi::Value alloc(const Napi::CallbackInfo& cb) {
@@ -349,6 +427,7 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
     void* src = buf(a, 0, "id", static_cast<size_t>(count) * lcuda::dtypeBytes(dtype));
     Napi::Float32Array out = Napi::Float32Array::New(cb.Env(), static_cast<size_t>(count));
     if (count == 0) return out;
+    const int t0 = opBegin();
     if (dtype == lcuda::kF32) {
       LCUDA_CHECK(cudaMemcpyAsync(out.Data(), src, count * 4, cudaMemcpyDeviceToHost, stream_));
       LCUDA_CHECK(cudaStreamSynchronize(stream_));
@@ -366,6 +445,7 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
         }
       }
     }
+    opEnd(t0, "download");
     return out;
   }
   void synchronize(const Napi::CallbackInfo& cb) {
@@ -384,8 +464,10 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
     const void* table = buf(a, 0, "table", static_cast<size_t>(mul(a, {vocab, hidden})) * lcuda::dtypeBytes(dtype));
     float* out = f32(a, 5, "out", mul(a, {T, hidden}));
     checkIndices(a, ids, "ids", 0, vocab, false);
+    const int t0 = opBegin();
     const auto dev = stage({ids});
     lcuda::embedding(stream_, table, dtype, hidden, dev[0], T, out);
+    opEnd(t0, "embedding");
   }
   // matmul(x, T, K, w, wDtype, N, bias | null, out)
   void matmul(const Napi::CallbackInfo& cb) {
@@ -398,7 +480,11 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
     const float* bias = a.isAbsent(6) ? nullptr : f32(a, 6, "bias", N);
     float* out = f32(a, 7, "out", mul(a, {T, N}));
     if (T * N > 0 && (out == x || out == w || out == bias)) throw a.range("out must not alias x, w or bias");
+    const int t0 = opBegin();
     lcuda::matmul(gemm_, stream_, x, T, K, w, dtype, N, bias, out);
+    if (t0 >= 0)
+      opEnd(t0, std::string(T <= gemm_.gemvMaxRows ? "matmul gemv " : "matmul gemm ") + std::to_string(N) + "x" +
+                    std::to_string(K));
     notePeak();
   }
   // rmsnorm(x, T, H, weight, eps, out); out may be x
@@ -410,14 +496,20 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
     const float* w = f32(a, 3, "weight", H);
     const double eps = a.number(4, "eps");
     float* out = f32(a, 5, "out", mul(a, {T, H}));
+    const int t0 = opBegin();
     lcuda::rmsnorm(stream_, x, T, H, w, static_cast<float>(eps), out);
+    opEnd(t0, "rmsnorm");
   }
   // add(a, b, out, n); out may be a or b
   void add(const Napi::CallbackInfo& cb) {
     Args a(cb, "add", 4);
     enter(cb.Env());
     const int64_t n = a.dim(3, "n");
-    lcuda::add(stream_, f32(a, 0, "a", n), f32(a, 1, "b", n), f32(a, 2, "out", n), n);
+    const float *x = f32(a, 0, "a", n), *y = f32(a, 1, "b", n);
+    float* out = f32(a, 2, "out", n);
+    const int t0 = opBegin();
+    lcuda::add(stream_, x, y, out, n);
+    opEnd(t0, "add");
   }
   // siluMul(gateUp, T, I, out)
   void siluMul(const Napi::CallbackInfo& cb) {
@@ -427,7 +519,9 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
     const float* gu = f32(a, 0, "gateUp", mul(a, {T, I, 2}));
     float* out = f32(a, 3, "out", mul(a, {T, I}));
     if (T * I > 0 && out == gu) throw a.range("out must not alias gateUp");
+    const int t0 = opBegin();
     lcuda::siluMul(stream_, gu, T, I, out);
+    opEnd(t0, "siluMul");
   }
   // rope(x, T, numHeads, headDim, positions, theta, rotaryDim); in place
   void rope(const Napi::CallbackInfo& cb) {
@@ -442,8 +536,10 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
     if (static_cast<int64_t>(pos.ElementLength()) != T) throw a.range("positions must have T entries");
     float* x = f32(a, 0, "x", mul(a, {T, nH, D}));
     checkIndices(a, pos, "positions", 0, kMaxDim, false);
+    const int t0 = opBegin();
     const auto dev = stage({pos});
     lcuda::rope(stream_, x, T, nH, D, dev[0], theta, rd);
+    opEnd(t0, "rope");
   }
   // The cache dtype argument of writeKv / attention: f32 or bf16.
   static int kvDtypeArg(const Args& a, size_t i) {
@@ -468,8 +564,10 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
     void* vc = buf(a, 5, "vCache", cacheBytes);
     if (kc == vc && cacheElems > 0) throw a.range("kCache and vCache must be different buffers");
     checkIndices(a, slots, "slotMapping", 0, numBlocks * bs, true);
+    const int t0 = opBegin();
     const auto dev = stage({slots});
     lcuda::writeKv(stream_, k, v, T, dev[0], kc, vc, kvDtype, rowLen);
+    opEnd(t0, "writeKv");
   }
   // attention(q, T, numHeads, kCache, vCache, kvDtype, numBlocks, blockSize, numKvHeads, headDim, numSeqs,
   //           queryStart, contextLens, blockTables, maxBlocksPerSeq, scale, out)
@@ -529,8 +627,22 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
         }
       dca = lcuda::DcaArgs{static_cast<int>(L), static_cast<int>(C), static_cast<int>(rd), theta, rowScale.Data()};
     }
+    const int t0 = opBegin();
+    const int mid = t0 >= 0 ? takeEvent() : -1;
+    attnScratch_.splitEvent = mid >= 0 ? events_[mid] : nullptr;
     lastSplits_ = lcuda::pagedAttention(stream_, attnScratch_, attnOpt_, shape, q, kc, vc, static_cast<int>(numSeqs),
                                         qsd, cld, btd, static_cast<float>(scale), out, isDca ? &dca : nullptr);
+    attnScratch_.splitEvent = nullptr;
+    if (t0 >= 0) {
+      const std::string name = std::string(isDca ? "attentionDca" : "attention") + (T <= numSeqs * 8 ? " decode" : " prefill");
+      if (lastSplits_ > 1) {  // kernel: start -> mid (recorded before the combine), combine: mid -> end
+        opEnd(mid, name + " combine");
+        const double host = records_.back().hostMs;
+        records_.push_back(OpRecord{name + " kernel", t0, mid, host});
+      } else {
+        opEnd(t0, name + " kernel");
+      }
+    }
     notePeak();
   }
   // gatherRows(x, T, H, rows, out)
@@ -544,8 +656,10 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
     float* out = f32(a, 4, "out", mul(a, {R, H}));
     if (R * H > 0 && out == x) throw a.range("out must not alias x");
     checkIndices(a, rows, "rows", 0, T, false);
+    const int t0 = opBegin();
     const auto dev = stage({rows});
     lcuda::gatherRows(stream_, x, H, dev[0], R, out);
+    opEnd(t0, "gatherRows");
   }
 
   bool live_ = false;
@@ -563,6 +677,20 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
   std::unordered_map<uint32_t, Buffer> bufs_;
   std::unordered_map<uint32_t, std::unordered_set<uint32_t>> views_;  // owned buffer id -> its live views
   uint32_t nextId_ = 1;
+  // Pinned staging for the index copies (2 x 4 MiB of host memory; larger copies go pageable).
+  static constexpr size_t kPinnedHalfBytes = size_t{4} << 20;
+  lcuda::HostStaging pinned_;
+  // Op timing (setOpTiming): CUDA events around every op, summed by opTimes().
+  struct OpRecord {
+    std::string label;
+    int e0, e1;
+    double hostMs;
+  };
+  bool timing_ = false;
+  std::vector<cudaEvent_t> events_;
+  size_t nextEvent_ = 0;
+  std::vector<OpRecord> records_;
+  std::chrono::steady_clock::time_point opStart_;
   size_t liveBytes_ = 0, peak_ = 0;
 };
 

@@ -67,6 +67,32 @@ class DeviceScratch {
   bool fixed_ = false;
 };
 
+// Pinned host memory for the small host-to-device copies of index arrays (block tables, tiles, positions,
+// slots): a cudaMemcpyAsync from pageable memory may wait for the stream, a copy from pinned memory does not.
+// Two halves used in turn: leaving a half records an event on the stream, and a half is written again only
+// after the event recorded when it was last left has completed, so no queued copy ever reads overwritten
+// bytes. Copies larger than a half take the pageable path.
+class HostStaging {
+ public:
+  HostStaging() = default;
+  HostStaging(const HostStaging&) = delete;
+  HostStaging& operator=(const HostStaging&) = delete;
+  ~HostStaging() { release(); }
+  void reserve(size_t halfBytes);  // allocates 2 x halfBytes pinned bytes and the two events
+  void release() noexcept;         // the caller has synchronized the stream
+  // Enqueues a copy of `bytes` bytes from host src to device dst on stream s (src may be reused at once).
+  void copyToDevice(void* dst, const void* src, size_t bytes, cudaStream_t s);
+
+ private:
+  unsigned char* host_ = nullptr;
+  size_t half_ = 0, used_ = 0;
+  int cur_ = 0;
+  cudaEvent_t left_[2] = {nullptr, nullptr};
+  bool recorded_[2] = {false, false};
+};
+// staging == nullptr: a plain cudaMemcpyAsync from src.
+void copyToDevice(HostStaging* staging, void* dst, const void* src, size_t bytes, cudaStream_t s);
+
 // ---- elementwise and data-movement ops (elementwise.cu) ----
 void embedding(cudaStream_t s, const void* table, int dtype, int64_t hidden, const int32_t* ids, int64_t T, float* out);
 void widen(cudaStream_t s, const void* src, int dtype, int64_t count, float* out);  // 16-bit -> f32, exact
@@ -113,6 +139,9 @@ struct AttentionOptions {
   int numSms = 132;   // the grid is split along keys when there are fewer than 8 CTAs per SM
   int maxSplits = 256;  // 1: never split (one pass, no combine kernel)
   bool tensorCores = false;  // prefill tiles on bf16 tensor cores (attention-tc.cu) where the shape allows
+  // decode tiles on the stream kernel (attention-decode.cu) where the head size allows; false: the tiled
+  // fp32 kernel of attention.cu (its "small" configuration)
+  bool streamDecode = true;
 };
 // Query vectors per CTA of the three tilings (attention.cu / attention-tc.cu); src/runtime/cuda-scratch.ts
 // sizes the tile list from the same numbers (the addon exports them so a test can compare).
@@ -122,6 +151,8 @@ struct AttentionScratch {
   // split-K partial accumulators and (max, sum) pairs; when reserved, its capacity is the budget the split
   // planner fits the number of key splits into (no split when two do not fit)
   DeviceScratch partials{"attentionPartials"};
+  HostStaging* host = nullptr;      // pinned staging for the index copy (nullptr: pageable)
+  cudaEvent_t splitEvent = nullptr;  // when set: recorded between the attention kernel and the combine (timing)
 };
 // Dual Chunk Attention constants of one call (Backend.attentionDca): q is then NOT rotated; keys were
 // cached rotated at (k mod chunkLen). rowLogitScale: host [T], the per-row temperature factor.

@@ -105,6 +105,20 @@ export interface NativeCudaContext {
   ): void;
   /** out[r] = x[rows[r]]. x [T, H], rows in [0, T), out [rows.length, H]. */
   gatherRows(x: number, T: number, H: number, rows: Int32Array, out: number): void;
+  /**
+   * Diagnostic: per op label (e.g. 'matmul gemv 3584x3584', 'attentionDca decode kernel' / '... combine'), the
+   * count, the GPU milliseconds between CUDA events around it and the host milliseconds in the native call,
+   * since the last call (waits for the stream). Empty unless setOpTiming(true) came first.
+   */
+  opTimes(): Record<string, CudaOpTime>;
+  /** Diagnostic: op timing on (events around every op, a little host cost each) or off (the default). */
+  setOpTiming(on: boolean): void;
+}
+
+export interface CudaOpTime {
+  readonly count: number;
+  readonly gpuMs: number;
+  readonly hostMs: number;
 }
 
 export interface CudaAddon {
@@ -115,11 +129,12 @@ export interface CudaAddon {
    * bf16Matmul 0 | 1 (1: bf16-weight GEMMs above gemvMaxRows round x to bf16 and run on the tensor cores,
    * fp32 accumulation); tensorCoreAttention 0 | 1 (1: prefill attention tiles on bf16 tensor cores where the
    * shape allows); scratch: every scratch buffer reserved now at these bytes and never grown (a larger
-   * request throws an Error naming it), or null: grow on demand with a cublasWorkspaceBytes workspace.
+   * request throws an Error naming it), or null: grow on demand with a cublasWorkspaceBytes workspace;
+   * streamDecode 0 | 1 (optional, default 1): decode tiles on the stream kernel (0: the tiled fp32 kernel).
    */
   readonly CudaContext: new (
     device: number, gemvMaxRows: number, attentionMaxSplits: number, bf16Matmul: 0 | 1, tensorCoreAttention: 0 | 1,
-    scratch: CudaScratchBytes | null,
+    scratch: CudaScratchBytes | null, streamDecode?: 0 | 1,
   ) => NativeCudaContext;
   /** The native sizing constants src/runtime/cuda-scratch.ts mirrors (CUDA_SCRATCH_CONSTANTS). */
   readonly scratchConstants: {

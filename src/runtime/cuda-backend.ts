@@ -10,7 +10,7 @@
 // also only until its base is freed); one never freed gives its device memory back when garbage-collected
 // (or at dispose()); a live view keeps its base from being collected.
 import type { AttentionBatch, Backend, DcaParams, KvCacheLayer } from './backend.js';
-import { tryLoadCudaAddon, type CudaDeviceInfo, type NativeCudaContext } from './cuda-addon.js';
+import { tryLoadCudaAddon, type CudaDeviceInfo, type CudaOpTime, type NativeCudaContext } from './cuda-addon.js';
 import type { CudaScratchBytes } from './cuda-scratch.js';
 import { DTYPE_CODE, type DTypeCode } from './native-addon.js';
 import { fmtShape, OpChecks } from './op-checks.js';
@@ -35,6 +35,13 @@ export interface CudaBackendOptions {
    * weights rounded to bf16, fp32 logits, statistics and accumulation. Default false (fp32 everywhere).
    */
   tensorCoreAttention?: boolean;
+  /**
+   * Kernel for decode tiles (at most 8 query vectors of one sequence: one row x a GQA group of <= 8): 'stream'
+   * (default; per-warp cp.async pipelines over 16-key tiles, head sizes 8-128 and 256 without DCA) or
+   * 'tiled' (the fp32 kernel's decode configuration). Both are fp32 with the same bounds; other head sizes
+   * always take 'tiled'.
+   */
+  decodeAttention?: 'stream' | 'tiled';
   /**
    * Reserve every scratch buffer now at exactly these bytes (cudaScratchBytes() of the model and step
    * limits) and never grow them: a request beyond one is an Error naming the scratch, the bytes asked and
@@ -74,6 +81,10 @@ export interface CudaBackend extends Backend {
   lastAttentionSplits(): number;
   /** cudaMemGetInfo of the device: free and total bytes (all processes). */
   memInfo(): { free: number; total: number };
+  /** Diagnostic: per-op GPU/host times since the last call (empty unless setOpTiming(true) came first). */
+  opTimes(): Record<string, CudaOpTime>;
+  /** Diagnostic: CUDA events around every op from now on (true) or not (false, the default). */
+  setOpTiming(on: boolean): void;
 }
 
 /** Why the CUDA backend cannot run here, or null when it can (never throws). */
@@ -119,6 +130,8 @@ export function createCudaBackend(opts: CudaBackendOptions = {}): CudaBackend {
   if (!Number.isInteger(device) || device < 0) fail('create', `device must be a non-negative integer, got ${device}`);
   if (!Number.isInteger(gemvMaxRows) || gemvMaxRows < 0 || gemvMaxRows > 8) fail('create', `gemvMaxRows must be in [0, 8], got ${gemvMaxRows}`);
   if (!Number.isInteger(maxSplits) || maxSplits < 1) fail('create', `attentionMaxSplits must be >= 1, got ${maxSplits}`);
+  const decodeAttention = opts.decodeAttention ?? 'stream';
+  if (decodeAttention !== 'stream' && decodeAttention !== 'tiled') fail('create', `decodeAttention must be 'stream' or 'tiled', got ${String(decodeAttention)}`);
   let scratch: CudaScratchBytes | null = null;
   if (opts.scratch !== undefined) {
     const given = opts.scratch;
@@ -128,7 +141,7 @@ export function createCudaBackend(opts: CudaBackendOptions = {}): CudaBackend {
     scratch = Object.fromEntries(SCRATCH_FIELDS.map((f) => [f, given[f]])) as unknown as CudaScratchBytes;
   }
   const ctx: NativeCudaContext = new loaded.addon.CudaContext(device, gemvMaxRows, maxSplits,
-    opts.exactMatmul === true ? 0 : 1, opts.tensorCoreAttention === true ? 1 : 0, scratch);
+    opts.exactMatmul === true ? 0 : 1, opts.tensorCoreAttention === true ? 1 : 0, scratch, decodeAttention === 'stream' ? 1 : 0);
   const records = new WeakMap<object, DeviceRecord>();
   let disposed = false;
   // A tensor dropped without free() releases its device buffer when its storage object is collected.
@@ -198,6 +211,8 @@ export function createCudaBackend(opts: CudaBackendOptions = {}): CudaBackend {
     scratchBytes: () => ctx.scratchBytes,
     lastAttentionSplits: () => ctx.lastAttentionSplits,
     memInfo: () => ctx.memInfo(),
+    opTimes: () => ctx.opTimes(),
+    setOpTiming: (on: boolean) => ctx.setOpTiming(on),
 
     upload(t: Tensor): Tensor {
       if (t.data.length !== numel(t.shape)) fail('upload', `data has ${t.data.length} elements for shape ${fmt(t.shape)}`);

@@ -4,7 +4,8 @@
 // paths the default options may not reach (every matmul through cuBLAS; attention without key splits),
 // the attentionDca suite with and without key splits, the paged and DCA suites again on bf16 KV caches
 // (fp32 kernel; the tensor-core kernel's bf16-cache cases are in cuda-attention-tc.test.ts), plus CUDA-only
-// checks: Qwen2.5-7B-shaped cases (plain and DCA attention at headDim 128), a bf16 cache giving the same
+// checks: the tiled decode kernel (decodeAttention: 'tiled'; the stream kernel is the default), Qwen2.5-7B-shaped
+// cases (plain and DCA attention at headDim 128), a bf16 cache giving the same
 // bits as an f32 cache holding the same (bf16-representable) values, memory accounting and error reporting.
 // Everything skips with the reason when isCudaAvailable() is false (CPU machines, CI).
 import assert from 'node:assert/strict';
@@ -39,6 +40,13 @@ if (unavailable !== null) {
   });
   runDcaConformance('cuda', () => createCudaBackend(), { kvDtype: 'bf16' });
   runDcaConformance('cuda with attentionMaxSplits 1', () => createCudaBackend({ attentionMaxSplits: 1 }), { kvDtype: 'bf16' });
+
+  // The tiled fp32 decode configuration (the default decode tiles take the stream kernel, which the runs
+  // above cover), f32 and bf16 caches, plain and DCA, with key splits.
+  describe('conformance: cuda with decodeAttention tiled', () => {
+    registerPagedAttentionTests(useBackend(() => createCudaBackend({ decodeAttention: 'tiled' })));
+  });
+  runDcaConformance('cuda with decodeAttention tiled', () => createCudaBackend({ decodeAttention: 'tiled' }), { kvDtype: 'bf16' });
 
   describe('cuda: a bf16 cache gives the bits of an f32 cache holding the same values (fp32 kernel)', () => {
     const be = useBackend(() => createCudaBackend()) as () => CudaBackend;

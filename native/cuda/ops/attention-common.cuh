@@ -90,4 +90,15 @@ inline bool tensorCoreHeadDim(int headDim) { return headDim == 64 || headDim == 
 // cache holds bf16 (copied into the MMA tiles as they are), else f32 (rounded to bf16 in shared memory).
 void launchTensorCoreAttention(cudaStream_t s, const Params& p, unsigned numTiles, bool dca, bool bf16Kv);
 
+// ---- stream decode kernel (attention-decode.cu): the decode tiling (<= kAttnSmallVectors vectors) ----
+constexpr int kDecodeWarps = 4;
+// Whether it takes this head size (8..128 powers of two; 256 for plain attention).
+bool streamDecodeHeadDim(int headDim, bool dca);
+// Key splits are multiples of this (every warp of a CTA gets whole tiles).
+int streamDecodeKeyGranule(int headDim);
+// Resident CTAs per SM (occupancy) of the instantiation; nq: query variants staged (DCA: 1 or 3; plain: 1).
+int streamDecodeCtasPerSm(int headDim, bool dca, bool bf16Kv, int nq);
+// Launches it over numTiles decode tiles (grid: tiles x KV heads x splits).
+void launchStreamDecode(cudaStream_t s, const Params& p, unsigned numTiles, bool dca, bool bf16Kv, int nq);
+
 }  // namespace lcuda::attn

@@ -14,6 +14,9 @@
 // the variant of its own key (a broadcast read unless the tile straddles a DCA chunk boundary). The logit
 // scale is per query row (scale * rowLogitScale[t]). Same tiles, masks, splits and combine as plain.
 // KV cache: f32 or bf16 (template parameter; bf16 rows are widened exactly to f32 as they are loaded).
+// Decode tiles (the small tiling) run on the stream kernel of attention-decode.cu by default
+// (AttentionOptions::streamDecode); this file keeps the tiled kernel for the other head sizes and as the
+// option's alternative, the host planner and the combine kernel.
 // Split budget: when AttentionScratch::partials is reserved, the key splits are capped so that their
 // partials fit it (no split when two do not).
 #include <algorithm>
@@ -227,24 +230,60 @@ __global__ void __launch_bounds__(NW * 32, NW >= 8 ? 1 : 4) pagedAttentionKernel
   }
 }
 
-// One block per (row, head): merge the splits' (m, l, acc) into out = Σ e^(m_s - M) acc_s / Σ e^(m_s - M) l_s.
+// One block per (row, head), 32·min(8, numSplits) threads: out = Σ e^(m_s - M) acc_s / Σ e^(m_s - M) l_s.
+// Warp w sums the splits w, w + nw, ... (lanes over dims; a split with m_s = -inf (no visible key) adds
+// nothing: a select after the load, so the loads stay independent), then the warps' sums in warp order.
+constexpr int kCombineMaxWarps = 8, kCombineMaxDpl = 8;  // headDim <= 256
 __global__ void combineSplitsKernel(const float* partAcc, const float* partMl, int numSplits, int64_t rowsTotal,
                                     int D, float* out) {
+  __shared__ float red[kCombineMaxWarps];
+  __shared__ float sums[kCombineMaxWarps][32 * kCombineMaxDpl];
   const int64_t row = blockIdx.x;
+  const int nw = blockDim.x / 32, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  float mx = -INFINITY;
+  for (int s = threadIdx.x; s < numSplits; s += blockDim.x) mx = fmaxf(mx, partMl[(s * rowsTotal + row) * 2]);
+  mx = warpMax(mx);
+  if (lane == 0) red[warp] = mx;
+  __syncthreads();
   float M = -INFINITY;
-  for (int s = 0; s < numSplits; ++s) M = fmaxf(M, partMl[(s * rowsTotal + row) * 2]);
-  float L = 0.f;
-  for (int s = 0; s < numSplits; ++s) {
+  for (int w = 0; w < nw; ++w) M = fmaxf(M, red[w]);
+  __syncthreads();
+  float lp = 0.f;
+  for (int s = threadIdx.x; s < numSplits; s += blockDim.x) {
     const float ms = partMl[(s * rowsTotal + row) * 2];
-    if (ms != -INFINITY) L += expf(ms - M) * partMl[(s * rowsTotal + row) * 2 + 1];
+    const float l = partMl[(s * rowsTotal + row) * 2 + 1];
+    lp = ms == -INFINITY ? lp : fmaf(expf(ms - M), l, lp);
   }
-  for (int d = threadIdx.x; d < D; d += blockDim.x) {
-    float o = 0.f;
-    for (int s = 0; s < numSplits; ++s) {
-      const float ms = partMl[(s * rowsTotal + row) * 2];
-      if (ms != -INFINITY) o = fmaf(expf(ms - M), partAcc[(s * rowsTotal + row) * D + d], o);
+  lp = warpSum(lp);
+  if (lane == 0) red[warp] = lp;
+  __syncthreads();
+  float L = 0.f;
+  for (int w = 0; w < nw; ++w) L += red[w];
+  float o[kCombineMaxDpl];
+#pragma unroll
+  for (int c = 0; c < kCombineMaxDpl; ++c) o[c] = 0.f;
+#pragma unroll 4
+  for (int s = warp; s < numSplits; s += nw) {
+    const float ms = partMl[(s * rowsTotal + row) * 2];
+    const bool none = ms == -INFINITY;
+    const float e = none ? 0.f : expf(ms - M);
+    const float* a = partAcc + (s * rowsTotal + row) * D;
+#pragma unroll
+    for (int c = 0; c < kCombineMaxDpl; ++c) {
+      const int d = lane + 32 * c;
+      if (d < D) {
+        const float x = a[d];
+        o[c] = none ? o[c] : fmaf(e, x, o[c]);
+      }
     }
-    out[row * D + d] = o / L;
+  }
+#pragma unroll
+  for (int c = 0; c < kCombineMaxDpl; ++c) sums[warp][lane + 32 * c] = o[c];
+  __syncthreads();
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    float t = 0.f;
+    for (int w = 0; w < nw; ++w) t += sums[w][d];
+    out[row * D + d] = t / L;
   }
 }
 
@@ -302,6 +341,8 @@ int pagedAttention(cudaStream_t s, AttentionScratch& scratch, const AttentionOpt
     if (static_cast<int64_t>(queryStart[sq + 1] - queryStart[sq]) * group > kSmallNW * kSmallVPW) small = false;
   // Prefill tiles go to the bf16 tensor-core kernel when enabled and the head size has an instantiation.
   const bool tc = opt.tensorCores && !small && attn::tensorCoreHeadDim(shape.headDim);
+  // Decode tiles go to the stream kernel where the head size has an instantiation.
+  const bool stream = opt.streamDecode && small && attn::streamDecodeHeadDim(shape.headDim, dca != nullptr);
   const int cap = small ? kSmallNW * kSmallVPW : tc ? attn::kTcVectors : kBigNW * kBigVPW;
   const int rowsPerTile = group <= cap ? cap / group : 1;
   const int headsPerTile = group <= cap ? group : cap;
@@ -329,15 +370,29 @@ int pagedAttention(cudaStream_t s, AttentionScratch& scratch, const AttentionOpt
   const size_t partialsPerSplit = static_cast<size_t>(rowsTotal) * (shape.headDim + 2) * sizeof(float);
   int64_t splitCap = opt.maxSplits;
   if (scratch.partials.fixed()) splitCap = std::min<int64_t>(splitCap, scratch.partials.capacity() / partialsPerSplit);
+  // Split target: the stream kernel fills one wave of resident CTAs (its occupancy), the tiled kernels aim
+  // at kCtasPerSm; split lengths are multiples of the kernel's key granule and at least 64 keys.
+  // DCA on the stream kernel stages the succ/inter query variants only when some row reaches them
+  // (position >= chunkLen): their key ranges are empty otherwise.
+  int nq = 1;
+  if (stream && dca != nullptr) {
+    int maxPos = 0;
+    for (int sq = 0; sq < numSeqs; ++sq) maxPos = std::max(maxPos, contextLens[sq] - 1);
+    nq = maxPos >= dca->chunkLen ? 3 : 1;
+  }
+  const int64_t target = stream ? static_cast<int64_t>(opt.numSms) *
+                                      attn::streamDecodeCtasPerSm(shape.headDim, dca != nullptr, shape.kvDtype == kBF16, nq)
+                                : kCtasPerSm * static_cast<int64_t>(opt.numSms);
+  const int granule = stream ? attn::streamDecodeKeyGranule(shape.headDim) : kKeyTile;
   int numSplits = 1, splitLen = maxKeys;
   const int64_t ctas = static_cast<int64_t>(tiles.size()) * shape.numKvHeads;
-  if (splitCap > 1 && ctas < kCtasPerSm * static_cast<int64_t>(opt.numSms)) {
-    const int64_t want = (kCtasPerSm * static_cast<int64_t>(opt.numSms) + ctas - 1) / ctas;
+  if (splitCap > 1 && ctas < target) {
+    const int64_t want = (target + ctas - 1) / ctas;
     splitLen = static_cast<int>((maxKeys + want - 1) / want);
-    splitLen = std::max(64, (splitLen + kKeyTile - 1) / kKeyTile * kKeyTile);
+    splitLen = std::max(std::max(64, granule), (splitLen + granule - 1) / granule * granule);
     numSplits = static_cast<int>(std::min<int64_t>(splitCap, (maxKeys + splitLen - 1) / splitLen));
     splitLen = (maxKeys + numSplits - 1) / numSplits;
-    splitLen = (splitLen + kKeyTile - 1) / kKeyTile * kKeyTile;
+    splitLen = (splitLen + granule - 1) / granule * granule;
     numSplits = (maxKeys + splitLen - 1) / splitLen;
   }
 
@@ -353,7 +408,7 @@ int pagedAttention(cudaStream_t s, AttentionScratch& scratch, const AttentionOpt
   std::copy(contextLens, contextLens + numSeqs, staged.begin() + tileInts);
   std::copy(blockTables, blockTables + tableInts, staged.begin() + tileInts + numSeqs);
   int32_t* dev = static_cast<int32_t*>(scratch.indices.ensure(staged.size() * sizeof(int32_t), s));
-  LCUDA_CHECK(cudaMemcpyAsync(dev, staged.data(), staged.size() * sizeof(int32_t), cudaMemcpyHostToDevice, s));
+  copyToDevice(scratch.host, dev, staged.data(), staged.size() * sizeof(int32_t), s);
 
   Params p{};
   p.q = q;
@@ -390,6 +445,8 @@ int pagedAttention(cudaStream_t s, AttentionScratch& scratch, const AttentionOpt
   const bool isDca = dca != nullptr, bf16Kv = shape.kvDtype == kBF16;
   if (tc) {
     attn::launchTensorCoreAttention(s, p, numTiles, isDca, bf16Kv);
+  } else if (stream) {
+    attn::launchStreamDecode(s, p, numTiles, isDca, bf16Kv, nq);
   } else if (small) {
     if (bf16Kv) launchFp32<kSmallNW, kSmallVPW, uint16_t>(s, p, numTiles, isDca);
     else launchFp32<kSmallNW, kSmallVPW, float>(s, p, numTiles, isDca);
@@ -398,8 +455,10 @@ int pagedAttention(cudaStream_t s, AttentionScratch& scratch, const AttentionOpt
     else launchFp32<kBigNW, kBigVPW, float>(s, p, numTiles, isDca);
   }
   if (numSplits > 1) {
-    combineSplitsKernel<<<static_cast<unsigned>(rowsTotal), 128, 0, s>>>(p.partAcc, p.partMl, numSplits, rowsTotal,
-                                                                        shape.headDim, out);
+    if (scratch.splitEvent != nullptr) LCUDA_CHECK(cudaEventRecord(scratch.splitEvent, s));
+    const unsigned threads = 32 * static_cast<unsigned>(std::min(numSplits, kCombineMaxWarps));
+    combineSplitsKernel<<<static_cast<unsigned>(rowsTotal), threads, 0, s>>>(p.partAcc, p.partMl, numSplits, rowsTotal,
+                                                                            shape.headDim, out);
     LCUDA_LAUNCHED("combineSplitsKernel", s);
   }
   return numSplits;

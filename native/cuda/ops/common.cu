@@ -85,4 +85,48 @@ void DeviceScratch::release() noexcept {
   fixed_ = false;
 }
 
+void HostStaging::reserve(size_t halfBytes) {
+  release();
+  if (halfBytes == 0) return;
+  LCUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&host_), 2 * halfBytes));
+  half_ = halfBytes;
+  for (cudaEvent_t& e : left_) LCUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+}
+
+void HostStaging::release() noexcept {
+  for (cudaEvent_t& e : left_) {
+    if (e != nullptr) cudaEventDestroy(e);
+    e = nullptr;
+  }
+  if (host_ != nullptr) cudaFreeHost(host_);
+  host_ = nullptr;
+  half_ = used_ = 0;
+  cur_ = 0;
+  recorded_[0] = recorded_[1] = false;
+}
+
+void HostStaging::copyToDevice(void* dst, const void* src, size_t bytes, cudaStream_t s) {
+  if (bytes == 0) return;
+  if (host_ == nullptr || bytes > half_) {
+    LCUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, s));
+    return;
+  }
+  if (used_ + bytes > half_) {  // leave this half; the other one is free once its last copies ran
+    LCUDA_CHECK(cudaEventRecord(left_[cur_], s));
+    recorded_[cur_] = true;
+    cur_ ^= 1;
+    if (recorded_[cur_]) LCUDA_CHECK(cudaEventSynchronize(left_[cur_]));
+    used_ = 0;
+  }
+  unsigned char* at = host_ + static_cast<size_t>(cur_) * half_ + used_;
+  std::memcpy(at, src, bytes);
+  used_ += (bytes + 15) / 16 * 16;
+  LCUDA_CHECK(cudaMemcpyAsync(dst, at, bytes, cudaMemcpyHostToDevice, s));
+}
+
+void copyToDevice(HostStaging* staging, void* dst, const void* src, size_t bytes, cudaStream_t s) {
+  if (staging != nullptr) staging->copyToDevice(dst, src, bytes, s);
+  else if (bytes > 0) LCUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, s));
+}
+
 }  // namespace lcuda

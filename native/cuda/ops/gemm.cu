@@ -34,17 +34,32 @@ __device__ __forceinline__ float loadOne(const void* w, int64_t i) {
   }
 }
 
-// Eight consecutive weights starting at element i (i % 8 == 0, row starts 16-byte aligned).
+// The raw bytes of eight consecutive weights (one 16-byte load for 16-bit weights, two for f32), loaded
+// before any of them is used so that a lane has kGemvBatch loads in flight.
 template <int DT>
-__device__ __forceinline__ void loadEight(const void* w, int64_t i, float (&out)[8]) {
+struct RawEight {
+  uint4 a, b;  // b: f32 only
+};
+template <int DT>
+__device__ __forceinline__ RawEight<DT> loadRaw(const void* w, int64_t i) {
+  RawEight<DT> r;
   if constexpr (DT == kF32) {
-    const float4* p = reinterpret_cast<const float4*>(static_cast<const float*>(w) + i);
-    const float4 a = p[0], b = p[1];
-    out[0] = a.x; out[1] = a.y; out[2] = a.z; out[3] = a.w;
-    out[4] = b.x; out[5] = b.y; out[6] = b.z; out[7] = b.w;
+    const uint4* p = reinterpret_cast<const uint4*>(static_cast<const float*>(w) + i);
+    r.a = p[0];
+    r.b = p[1];
   } else {
-    const uint4 raw = *reinterpret_cast<const uint4*>(static_cast<const uint16_t*>(w) + i);
-    const uint32_t words[4] = {raw.x, raw.y, raw.z, raw.w};
+    r.a = *reinterpret_cast<const uint4*>(static_cast<const uint16_t*>(w) + i);
+  }
+  return r;
+}
+template <int DT>
+__device__ __forceinline__ void widenRaw(const RawEight<DT>& r, float (&out)[8]) {
+  if constexpr (DT == kF32) {
+    out[0] = __uint_as_float(r.a.x); out[1] = __uint_as_float(r.a.y); out[2] = __uint_as_float(r.a.z);
+    out[3] = __uint_as_float(r.a.w); out[4] = __uint_as_float(r.b.x); out[5] = __uint_as_float(r.b.y);
+    out[6] = __uint_as_float(r.b.z); out[7] = __uint_as_float(r.b.w);
+  } else {
+    const uint32_t words[4] = {r.a.x, r.a.y, r.a.z, r.a.w};
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
       if constexpr (DT == kBF16) {
@@ -58,9 +73,13 @@ __device__ __forceinline__ void loadEight(const void* w, int64_t i, float (&out)
   }
 }
 
+// v2: the K % 8 == 0 path issues kGemvBatch 16-byte weight loads per lane (32 B each for f32) before it
+// uses the first (v1: one chunk at a time), so each warp has 4 KB of its row in flight; the FMAs are the
+// same in the same order (lane's chunks k = 8·lane + 256·i in order of i), so the results are v1's bits.
 template <int DT>
 __global__ void __launch_bounds__(kGemvWarps * 32)
 gemvKernel(const float* x, int T, int64_t K, const void* w, int64_t N, const float* bias, float* out) {
+  constexpr int kBatch = DT == kF32 ? 4 : 8;
   const int64_t n = blockIdx.x * int64_t{kGemvWarps} + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (n >= N) return;
@@ -69,18 +88,27 @@ gemvKernel(const float* x, int T, int64_t K, const void* w, int64_t N, const flo
   for (int t = 0; t < kGemvMaxRows; ++t) acc[t] = 0.f;
   const int64_t row = n * K;
   if (K % 8 == 0) {
-    for (int64_t k = int64_t{lane} * 8; k < K; k += 256) {
-      float wv[8];
-      loadEight<DT>(w, row + k, wv);
+    for (int64_t k0 = int64_t{lane} * 8; k0 < K; k0 += 256 * kBatch) {
+      RawEight<DT> raw[kBatch];
 #pragma unroll
-      for (int t = 0; t < kGemvMaxRows; ++t) {
-        if (t >= T) break;
-        const float4* xp = reinterpret_cast<const float4*>(x + t * K + k);
-        const float4 a = xp[0], b = xp[1];
-        float s = acc[t];
-        s = fmaf(wv[0], a.x, s); s = fmaf(wv[1], a.y, s); s = fmaf(wv[2], a.z, s); s = fmaf(wv[3], a.w, s);
-        s = fmaf(wv[4], b.x, s); s = fmaf(wv[5], b.y, s); s = fmaf(wv[6], b.z, s); s = fmaf(wv[7], b.w, s);
-        acc[t] = s;
+      for (int u = 0; u < kBatch; ++u)
+        if (k0 + 256 * u < K) raw[u] = loadRaw<DT>(w, row + k0 + 256 * u);
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u) {
+        const int64_t k = k0 + 256 * u;
+        if (k >= K) break;
+        float wv[8];
+        widenRaw<DT>(raw[u], wv);
+#pragma unroll
+        for (int t = 0; t < kGemvMaxRows; ++t) {
+          if (t >= T) break;
+          const float4* xp = reinterpret_cast<const float4*>(x + t * K + k);
+          const float4 a = __ldg(xp), b = __ldg(xp + 1);
+          float s = acc[t];
+          s = fmaf(wv[0], a.x, s); s = fmaf(wv[1], a.y, s); s = fmaf(wv[2], a.z, s); s = fmaf(wv[3], a.w, s);
+          s = fmaf(wv[4], b.x, s); s = fmaf(wv[5], b.y, s); s = fmaf(wv[6], b.z, s); s = fmaf(wv[7], b.w, s);
+          acc[t] = s;
+        }
       }
     }
   } else {

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# One device call for the decode work (prepare here with scripts/gpu/pack.sh; carry [".gpu"]):
+#   bash bench/gpu/decode-run.sh [--no-tests] [--no-bench]
+# Steps, each with a time limit, logs under $OUT: build both addons; decode micro-benchmarks (attn-bench
+# --decode-only --gemv: stream vs tiled decode attention at 32K/128K/256K, f32 and bf16 caches, plain and DCA;
+# the T = 1 GEMV shapes); the decode-step profile (bench/gpu/decode-profile.ts: per-op CUDA-event times of a
+# 7B-1M decode step on the planned backend, stream vs tiled); the CUDA tests (as scripts/gpu/check.sh); then
+# `longctx bench` through scripts/gpu/plan-check.sh (LENGTHS, default 32768,131072). A short summary last.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+out=${OUT:-/tmp/longctx-decode-out}
+mkdir -p "$out"
+tests=1
+bench=1
+for arg in "$@"; do
+  case "$arg" in
+    --no-tests) tests=0 ;;
+    --no-bench) bench=0 ;;
+    *) echo "decode-run: unknown option $arg"; exit 2 ;;
+  esac
+done
+t0=$(date +%s)
+stamp() { echo "[decode-run +$(( $(date +%s) - t0 ))s] $*"; }
+mkdir -p .gpu/bin && xz -dc .gpu/node.xz > .gpu/bin/node && chmod +x .gpu/bin/node || { echo "decode-run: cannot unpack .gpu/node.xz"; exit 2; }
+export PATH=$PWD/.gpu/bin:$PATH
+[ -e node_modules ] || ln -s .gpu/node_modules node_modules
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader
+stamp "building"
+node scripts/build-native.mjs > "$out/build.log" 2>&1
+grep '^longctx:' "$out/build.log"
+[ -f build/Release/longctx_cuda.node ] || { echo "decode-run: CUDA addon not built"; tail -40 "$out/build.log"; exit 3; }
+export TMPDIR=/tmp/longctx-tmp && mkdir -p "$TMPDIR"
+
+stamp "micro-benchmarks"
+cuda=${CUDA_HOME:-/usr/local/cuda}
+"$cuda/bin/nvcc" -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Inative/cuda bench/gpu/attn-bench.cu \
+  build/cuda/liblongctx_cuda_ops.a -L"$cuda/lib64" -lcublas -Xlinker -rpath -Xlinker "$cuda/lib64" -o /tmp/attn-bench \
+  && timeout 120 /tmp/attn-bench --decode-only --gemv 32768 131072 262144 > "$out/micro.jsonl" 2>&1 \
+  || { echo "decode-run: micro-benchmark failed"; tail -5 "$out/micro.jsonl"; }
+
+stamp "decode-step profile"
+timeout 200 node --import tsx bench/gpu/decode-profile.ts --lengths 32768,131072,262144 --steps 24 > "$out/profile.jsonl" 2> "$out/profile-err.txt" \
+  || { echo "decode-run: profile failed"; tail -20 "$out/profile-err.txt"; }
+
+tests_rc=0
+if [ $tests -eq 1 ]; then
+  stamp "CUDA tests"
+  node --import tsx scripts/gpu/make-tiny-model.mts
+  LONGCTX_CUDA_SYNC=1 timeout 300 node --import tsx --test --test-concurrency=1 --test-reporter=spec \
+    test/native/cuda-conformance.test.ts test/native/cuda-matmul-bf16.test.ts test/native/cuda-attention-tc.test.ts \
+    test/native/cuda-golden.test.ts test/native/cuda-memory.test.ts > "$out/tests.log" 2>&1
+  tests_rc=$?
+  grep -E '^ℹ (tests|pass|fail|skipped)' "$out/tests.log" | tr '\n' ' '; echo
+  [ $tests_rc -ne 0 ] && { echo "decode-run: CUDA tests FAILED (rc $tests_rc):"; grep -E '✖|not ok|Error|error:' "$out/tests.log" | head -40; }
+fi
+
+if [ $bench -eq 1 ]; then
+  stamp "longctx bench (plan-check)"
+  OUT=$out timeout 200 bash scripts/gpu/plan-check.sh bench > "$out/plan-check.txt" 2>&1 || echo "decode-run: plan-check bench failed"
+  grep '"kind":"length"' "$out/bench-7b.jsonl" 2>/dev/null | cut -c1-200
+fi
+stamp "done"
+echo "== micro"; grep -v '"kind":"device"' "$out/micro.jsonl" | cut -c1-220
+echo "== profile"; cat "$out/profile.jsonl" | cut -c1-3000
+exit $tests_rc
