@@ -13,10 +13,10 @@
 import { performance } from 'node:perf_hooks';
 import { parseModelConfig } from '../../src/model/config.js';
 import { PRESETS, presetConfigJson } from '../../src/model/init-presets.js';
-import type { LayerWeights, ModelWeights } from '../../src/model/weights-types.js';
+import { syntheticWeights } from '../../src/model/synthetic-weights.js';
+import { promptIds } from '../../src/cli/bench.js';
 import { createCudaBackend, type CudaBackendOptions } from '../../src/runtime/cuda-backend.js';
 import { ModelRunner, singleSequenceStep } from '../../src/runtime/model-runner.js';
-import { f32ToBf16, makeTensor, type Tensor } from '../../src/runtime/tensor.js';
 
 const VARIANTS: Record<string, CudaBackendOptions> = {
   default: {},
@@ -41,59 +41,6 @@ const GiB = 2 ** 30;
 
 function emit(rec: Record<string, unknown>): void {
   console.log(JSON.stringify(rec));
-}
-
-/** xorshift32 stream, uniform in [0, 1). */
-function rng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s / 4294967296;
-  };
-}
-
-/**
- * Random bf16 weights (uniform, std 0.02 like the checkpoint initializer) for the 7B shape. One pool the size
- * of the largest matrix (embed/lm_head, 545M values) filled from a 4M-value random block repeated: each
- * weight tensor is a view of its first numel values (the benchmark times kernels, not what they compute).
- */
-function randomWeights(cfg: ReturnType<typeof parseModelConfig>): ModelWeights {
-  const H = cfg.hiddenSize;
-  const qDim = cfg.numHeads * cfg.headDim;
-  const kvDim = cfg.numKvHeads * cfg.headDim;
-  const I = cfg.intermediateSize;
-  const poolSize = Math.max(cfg.vocabSize * H, 2 * I * H);
-  const pool = new Uint16Array(poolSize);
-  const next = rng(12345);
-  const block = Math.min(1 << 22, poolSize);
-  const a = 0.02 * Math.sqrt(3);
-  for (let i = 0; i < block; i++) pool[i] = f32ToBf16((2 * next() - 1) * a);
-  for (let filled = block; filled < poolSize; filled *= 2) pool.copyWithin(filled, 0, Math.min(filled, poolSize - filled));
-  const bf16 = (shape: number[]): Tensor => makeTensor('bf16', shape, pool.subarray(0, shape[0] * shape[1]));
-  const f32 = (n: number, value: () => number): Tensor => makeTensor('f32', [n], Float32Array.from({ length: n }, value));
-  const layer = (): LayerWeights => ({
-    inputNorm: f32(H, () => 1),
-    q: bf16([qDim, H]),
-    k: bf16([kvDim, H]),
-    v: bf16([kvDim, H]),
-    qBias: f32(qDim, () => 0.1 * (2 * next() - 1)),
-    kBias: f32(kvDim, () => 0.1 * (2 * next() - 1)),
-    vBias: f32(kvDim, () => 0.1 * (2 * next() - 1)),
-    o: bf16([H, qDim]),
-    postNorm: f32(H, () => 1),
-    gateUp: bf16([2 * I, H]),
-    down: bf16([H, I]),
-  });
-  return {
-    embed: bf16([cfg.vocabSize, H]),
-    layers: Array.from({ length: cfg.numLayers }, layer),
-    norm: f32(H, () => 1),
-    lmHead: makeTensor('bf16', [cfg.vocabSize, H], pool.subarray(0, cfg.vocabSize * H)), // own object: not tied
-  };
 }
 
 function argmax(row: Float32Array): number {
@@ -127,7 +74,7 @@ const config = parseModelConfig(presetConfigJson(preset, 'bf16'), 'qwen2.5-7b-1m
 const maxLen = Math.max(...lengths) + decodeTokens;
 const numBlocks = Math.ceil(maxLen / blockSize) + 1;
 const tg = performance.now();
-const weights = randomWeights(config);
+const weights = syntheticWeights(config, 'bf16'); // the same synthetic weights `longctx bench` uses
 emit({ kind: 'setup', weightsSeconds: +((performance.now() - tg) / 1000).toFixed(2), numBlocks, blockSize, chunk, decodeTokens, dca: config.dca });
 
 for (const variant of variants) {
@@ -140,8 +87,8 @@ for (const variant of variants) {
   const kvBytes = 2 * config.numLayers * numBlocks * blockSize * config.numKvHeads * config.headDim * 4;
   emit({ kind: 'load', variant, device: backend.info.name, uploadSeconds: +((performance.now() - tu) / 1000).toFixed(2), liveGiB: +(backend.liveBytes() / GiB).toFixed(2), kvPoolGiB: +(kvBytes / GiB).toFixed(2) });
   try {
-    const next = rng(777);
-    const prompt = (n: number) => Int32Array.from({ length: n }, () => Math.floor(next() * config.vocabSize));
+    let seed = 777;
+    const prompt = (n: number) => promptIds(n, config.vocabSize, seed++);
     generate(runner, prompt(1024), numBlocks, 2); // warm-up: module load, cuBLAS handles, scratch growth
     for (const P of lengths) {
       backend.resetPeak();

@@ -11,7 +11,7 @@ import { formatPlanSummary } from '../core/memory-plan-format.js';
 import { parseModelConfig, readModelConfig } from '../model/config.js';
 import type { ModelConfig } from '../model/config-types.js';
 import { PRESET_NAMES, PRESETS, presetConfigJson } from '../model/init-presets.js';
-import { syntheticWeights } from '../model/synthetic-weights.js';
+import { syntheticWeights, xorshift } from '../model/synthetic-weights.js';
 import { checkPlannedWeights, createHostBackend, createPlannedCudaBackend, planCudaEngine, resolveBackendKind, weightBytes, type CudaEnginePlan } from '../engine/engine-backend.js';
 import { limitsFromPlan, resolveEngineLimits, type EngineOptions } from '../engine/engine-options.js';
 import type { CudaBackend } from '../runtime/cuda-backend.js';
@@ -54,17 +54,10 @@ function configOf(o: BenchOptions): ModelConfig {
   return parseModelConfig(presetConfigJson(preset, 'bf16'), `preset ${name}`);
 }
 
-/** xorshift token ids in [0, vocab). */
-function promptIds(n: number, vocab: number, seed: number): Int32Array {
-  let s = seed >>> 0 || 1;
-  return Int32Array.from({ length: n }, () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s % vocab;
-  });
+/** Random token ids in [0, vocab), deterministic for a seed. */
+export function promptIds(n: number, vocab: number, seed: number): Int32Array {
+  const next = xorshift(seed);
+  return Int32Array.from({ length: n }, () => Math.floor(next() * vocab));
 }
 
 function argmax(row: Float32Array): number {

@@ -6,7 +6,8 @@ import type { ModelConfig } from './config-types.js';
 import type { LayerWeights, ModelWeights } from './weights-types.js';
 import { f32ToBf16, makeTensor, type Tensor } from '../runtime/tensor.js';
 
-function xorshift(seed: number): () => number {
+/** xorshift32: uniform values in [0, 1), deterministic for a seed. */
+export function xorshift(seed: number): () => number {
   let s = seed >>> 0 || 1;
   return () => {
     s ^= s << 13;
