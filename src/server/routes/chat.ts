@@ -14,7 +14,7 @@ import { resolveChatSampling } from '../sampling.js';
 import { chatRequestSchema, parseRequest, type ChatRequest } from '../schemas.js';
 import type { SseWriter } from '../sse.js';
 import { parseToolCalls, ToolCallStreamer, type ParsedToolCall } from '../tool-parser.js';
-import { beginFlight, streamResponse } from './common.js';
+import { answerGeneration, progressChunk } from './common.js';
 
 type ChatFinishReason = EngineFinishReason | 'tool_calls';
 
@@ -32,9 +32,7 @@ export function registerChatRoutes(app: Hono, runtime: ServerRuntime): void {
     const sampling = resolveChatSampling(runtime.engine, req);
     const messages = normalizeMessages(req.messages);
     const meta: ChatMeta = { id: newResponseId('chatcmpl'), created: Math.floor(Date.now() / 1000), model: runtime.modelName };
-    const flight = beginFlight(c, runtime, meta.id);
-    let handedOff = false;
-    try {
+    return answerGeneration(c, runtime, meta.id, req.stream === true, async (flight) => {
       const started = performance.now();
       const prompt = await runtime.engine.applyChatTemplate(messages, {
         addGenerationPrompt: true,
@@ -44,15 +42,8 @@ export function registerChatRoutes(app: Hono, runtime: ServerRuntime): void {
       const ids = await runtime.engine.encode(prompt, { addSpecialTokens: false });
       runtime.metrics.tokenizationTime.observe((performance.now() - started) / 1000);
       const gen = prepareGeneration(runtime, flight.request, meta.id, [ids], sampling, 'messages');
-      if (req.stream) {
-        handedOff = true;
-        return streamResponse(c, runtime, flight, (sse) => streamChat(sse, gen, meta, req, tools));
-      }
-      const body = await collectChat(gen, meta, req, tools);
-      return c.json(body);
-    } finally {
-      if (!handedOff) flight.end();
-    }
+      return { stream: (sse) => streamChat(sse, gen, meta, req, tools), collect: () => collectChat(gen, meta, req, tools) };
+    });
   });
 }
 
@@ -110,19 +101,7 @@ async function streamChat(sse: SseWriter, gen: Generation, meta: ChatMeta, req: 
   for (let i = 0; i < gen.n; i++) await chunk(i, { role: 'assistant', content: '' }, null, null);
   for await (const { event } of gen.events()) {
     if (event.type === 'progress') {
-      if (includeProgress) {
-        await sse.send({
-          ...base,
-          choices: [],
-          prompt_progress: {
-            total_tokens: event.numPromptTokens,
-            cached_tokens: event.numCachedPromptTokens,
-            processed_tokens: event.numComputedPromptTokens,
-            elapsed_ms: Date.now() - progressStartMs,
-          },
-          ...tail,
-        });
-      }
+      if (includeProgress) await sse.send(progressChunk(base, event, progressStartMs, tail));
       continue;
     }
     if (event.type !== 'delta') continue;

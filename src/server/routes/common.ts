@@ -3,6 +3,7 @@
 // response with error events and guaranteed cleanup. Invariant: `end()` of the in-flight registration
 // runs exactly once, when the response is complete or abandoned. Must not: build OpenAI chunks.
 import type { Context } from 'hono';
+import type { EngineProgressEvent } from '../../engine/engine-client.js';
 import { ApiError, INTERNAL_ERROR_MESSAGE, toApiError } from '../errors.js';
 import type { InflightRequest, ServerRuntime } from '../runtime.js';
 import { SSE_HEADERS, SseWriter } from '../sse.js';
@@ -49,4 +50,46 @@ export function streamResponse(c: Context, runtime: ServerRuntime, flight: Fligh
     }
   })();
   return new Response(sse.body, { status: 200, headers: { ...SSE_HEADERS, ...(runtime.draining ? { connection: 'close' } : {}) } });
+}
+
+/**
+ * The body of a generation route after validation: registers the request in flight, runs `prepare`
+ * (tokenize, admission), then answers with the SSE stream (which then owns the flight) or with the JSON
+ * body `collect` builds. The flight ends exactly once on every path.
+ */
+export async function answerGeneration(
+  c: Context,
+  runtime: ServerRuntime,
+  id: string,
+  stream: boolean,
+  prepare: (flight: Flight) => Promise<{ stream: (sse: SseWriter) => Promise<void>; collect: () => Promise<unknown> }>,
+): Promise<Response> {
+  const flight = beginFlight(c, runtime, id);
+  let handedOff = false;
+  try {
+    const answer = await prepare(flight);
+    if (stream) {
+      handedOff = true;
+      return streamResponse(c, runtime, flight, answer.stream);
+    }
+    return c.json((await answer.collect()) as object);
+  } finally {
+    if (!handedOff) flight.end();
+  }
+}
+
+/** The opt-in `prompt_progress` chunk of a long prefill (stream_options.include_progress). */
+export function progressChunk(base: object, event: EngineProgressEvent, startMs: number, tail: object, extra: object = {}): object {
+  return {
+    ...base,
+    choices: [],
+    prompt_progress: {
+      ...extra,
+      total_tokens: event.numPromptTokens,
+      cached_tokens: event.numCachedPromptTokens,
+      processed_tokens: event.numComputedPromptTokens,
+      elapsed_ms: Date.now() - startMs,
+    },
+    ...tail,
+  };
 }

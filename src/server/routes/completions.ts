@@ -13,7 +13,7 @@ import type { ServerRuntime } from '../runtime.js';
 import { resolveCompletionSampling } from '../sampling.js';
 import { completionRequestSchema, parseRequest, type CompletionRequest } from '../schemas.js';
 import type { SseWriter } from '../sse.js';
-import { beginFlight, streamResponse } from './common.js';
+import { answerGeneration, progressChunk } from './common.js';
 
 interface Meta {
   id: string;
@@ -44,9 +44,7 @@ export function registerCompletionRoutes(app: Hono, runtime: ServerRuntime): voi
       }
     }
     const meta: Meta = { id: newResponseId('cmpl'), created: Math.floor(Date.now() / 1000), model: runtime.modelName };
-    const flight = beginFlight(c, runtime, meta.id);
-    let handedOff = false;
-    try {
+    return answerGeneration(c, runtime, meta.id, req.stream === true, async (flight) => {
       const started = performance.now();
       const prompts = await Promise.all(inputs.map((p) => ('ids' in p ? p.ids : runtime.engine.encode(p.text, { addSpecialTokens: true }))));
       runtime.metrics.tokenizationTime.observe((performance.now() - started) / 1000);
@@ -54,15 +52,8 @@ export function registerCompletionRoutes(app: Hono, runtime: ServerRuntime): voi
         ? await Promise.all(inputs.map((p) => ('text' in p ? p.text : runtime.engine.decode(p.ids, { skipSpecialTokens: false }))))
         : null;
       const gen = prepareGeneration(runtime, flight.request, meta.id, prompts, sampling, 'prompt');
-      if (req.stream) {
-        handedOff = true;
-        return streamResponse(c, runtime, flight, (sse) => streamCompletion(sse, gen, meta, req, echoes));
-      }
-      const body = await collectCompletion(gen, meta, req, echoes);
-      return c.json(body);
-    } finally {
-      if (!handedOff) flight.end();
-    }
+      return { stream: (sse) => streamCompletion(sse, gen, meta, req, echoes), collect: () => collectCompletion(gen, meta, req, echoes) };
+    });
   });
 }
 
@@ -116,20 +107,7 @@ async function streamCompletion(sse: SseWriter, gen: Generation, meta: Meta, req
 
   for await (const { prompt, event } of gen.events()) {
     if (event.type === 'progress') {
-      if (includeProgress) {
-        await sse.send({
-          ...base,
-          choices: [],
-          prompt_progress: {
-            prompt_index: prompt,
-            total_tokens: event.numPromptTokens,
-            cached_tokens: event.numCachedPromptTokens,
-            processed_tokens: event.numComputedPromptTokens,
-            elapsed_ms: Date.now() - startMs,
-          },
-          ...tail,
-        });
-      }
+      if (includeProgress) await sse.send(progressChunk(base, event, startMs, tail, { prompt_index: prompt }));
       continue;
     }
     if (event.type !== 'delta') continue;
