@@ -8,6 +8,7 @@ import { performance } from 'node:perf_hooks';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { UserError } from '../errors.js';
 import { formatPlanSummary } from '../core/memory-plan-format.js';
+import { groupBytes, type ItemGroup } from '../core/memory-workspace.js';
 import { parseModelConfig, readModelConfig } from '../model/config.js';
 import type { ModelConfig } from '../model/config-types.js';
 import { PRESET_NAMES, PRESETS, presetConfigJson } from '../model/init-presets.js';
@@ -88,7 +89,7 @@ export async function runBench(o: BenchOptions, print: (line: string) => void = 
   const limits = cuda ? limitsFromPlan(engineOpts, cuda.plan) : resolveEngineLimits(engineOpts, config);
   if (cuda && o.json) {
     const d = cuda.plan.devices[0];
-    const sum = (g: string) => d.workspace.filter((it) => it.group === g).reduce((n, it) => n + it.bytes, 0);
+    const sum = (g: ItemGroup) => groupBytes(d.workspace, g);
     print(JSON.stringify({
       kind: 'plan', device: cuda.deviceName, total_bytes: d.totalBytes, cap_bytes: d.capBytes, weights_bytes: d.weightsBytes,
       activations_bytes: d.arenaBytes, scratch_bytes: sum('library'), runtime_bytes: sum('runtime') + sum('static'), margin_bytes: d.marginBytes,
@@ -122,8 +123,8 @@ export async function runBench(o: BenchOptions, print: (line: string) => void = 
     // What our allocator holds by plan: weights, step activations, CUDA scratch (cuBLAS workspace included), the KV pool.
     const d = cuda?.plan.devices[0];
     const kvBytes = limits.numKvBlocks * limits.blockSize * limits.kvBytesPerToken;
-    const planned = d ? d.weightsBytes + d.workspace.filter((it) => it.group !== 'runtime').reduce((n, it) => n + it.bytes, 0) + kvBytes : null;
-    const plannedDevice = d ? planned! + d.workspace.filter((it) => it.group === 'runtime').reduce((n, it) => n + it.bytes, 0) : null;
+    const planned = d ? d.weightsBytes + d.workspaceBytes - groupBytes(d.workspace, 'runtime') + kvBytes : null;
+    const plannedDevice = d ? planned! + groupBytes(d.workspace, 'runtime') : null;
     for (const [i, P] of lengths.entries()) {
       const ids = promptIds(P, config.vocabSize, 1000 + i);
       dev?.resetPeak();

@@ -7,10 +7,9 @@ import {
   MiB,
   deviceShape,
   kvCacheBytesPerToken,
-  layoutArena,
+  groupBytes,
   sumBytes,
   weightItems,
-  workspaceBytes,
   workspaceItems,
   type CudaScratchBytes,
   type KvCacheDtype,
@@ -98,18 +97,17 @@ export function budgetAt(cfg: ModelConfig, s: PlanSettings, maxModelLen: number)
       tensorCoreAttention: s.tensorCoreAttention,
       sparse: s.sparseAttention,
     });
-  const layout = layoutArena(ws0.items);
-  const ws = workspaceBytes(layout);
+  const ws = sumBytes(ws0.items);
   return {
     capBytes: cap,
     marginBytes: margin,
     weights,
     weightsBytes,
-    workspace: layout.items,
+    workspace: ws0.items,
     workspaceBytes: ws,
-    arenaBytes: layout.arenaBytes,
+    arenaBytes: groupBytes(ws0.items, 'arena'),
     scratch: ws0.scratch,
-    runtimeBytes: sumBytes(layout.items.filter((it) => it.group === 'runtime')),
+    runtimeBytes: groupBytes(ws0.items, 'runtime'),
     blockBytes: kvCacheBytesPerToken(cfg, s.kvCacheDtype, s.tensorParallelSize) * s.blockSize,
     kvAvailableBytes: cap - weightsBytes - ws - margin,
   };

@@ -3,7 +3,7 @@
 // loading weights. Invariant: pure string/object building from the plan; every number shown is derived from
 // the plan's integers. Must not: recompute any budget, or write anywhere.
 import { formatInt, type MemoryPlan } from './memory-plan.js';
-import { GiB, MiB, type PlanItem } from './memory-workspace.js';
+import { GiB, groupBytes, MiB, type PlanItem } from './memory-workspace.js';
 
 export interface PlanReportOptions {
   readonly gpuName?: string; // shown in the title (e.g. "H100-80GB"); default "GPU"
@@ -82,7 +82,7 @@ export function formatPlanTable(plan: MemoryPlan, opts: PlanReportOptions = {}):
 }
 
 function itemJson(it: PlanItem): Record<string, unknown> {
-  return { name: it.name, group: it.group, phase: it.phase, bytes: it.bytes, formula: it.formula, offset_bytes: it.offsetBytes };
+  return { name: it.name, group: it.group, bytes: it.bytes, formula: it.formula };
 }
 
 /** The machine form: snake_case keys, exact integers in bytes. */
@@ -137,8 +137,8 @@ export function planToJson(plan: MemoryPlan, opts: PlanReportOptions = {}): Reco
 export function formatPlanSummary(plan: MemoryPlan, deviceName: string): string {
   const s = plan.settings;
   const d = plan.devices[0];
-  const scratch = d.workspace.filter((it) => it.group === 'library').reduce((n, it) => n + it.bytes, 0);
-  const runtime = d.workspace.filter((it) => it.group === 'runtime' || it.group === 'static').reduce((n, it) => n + it.bytes, 0);
+  const scratch = groupBytes(d.workspace, 'library');
+  const runtime = groupBytes(d.workspace, 'runtime') + groupBytes(d.workspace, 'static');
   const seqs = plan.numSeqsThatFit(plan.maxModelLen);
   return (
     `memory plan: ${deviceName}, ${gib(d.totalBytes)} GiB, cap ${gib(d.capBytes)} GiB (--gpu-memory-utilization ${s.gpuMemoryUtilization.toFixed(2)})\n` +

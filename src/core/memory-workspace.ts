@@ -15,30 +15,20 @@ const ELEM_BYTES: Record<ElemType, number> = { fp32: 4, bf16: 2, fp8: 1, int32: 
 
 /**
  * Where an item lives. weights: the weight tensors. static: tables built once at startup. arena: the step
- * activations (see layoutArena). library: the CUDA context's reserved scratch, cuBLAS workspace included.
+ * activations (one f32 buffer each, src/model/step-buffers.ts). library: the CUDA context's reserved scratch, cuBLAS workspace included.
  * runtime: memory the CUDA driver and NCCL take outside our allocator (estimates, still under the cap).
  */
 export type ItemGroup = 'weights' | 'static' | 'arena' | 'library' | 'runtime';
 
-/**
- * Arena phases. persistent items live for the whole step (or across steps); the other phases never overlap
- * in time within a step (attention of a layer, then its MLP, then logits after the last layer), so they
- * share one region sized by the largest phase.
- */
-export type ArenaPhase = 'persistent' | 'attention' | 'mlp' | 'logits';
-
 export interface PlanItem {
   readonly name: string;
   readonly group: ItemGroup;
-  readonly phase: ArenaPhase | null; // arena items only
-  readonly bytes: number; // exact; arena items are rounded up to ARENA_ALIGN_BYTES
+  readonly bytes: number; // exact: what the engine allocates for it
   readonly formula: string; // shape and element type, e.g. "[T=8192, H=3584] fp32"
-  readonly offsetBytes: number | null; // arena items: byte offset inside the arena
 }
 
 export const MiB = 1024 * 1024;
 export const GiB = 1024 * MiB;
-export const ARENA_ALIGN_BYTES = 256;
 /** CUDA context + module images outside our allocator: device used minus our allocations measured 778 MiB
  * (7B shape) and 907 MiB (7B MHA shape) for our engine on an H200 (driver 580, CUDA 13), 685 MiB for a
  * PyTorch process after its first cuBLAS GEMM; rounded up. */
@@ -78,20 +68,16 @@ function checked(n: number, what: string): number {
   return n;
 }
 
-function alignUp(n: number, a: number): number {
-  return Math.ceil(n / a) * a;
-}
-
 /** One buffer of shape `dims` (labelled) and element type: bytes = product(dims) x sizeof(elem). */
-function tensor(name: string, group: ItemGroup, phase: ArenaPhase | null, dims: [string, number][], elem: ElemType, note = ''): PlanItem {
+function tensor(name: string, group: ItemGroup, dims: [string, number][], elem: ElemType, note = ''): PlanItem {
   const elems = dims.reduce((p, [, n]) => p * n, 1);
   const bytes = checked(elems * ELEM_BYTES[elem], name);
   const shape = `[${dims.map(([k, n]) => (k === String(n) ? k : `${k}=${n}`)).join(', ')}] ${elem}`;
-  return { name, group, phase, bytes, formula: note ? `${shape}; ${note}` : shape, offsetBytes: null };
+  return { name, group, bytes, formula: note ? `${shape}; ${note}` : shape };
 }
 
 function fixed(name: string, group: ItemGroup, bytes: number, formula: string): PlanItem {
-  return { name, group, phase: null, bytes: checked(bytes, name), formula, offsetBytes: null };
+  return { name, group, bytes: checked(bytes, name), formula };
 }
 
 /**
@@ -116,18 +102,18 @@ export function weightItems(config: ModelConfig, shape: DeviceShape, dtype: Weig
   const emb: ElemType = dtype === 'fp32' ? 'fp32' : 'bf16';
   const qkvRows = (h + 2 * g) * D;
   const items: PlanItem[] = [
-    tensor('embed_tokens (vocab-parallel)', 'weights', null, [['V_d', Vd], ['H', H]], emb),
+    tensor('embed_tokens (vocab-parallel)', 'weights', [['V_d', Vd], ['H', H]], emb),
   ];
-  if (!config.tieWordEmbeddings) items.push(tensor('lm_head (vocab-parallel)', 'weights', null, [['V_d', Vd], ['H', H]], emb));
+  if (!config.tieWordEmbeddings) items.push(tensor('lm_head (vocab-parallel)', 'weights', [['V_d', Vd], ['H', H]], emb));
   const attn = L * (qkvRows * H + H * h * D) * ELEM_BYTES[mat];
   items.push(fixed('attention q/k/v/o matrices', 'weights', attn, `L=${L} x ([(h+2g)*D=${qkvRows}, H=${H}] + [H=${H}, h*D=${h * D}]) ${mat}`));
   const mlp = L * (2 * I * H + H * I) * ELEM_BYTES[mat];
   items.push(fixed('MLP gate/up/down matrices', 'weights', mlp, `L=${L} x ([2*I_d=${2 * I}, H=${H}] + [H=${H}, I_d=${I}]) ${mat}`));
-  if (config.attentionBias) items.push(tensor('q/k/v biases', 'weights', null, [['L', L], ['(h+2g)*D', qkvRows]], 'fp32'));
-  items.push(tensor('RMSNorm weights', 'weights', null, [['2L+1', 2 * L + 1], ['H', H]], 'fp32', 'replicated'));
+  if (config.attentionBias) items.push(tensor('q/k/v biases', 'weights', [['L', L], ['(h+2g)*D', qkvRows]], 'fp32'));
+  items.push(tensor('RMSNorm weights', 'weights', [['2L+1', 2 * L + 1], ['H', H]], 'fp32', 'replicated'));
   if (dtype === 'fp8') {
     const rows = qkvRows + H + 2 * I + H; // output rows of qkv, o, gate/up, down
-    items.push(tensor('fp8 per-row weight scales', 'weights', null, [['L', L], ['rows', rows]], 'fp32', 'rows = (h+2g)*D + H + 2*I_d + H'));
+    items.push(tensor('fp8 per-row weight scales', 'weights', [['L', L], ['rows', rows]], 'fp32', 'rows = (h+2g)*D + H + 2*I_d + H'));
   }
   return items;
 }
@@ -166,24 +152,24 @@ export function workspaceItems(config: ModelConfig, shape: DeviceShape, p: Works
   const N = p.maxModelLen;
   const items: PlanItem[] = [];
 
-  if (p.kvCacheDtype === 'fp8') items.push(tensor('fp8 KV per-head scales', 'static', null, [['L', L], ['K/V', 2], ['g', g]], 'fp32'));
+  if (p.kvCacheDtype === 'fp8') items.push(tensor('fp8 KV per-head scales', 'static', [['L', L], ['K/V', 2], ['g', g]], 'fp32'));
 
   // step activations: one f32 buffer each, allocated once (the graph runs every step on prefix views)
   const layout = stepBufferLayout({ hiddenSize: H, numHeads: h, numKvHeads: g, headDim: D, intermediateSize: I, vocabSize: Vd });
   for (const b of Object.values(layout)) {
     const rows: [string, number] = b.rows === 'T' ? ['T', T] : ['R', R];
-    items.push(tensor(b.what, 'arena', 'persistent', [rows, ['cols', b.cols]], 'fp32'));
+    items.push(tensor(b.what, 'arena', [rows, ['cols', b.cols]], 'fp32'));
   }
-  if (shape.tp > 1) items.push(tensor('gathered logits', 'arena', 'persistent', [['R', R], ['V', V]], 'fp32', 'planned for tensor parallelism'));
+  if (shape.tp > 1) items.push(tensor('gathered logits', 'arena', [['R', R], ['V', V]], 'fp32', 'planned for tensor parallelism'));
   const sparseOn = p.sparse !== null && config.dca !== null && N > (config.dca.sparseAttentionThreshold ?? 32768);
   if (sparseOn && p.sparse) {
     const q = config.dca?.sparseAttentionLastQ ?? 64;
     const planned = 'planned: the CUDA backend runs sparse steps dense';
-    items.push(tensor('sparse estimation queries', 'arena', 'persistent', [['3', 3], ['last_q', q], ['h', h], ['D', D]], 'bf16', planned));
-    items.push(tensor('sparse column and diagonal scores', 'arena', 'persistent', [['2', 2], ['h', h], ['N', N]], 'fp32', planned));
-    items.push(tensor('sparse top-k scratch', 'arena', 'persistent', [['h', h], ['N', N], ['2', 2]], 'fp32', planned));
+    items.push(tensor('sparse estimation queries', 'arena', [['3', 3], ['last_q', q], ['h', h], ['D', D]], 'bf16', planned));
+    items.push(tensor('sparse column and diagonal scores', 'arena', [['2', 2], ['h', h], ['N', N]], 'fp32', planned));
+    items.push(tensor('sparse top-k scratch', 'arena', [['h', h], ['N', N], ['2', 2]], 'fp32', planned));
     const vs = p.sparse.maxVerticalSize + p.sparse.maxSlashSize;
-    items.push(tensor('sparse index lists', 'arena', 'persistent', [['h', h], ['v+s', vs]], 'int32', planned));
+    items.push(tensor('sparse index lists', 'arena', [['h', h], ['v+s', vs]], 'int32', planned));
   }
 
   // the CUDA context's scratch, reserved at these sizes (cuda-scratch.ts has each formula)
@@ -209,43 +195,9 @@ const CUDA_SCRATCH_ITEMS: readonly [keyof CudaScratchBytes, string][] = [
   ['cublasWorkspace', 'cuBLAS workspace'],
 ];
 
-export interface ArenaLayout {
-  readonly items: PlanItem[]; // all items, arena ones with offsets
-  readonly arenaBytes: number;
-  readonly persistentBytes: number;
-  readonly phaseBytes: Record<Exclude<ArenaPhase, 'persistent'>, number>;
-}
-
-/**
- * Lays the arena out: persistent items back to back from offset 0, then one shared phase region starting at
- * persistentBytes in which each phase lays its items from the region's start. Arena size = persistent +
- * max over phases. Every item is aligned to 256 bytes (its bytes rounded up).
- */
-export function layoutArena(items: readonly PlanItem[]): ArenaLayout {
-  const offsets = new Array<number | null>(items.length).fill(null);
-  const sizes = items.map((it) => (it.group === 'arena' ? alignUp(it.bytes, ARENA_ALIGN_BYTES) : it.bytes));
-  let persistent = 0;
-  items.forEach((it, i) => {
-    if (it.group !== 'arena' || it.phase !== 'persistent') return;
-    offsets[i] = persistent;
-    persistent += sizes[i];
-  });
-  const phaseBytes = { attention: 0, mlp: 0, logits: 0 };
-  items.forEach((it, i) => {
-    if (it.group !== 'arena' || it.phase === null || it.phase === 'persistent') return;
-    offsets[i] = persistent + phaseBytes[it.phase];
-    phaseBytes[it.phase] += sizes[i];
-  });
-  const out = items.map((it, i) => (it.group === 'arena' ? { ...it, bytes: sizes[i], offsetBytes: offsets[i] } : it));
-  const arenaBytes = persistent + Math.max(phaseBytes.attention, phaseBytes.mlp, phaseBytes.logits);
-  return { items: out, arenaBytes, persistentBytes: persistent, phaseBytes };
-}
-
-/** Total workspace bytes: static + arena (phases shared) + library + runtime. */
-export function workspaceBytes(layout: ArenaLayout): number {
-  let sum = layout.arenaBytes;
-  for (const it of layout.items) if (it.group !== 'arena') sum += it.bytes;
-  return sum;
+/** Bytes of one group of items (e.g. 'arena': the step activations). */
+export function groupBytes(items: readonly PlanItem[], group: ItemGroup): number {
+  return sumBytes(items.filter((it) => it.group === group));
 }
 
 export function sumBytes(items: readonly PlanItem[]): number {
