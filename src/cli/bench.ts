@@ -11,7 +11,8 @@ import { formatPlanSummary } from '../core/memory-plan-format.js';
 import { groupBytes, type ItemGroup } from '../core/memory-workspace.js';
 import { parseModelConfig, readModelConfig } from '../model/config.js';
 import type { ModelConfig } from '../model/config-types.js';
-import { PRESET_NAMES, PRESETS, presetConfigJson } from '../model/init-presets.js';
+import { PRESET_NAMES, PRESETS, presetConfigJson, presetSparseConfigJson } from '../model/init-presets.js';
+import { DEFAULT_SPARSE_THRESHOLD, parseSparseAttentionConfig, sparsePrefillEnabled, withSparseAttention } from '../model/sparse-config.js';
 import { syntheticWeights, xorshift } from '../model/synthetic-weights.js';
 import { checkPlannedWeights, createHostBackend, createPlannedCudaBackend, planCudaEngine, resolveBackendKind, weightBytes, type CudaEnginePlan } from '../engine/engine-backend.js';
 import { limitsFromPlan, resolveEngineLimits, type EngineOptions } from '../engine/engine-options.js';
@@ -29,6 +30,7 @@ interface BenchOptions {
   maxNumBatchedTokens?: number;
   maxNumSeqs?: number;
   kvCacheMemoryBytes?: number;
+  dense?: boolean;
   json: boolean;
 }
 
@@ -47,12 +49,23 @@ const fraction = (v: string): number => {
   return n;
 };
 
+/** The shape, with the sparse-prefill budgets the model would run with (a directory's file, a preset's), unless --dense. */
 function configOf(o: BenchOptions): ModelConfig {
-  if (o.model !== undefined) return readModelConfig(o.model);
-  const name = o.preset ?? 'qwen2.5-7b-1m';
-  const preset = PRESETS[name];
-  if (preset === undefined) throw new UserError(`unknown preset "${name}": use one of ${PRESET_NAMES.join(', ')}, or --model DIR`);
-  return parseModelConfig(presetConfigJson(preset, 'bf16'), `preset ${name}`);
+  let config: ModelConfig;
+  if (o.model !== undefined) config = withSparseAttention(o.model, readModelConfig(o.model));
+  else {
+    const name = o.preset ?? 'qwen2.5-7b-1m';
+    const preset = PRESETS[name];
+    if (preset === undefined) throw new UserError(`unknown preset "${name}": use one of ${PRESET_NAMES.join(', ')}, or --model DIR`);
+    config = parseModelConfig(presetConfigJson(preset, 'bf16'), `preset ${name}`);
+    const budgets = presetSparseConfigJson(preset);
+    if (budgets !== null && config.dca !== null) {
+      const sparseAttention = parseSparseAttentionConfig(budgets, `preset ${name} sparse budgets`, config.numLayers, config.numHeads);
+      config = { ...config, dca: { ...config.dca, sparseAttention } };
+    }
+  }
+  if (o.dense && config.dca !== null) config = { ...config, dca: { ...config.dca, sparseAttentionEnabled: false } };
+  return config;
 }
 
 /** Random token ids in [0, vocab), deterministic for a seed. */
@@ -118,8 +131,11 @@ export async function runBench(o: BenchOptions, print: (line: string) => void = 
     });
     const dev = cuda ? (backend as CudaBackend) : null;
     dev?.synchronize();
-    const setup = { kind: 'setup', device: kind, seconds: +((performance.now() - tw) / 1000).toFixed(2), weights_bytes: weightBytes(weights), kv_blocks: limits.numKvBlocks, block_size: limits.blockSize, max_model_len: limits.maxModelLen, max_num_batched_tokens: limits.maxNumBatchedTokens };
-    print(o.json ? JSON.stringify(setup) : `setup: ${kind}, ${setup.seconds} s, KV ${limits.numKvBlocks} blocks x ${limits.blockSize}, chunk ${limits.maxNumBatchedTokens} tokens`);
+    const sparse = sparsePrefillEnabled(config.dca)
+      ? `above ${config.dca!.sparseAttentionThreshold ?? DEFAULT_SPARSE_THRESHOLD} prompt tokens${backend.attentionDcaSparse ? '' : ' (this backend has no sparse op: dense)'}`
+      : 'off';
+    const setup = { kind: 'setup', device: kind, sparse_prefill: sparse, seconds: +((performance.now() - tw) / 1000).toFixed(2), weights_bytes: weightBytes(weights), kv_blocks: limits.numKvBlocks, block_size: limits.blockSize, max_model_len: limits.maxModelLen, max_num_batched_tokens: limits.maxNumBatchedTokens };
+    print(o.json ? JSON.stringify(setup) : `setup: ${kind}, ${setup.seconds} s, KV ${limits.numKvBlocks} blocks x ${limits.blockSize}, chunk ${limits.maxNumBatchedTokens} tokens, sparse prefill ${sparse}`);
     // What our allocator holds by plan: weights, step activations, CUDA scratch (cuBLAS workspace included), the KV pool.
     const d = cuda?.plan.devices[0];
     const kvBytes = limits.numKvBlocks * limits.blockSize * limits.kvBytesPerToken;
@@ -190,6 +206,7 @@ export function registerBench(program: Command): void {
     .addOption(new Option('--max-num-batched-tokens <n>', 'prefill chunk tokens per step').argParser(int(1)))
     .addOption(new Option('--max-num-seqs <n>', 'sequences per step the buffers are planned for').argParser(int(1)))
     .addOption(new Option('--kv-cache-memory-bytes <n>', 'KV pool bytes (CUDA: at most what the plan leaves; default all of it)').argParser(int(1)))
+    .option('--dense', 'ignore the sparse-prefill budgets (a preset\'s, or the directory\'s sparse_attention_config.json): dense DCA prefill', false)
     .option('--json', 'one JSON object per line', false)
     .action(async (o: BenchOptions) => {
       await runBench(o);

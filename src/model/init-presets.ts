@@ -4,6 +4,7 @@
 // Qwen2.5-{7B,14B}-Instruct-1M shapes (long-context-attention.md §1.1). Must not: write files.
 import type { CheckpointTensor } from './checkpoint-layout.js';
 import type { ModelConfig } from './config-types.js';
+import { publishedSparseBudgets } from './published-budgets.js';
 import type { Distribution } from './random-weights.js';
 
 export interface Preset {
@@ -25,6 +26,8 @@ export interface Preset {
     threshold: number; // sparse_attention_threshold
     lastQ: number; // sparse_attention_last_q
     budgets: readonly (readonly (readonly [vertical: number, slash: number])[])[]; // [layer][head], as in the file
+    /** Write the sparse keys into config.json (default true); the official 1M configs have none: the file alone turns it on. */
+    configKeys?: boolean;
   };
 }
 
@@ -50,6 +53,9 @@ const tiny: Preset = {
 };
 
 const REAL_DCA = { chunk_size: 262144, local_size: 8192, original_max_position_embeddings: 262144 };
+// The official defaults (threshold 32,768, last_q 64) and budgets of the published files' statistics.
+const realSparse = (model: '7b' | '14b', layers: number, heads: number) =>
+  ({ threshold: 32768, lastQ: 64, budgets: publishedSparseBudgets(model, layers, heads), configKeys: false }) as const;
 
 export const PRESETS: Readonly<Record<string, Preset>> = {
   tiny,
@@ -97,7 +103,7 @@ export const PRESETS: Readonly<Record<string, Preset>> = {
   },
   'qwen2.5-7b-1m': {
     name: 'qwen2.5-7b-1m',
-    description: 'Qwen2.5-7B-Instruct-1M shape with its DCA config (7.6B params, ~15 GB in bf16)',
+    description: 'Qwen2.5-7B-Instruct-1M shape with its DCA config and sparse budgets of the published statistics (7.6B params, ~15 GB in bf16)',
     numLayers: 28,
     hiddenSize: 3584,
     intermediateSize: 18944,
@@ -109,10 +115,11 @@ export const PRESETS: Readonly<Record<string, Preset>> = {
     maxPositionEmbeddings: 1010000,
     tieWordEmbeddings: false,
     dca: REAL_DCA,
+    sparse: realSparse('7b', 28, 28),
   },
   'qwen2.5-14b-1m': {
     name: 'qwen2.5-14b-1m',
-    description: 'Qwen2.5-14B-Instruct-1M shape with its DCA config (14.7B params, ~29 GB in bf16)',
+    description: 'Qwen2.5-14B-Instruct-1M shape with its DCA config and sparse budgets of the published statistics (14.7B params, ~29 GB in bf16)',
     numLayers: 48,
     hiddenSize: 5120,
     intermediateSize: 13824,
@@ -124,6 +131,7 @@ export const PRESETS: Readonly<Record<string, Preset>> = {
     maxPositionEmbeddings: 1010000,
     tieWordEmbeddings: false,
     dca: REAL_DCA,
+    sparse: realSparse('14b', 48, 40),
   },
 };
 
@@ -161,7 +169,7 @@ export function presetConfigJson(p: Preset, dtype: 'bf16' | 'f32'): Record<strin
     vocab_size: p.vocabSize,
   };
   if (p.dca) json.dual_chunk_attention_config = { ...p.dca };
-  if (p.dca && p.sparse) {
+  if (p.dca && p.sparse && p.sparse.configKeys !== false) {
     json.dual_chunk_attention_config = {
       ...p.dca,
       sparse_attention_enabled: true,

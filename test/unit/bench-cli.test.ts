@@ -28,3 +28,16 @@ test('bench refuses a length the limits cannot hold, in one line', async () => {
     (e: unknown) => isUserError(e) && /exceeds max_model_len 1024/.test((e as Error).message),
   );
 });
+
+test('bench runs a sparse preset with its budgets, and --dense turns them off', async () => {
+  for (const dense of [false, true]) {
+    const lines: string[] = [];
+    const rows = await runBench(
+      { preset: 'tiny-dca-sparse', lengths: [200], decodeTokens: 1, device: 'cpu', maxNumBatchedTokens: 64, dense, json: true },
+      (l) => lines.push(l),
+    );
+    const setup = JSON.parse(lines[0]);
+    assert.equal(setup.sparse_prefill, dense ? 'off' : 'above 128 prompt tokens');
+    assert.equal(rows.length, 1);
+  }
+});
