@@ -13,7 +13,7 @@ import { parseModelConfig, readModelConfig } from '../model/config.js';
 import type { ModelConfig } from '../model/config-types.js';
 import { PRESET_NAMES, PRESETS, presetConfigJson, presetSparseConfigJson } from '../model/init-presets.js';
 import { DEFAULT_SPARSE_THRESHOLD, parseSparseAttentionConfig, sparsePrefillEnabled, withSparseAttention } from '../model/sparse-config.js';
-import { syntheticWeights, xorshift } from '../model/synthetic-weights.js';
+import { syntheticWeights, xorshift, type AttentionPattern } from '../model/synthetic-weights.js';
 import { checkPlannedWeights, createHostBackend, createPlannedCudaBackend, planCudaEngine, resolveBackendKind, weightBytes, type CudaEnginePlan } from '../engine/engine-backend.js';
 import { limitsFromPlan, resolveEngineLimits, type EngineOptions } from '../engine/engine-options.js';
 import type { CudaBackend } from '../runtime/cuda-backend.js';
@@ -31,6 +31,7 @@ interface BenchOptions {
   maxNumSeqs?: number;
   kvCacheMemoryBytes?: number;
   dense?: boolean;
+  attentionPattern?: AttentionPattern;
   json: boolean;
 }
 
@@ -118,7 +119,8 @@ export async function runBench(o: BenchOptions, print: (line: string) => void = 
     );
   }
   const tw = performance.now();
-  const weights = syntheticWeights(config, config.torchDtype === 'float32' ? 'f32' : 'bf16');
+  const pattern = o.attentionPattern ?? 'local';
+  const weights = syntheticWeights(config, config.torchDtype === 'float32' ? 'f32' : 'bf16', undefined, pattern);
   const backend = cuda ? createPlannedCudaBackend(cuda) : createHostBackend('cpu', {});
   const rows: Record<string, unknown>[] = [];
   try {
@@ -134,8 +136,8 @@ export async function runBench(o: BenchOptions, print: (line: string) => void = 
     const sparse = sparsePrefillEnabled(config.dca)
       ? `above ${config.dca!.sparseAttentionThreshold ?? DEFAULT_SPARSE_THRESHOLD} prompt tokens${backend.attentionDcaSparse ? '' : ' (this backend has no sparse op: dense)'}`
       : 'off';
-    const setup = { kind: 'setup', device: kind, sparse_prefill: sparse, seconds: +((performance.now() - tw) / 1000).toFixed(2), weights_bytes: weightBytes(weights), kv_blocks: limits.numKvBlocks, block_size: limits.blockSize, max_model_len: limits.maxModelLen, max_num_batched_tokens: limits.maxNumBatchedTokens };
-    print(o.json ? JSON.stringify(setup) : `setup: ${kind}, ${setup.seconds} s, KV ${limits.numKvBlocks} blocks x ${limits.blockSize}, chunk ${limits.maxNumBatchedTokens} tokens, sparse prefill ${sparse}`);
+    const setup = { kind: 'setup', device: kind, sparse_prefill: sparse, attention_pattern: pattern, seconds: +((performance.now() - tw) / 1000).toFixed(2), weights_bytes: weightBytes(weights), kv_blocks: limits.numKvBlocks, block_size: limits.blockSize, max_model_len: limits.maxModelLen, max_num_batched_tokens: limits.maxNumBatchedTokens };
+    print(o.json ? JSON.stringify(setup) : `setup: ${kind}, ${setup.seconds} s, KV ${limits.numKvBlocks} blocks x ${limits.blockSize}, chunk ${limits.maxNumBatchedTokens} tokens, sparse prefill ${sparse}, ${pattern} attention`);
     // What our allocator holds by plan: weights, step activations, CUDA scratch (cuBLAS workspace included), the KV pool.
     const d = cuda?.plan.devices[0];
     const kvBytes = limits.numKvBlocks * limits.blockSize * limits.kvBytesPerToken;
@@ -207,6 +209,7 @@ export function registerBench(program: Command): void {
     .addOption(new Option('--max-num-seqs <n>', 'sequences per step the buffers are planned for').argParser(int(1)))
     .addOption(new Option('--kv-cache-memory-bytes <n>', 'KV pool bytes (CUDA: at most what the plan leaves; default all of it)').argParser(int(1)))
     .option('--dense', 'ignore the sparse-prefill budgets (a preset\'s, or the directory\'s sparse_attention_config.json): dense DCA prefill', false)
+    .addOption(new Option('--attention-pattern <p>', 'synthetic attention: local (a q/k bias on one rotary frequency: attention on the last few thousand keys, as in real checkpoints) or random (no positional structure: sparse picks scatter)').choices(['local', 'random']).default('local'))
     .option('--json', 'one JSON object per line', false)
     .action(async (o: BenchOptions) => {
       await runBench(o);
