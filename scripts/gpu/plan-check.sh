@@ -17,6 +17,10 @@
 #           so the peak does not depend on the prompt: the bench step shows it equal from 32K to 256K).
 #   full    longctx bench at utilization 0.98 with --max-model-len auto and the longest admitted prompt, on
 #           scripts/gpu/shapes/qwen2.5-7b-1m-mha (MHA: the KV pool, not max_position_embeddings, limits it).
+#   sparse  longctx bench with sparse prefill (the preset's published-statistics budgets, local synthetic attention)
+#           at $SPARSE_LENGTHS (default 131072,524288,1000000), chunk $SPARSE_CHUNK (default 16384) tokens, then
+#           131072 with --attention-pattern random (scattered picks) and with --dense, for the same-call comparison;
+#           with peer: one table for the sparse rows too.
 # The raw JSON lines go to $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -46,7 +50,15 @@ for step in $steps; do
       bench --preset qwen2.5-7b-1m --device cuda --lengths "${LENGTHS:-32768,131072}" --decode-tokens 32 --json | tee "$out/bench-7b.jsonl" || rc=1 ;;
     peer)
       python3 bench/gpu/e2e_transformers.py --lengths "${LENGTHS:-32768,131072}" --decode 32 | tee "$out/peer.jsonl" || rc=1
-      python3 scripts/gpu/bench-table.py "$out/bench-7b.jsonl" "$out/peer.jsonl" | tee "$out/table.txt" ;;
+      [ -f "$out/bench-7b.jsonl" ] && python3 scripts/gpu/bench-table.py "$out/bench-7b.jsonl" "$out/peer.jsonl" | tee "$out/table.txt" ;;
+    sparse)
+      bench --preset qwen2.5-7b-1m --device cuda --lengths "${SPARSE_LENGTHS:-131072,524288,1000000}" --max-num-batched-tokens "${SPARSE_CHUNK:-16384}" \
+        --decode-tokens 16 --json | tee "$out/bench-sparse.jsonl" || rc=1
+      for variant in "--attention-pattern random" "--dense"; do
+        bench --preset qwen2.5-7b-1m --device cuda --lengths 131072 --max-num-batched-tokens "${SPARSE_CHUNK:-16384}" --decode-tokens 16 $variant --json \
+          | tee -a "$out/bench-sparse-variants.jsonl" || rc=1
+      done
+      [ -f "$out/peer.jsonl" ] && python3 scripts/gpu/bench-table.py "$out/bench-sparse.jsonl" "$out/peer.jsonl" | tee "$out/table-sparse.txt" ;;
     mem512)
       bench --preset qwen2.5-7b-1m --device cuda --max-model-len 524320 --kv-cache-memory-bytes $((524320 * 57344)) \
         --lengths 32768 --decode-tokens 8 --json | tee "$out/bench-mem512.jsonl" || rc=1 ;;
