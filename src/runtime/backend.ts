@@ -223,7 +223,7 @@ export interface Backend {
    *   exact: greedy rows (penalties are computed in fp64 and rounded to f32 as on the host), top-k thresholds
    *   (ties at the k-th largest all stay);
    *   the same id unless (a) u lies within δ of a boundary of the final distribution's CDF (ids ascending,
-   *   normalized, 0 and 1 included), (b) a top-p prefix (p desc, id asc) next to the cut has mass within δ
+   *   normalized, the interior boundaries), (b) a top-p prefix (p desc, id asc) next to the cut has mass within δ
    *   of topP, or the cut separates two probabilities within a relative δ of each other, or (c) some
    *   p_i / p_max among the top-p set lies within a relative δ of minP.
    * Errors: Error for a NaN logit, a row of only −∞, or a +∞ logit in a non-greedy row; RangeError for
