@@ -167,6 +167,7 @@ __device__ void findCrossing(Shared& sh, int nb, unsigned long long need, bool u
     unsigned long long cum = before;
     for (int j = 0; j < kBinsPerThread; ++j) {
       const int pos = first + j;
+      if (pos >= nb) break;
       const int bin = descending ? nb - 1 - pos : pos;
       const unsigned long long w = useMass ? sh.mass[bin] : sh.count[bin];
       if (cum + w >= need) {
