@@ -21,6 +21,7 @@
 
 #include "cuda-ops.h"
 #include "napi-args.h"
+#include "sampling-napi.h"
 
 namespace {
 
@@ -57,6 +58,7 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
                            InstanceMethod<&CudaContext::guarded<&CudaContext::attention>>("attention"),
                            InstanceMethod<&CudaContext::guarded<&CudaContext::attentionDca>>("attentionDca"),
                            InstanceMethod<&CudaContext::guarded<&CudaContext::gatherRows>>("gatherRows"),
+                           InstanceMethod<&CudaContext::guardedValue<&CudaContext::sampleRows>>("sampleRows"),
                            InstanceMethod<&CudaContext::guardedValue<&CudaContext::opTimes>>("opTimes"),
                            InstanceMethod<&CudaContext::guarded<&CudaContext::setOpTiming>>("setOpTiming"),
                        });
@@ -108,7 +110,8 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
       if (!info[5].IsObject()) throw Napi::TypeError::New(info.Env(), a.pre() + "scratch must be an object or null");
       const Napi::Object o = info[5].As<Napi::Object>();
       reserved_ = true;
-      for (size_t i = 0; i < kScratchNames.size(); ++i) plan_[i] = bytesField(a, o, kScratchNames[i]);
+      for (size_t i = 0; i < kScratchNames.size(); ++i)
+        plan_[i] = i == 6 && o.Get(kScratchNames[i]).IsUndefined() ? kUnplanned : bytesField(a, o, kScratchNames[i]);
     }
     try {
       open();
@@ -123,10 +126,12 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
 
  private:
   // The scratch buffers in the order of kScratchNames (the CudaScratchBytes fields).
-  static constexpr std::array<const char*, 6> kScratchNames = {"activations16", "widened", "attentionIndices",
-                                                                "attentionPartials", "staging", "cublasWorkspace"};
-  std::array<lcuda::DeviceScratch*, 6> scratches() {
-    return {&gemm_.activations16, &gemm_.widened, &attnScratch_.indices, &attnScratch_.partials, &ints_, &gemm_.workspace};
+  static constexpr std::array<const char*, 7> kScratchNames = {"activations16", "widened", "attentionIndices",
+                                                                "attentionPartials", "staging", "cublasWorkspace",
+                                                                "sampling"};
+  std::array<lcuda::DeviceScratch*, 7> scratches() {
+    return {&gemm_.activations16, &gemm_.widened, &attnScratch_.indices, &attnScratch_.partials, &ints_, &gemm_.workspace,
+            &sampling_};
   }
   static size_t bytesField(const Args& a, const Napi::Object& o, const char* name) {
     const Napi::Value v = o.Get(name);
@@ -157,6 +162,7 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
     if (reserved_) {
       const auto all = scratches();
       for (size_t i = 0; i < 5; ++i) all[i]->reserve(plan_[i]);
+      if (plan_[6] != kUnplanned) sampling_.reserve(plan_[6]);
     }
     pinned_.reserve(kPinnedHalfBytes);
     attnScratch_.host = &pinned_;
@@ -184,6 +190,7 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
     attnScratch_.indices.release();
     attnScratch_.partials.release();
     ints_.release();
+    sampling_.release();
     attnScratch_.host = nullptr;
     pinned_.release();  // after the stream sync above
     for (cudaEvent_t e : events_) cudaEventDestroy(e);
@@ -662,6 +669,19 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
     opEnd(t0, "gatherRows");
   }
 
+  // sampleRows(logits, R, V, params, entries) -> Int32Array [R]: sampling-napi.h
+  Napi::Value sampleRows(const Napi::CallbackInfo& cb) {
+    Args a(cb, "sampleRows", 5);
+    enter(cb.Env());
+    const int64_t R = a.dim(1, "R"), V = a.dim(2, "V", 1);
+    const float* logits = f32(a, 0, "logits", mul(a, {R, V}));
+    const int t0 = opBegin();
+    Napi::Value ids = lcuda_napi::sampleRows(a, cb, stream_, logits, R, V, sampling_, pinned_);
+    opEnd(t0, "sampleRows");
+    notePeak();
+    return ids;
+  }
+
   bool live_ = false;
   int device_ = 0, cc_ = 0;
   std::string name_;
@@ -673,7 +693,9 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
   lcuda::DeviceScratch ints_{"staging"};  // host index arrays of one op (ids, positions, slots, rows)
   int lastSplits_ = 0;                    // key splits of the last attention call (diagnostic)
   bool reserved_ = false;                 // scratch reserved at creation (plan_, in kScratchNames order)
-  std::array<size_t, 6> plan_{};
+  std::array<size_t, 7> plan_{};
+  static constexpr size_t kUnplanned = ~size_t{0};  // plan_[6]: no sampling size given, grown on demand
+  lcuda::DeviceScratch sampling_{"sampling"};       // sampleRows (sampling-napi.h)
   std::unordered_map<uint32_t, Buffer> bufs_;
   std::unordered_map<uint32_t, std::unordered_set<uint32_t>> views_;  // owned buffer id -> its live views
   uint32_t nextId_ = 1;
@@ -730,6 +752,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   k.Set("widenChunkElems", Napi::Number::New(env, static_cast<double>(lcuda::kWidenChunkElems)));
   k.Set("cublasWorkspaceBytes", Napi::Number::New(env, static_cast<double>(lcuda::kCublasWorkspaceBytes)));
   exports.Set("scratchConstants", k);
+  exports.Set("samplingConstants", lcuda_napi::samplingConstants(env));
   return exports;
 }
 

@@ -178,7 +178,8 @@ export function workspaceItems(config: ModelConfig, shape: DeviceShape, p: Works
     { maxNumBatchedTokens: T, maxNumSeqs: S, maxBlocksPerSeq: maxBlocksPerSeq(N, p.blockSize), exactMatmul: p.exactMatmul, tensorCoreAttention: p.tensorCoreAttention, weightDtype: p.weightDtype === 'fp32' ? 'f32' : 'bf16' },
   );
   for (const [key, what] of CUDA_SCRATCH_ITEMS) {
-    if (scratch[key] > 0) items.push(fixed(what, 'library', scratch[key], `cuda-scratch.ts ${key}`));
+    const bytes = scratch[key] ?? 0;
+    if (bytes > 0) items.push(fixed(what, 'library', bytes, `cuda-scratch.ts ${key}`));
   }
 
   items.push(fixed('CUDA context and modules', 'runtime', CUDA_CONTEXT_RESERVE_BYTES, 'estimate: 1 GiB (measured 778-907 MiB, H200)'));
@@ -193,6 +194,7 @@ const CUDA_SCRATCH_ITEMS: readonly [keyof CudaScratchBytes, string][] = [
   ['attentionPartials', 'attention split-KV partials'],
   ['staging', 'step index staging'],
   ['cublasWorkspace', 'cuBLAS workspace'],
+  ['sampling', 'sampling rows and penalized logits copies'],
 ];
 
 /** Bytes of one group of items (e.g. 'arena': the step activations). */

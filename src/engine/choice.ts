@@ -1,9 +1,12 @@
 // One choice of a request as the engine runs it: its random stream, token history (for penalties),
 // incremental detokenizer and stop checker. It turns the logits row of each sampled step into one delta
-// event. Invariant: a choice samples exactly one token per sampled step with one draw from its own
-// generator (seed + index), so its tokens do not depend on what else is batched. Must not: touch the
-// scheduler or the backend.
-import { computeLogprobs, sampleToken, type TokenHistory, type RequestRng } from '../sampling/sampler.js';
+// event: on the host (step(row)), or in two halves when the backend samples (samplingRow(): this step's
+// draw, params and history; accept(id, row): the token and its event). Invariant: a choice samples exactly
+// one token per sampled step with one draw from its own generator (seed + index), made before the token is
+// picked either way, so its tokens do not depend on what else is batched or on where it was sampled.
+// Must not: touch the scheduler or the backend.
+import { computeLogprobs, sampleTokenWithUniform, type TokenHistory, type RequestRng } from '../sampling/sampler.js';
+import type { SamplingRow } from '../sampling/sample-rows.js';
 import { StopChecker } from '../sampling/stop-checker.js';
 import type { SamplingParams } from '../sampling/sampling-params.js';
 import { IncrementalDetokenizer, type IdToBytes } from '../tokenizer/detokenizer.js';
@@ -31,13 +34,24 @@ export class ChoiceState {
     this.detok = new IncrementalDetokenizer(table, { skipSpecialTokens: params.skipSpecialTokens });
   }
 
-  /** Samples from one raw logits row; returns the token and its delta event. */
+  /** Samples from one raw logits row on the host; returns the token and its delta event. */
   step(row: Float32Array): { tokenId: number; delta: EngineDeltaEvent } {
+    const tokenId = sampleTokenWithUniform(row, this.params, this.history, this.rng.nextFloat());
+    return this.accept(tokenId, row);
+  }
+
+  /** The first half of a step sampled on the backend: this step's one draw, the params and the history. */
+  samplingRow(): SamplingRow {
+    return { params: this.params, u: this.rng.nextFloat(), history: this.history };
+  }
+
+  /** The second half: the sampled token (row: its raw logits, needed only when the request wants logprobs). */
+  accept(tokenId: number, row: Float32Array | null): { tokenId: number; delta: EngineDeltaEvent } {
     const p = this.params;
-    const tokenId = sampleToken(row, p, this.history, this.rng);
     this.history.append(tokenId);
     let logprobs: EngineLogprob[] | undefined;
     if (p.logprobs !== null) {
+      if (row === null) throw new Error('ChoiceState.accept: a request with logprobs needs its logits row');
       const lp = computeLogprobs(row, tokenId, p.logprobs);
       logprobs = [
         {

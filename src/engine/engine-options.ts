@@ -31,6 +31,13 @@ export interface EngineOptions {
   backend?: BackendKind;
   /** Fraction of the GPU's memory the engine may use (cuda). Default 0.9. */
   gpuMemoryUtilization?: number;
+  /**
+   * Sample on the backend (Backend.sampleRows: only the token ids come back, plus the logits of steps where a
+   * request wants logprobs) instead of reading every logits row to the host. Same tokens either way (within
+   * the agreement margin of Backend.sampleRows). Default: true on CUDA, false on host backends (whose
+   * sampleRows is the host sampler itself).
+   */
+  deviceSampling?: boolean;
   /** Threads of the CPU backend (0: all cores). Default 0. */
   numThreads?: number;
   /** Name reported by the server (default: the model directory's basename). */

@@ -18,6 +18,7 @@ import { checkPlannedWeights, createHostBackend, createPlannedCudaBackend, planC
 import { formatPlanSummary } from '../core/memory-plan-format.js';
 import { RequestRng, TokenHistory } from '../sampling/sampler.js';
 import type { SamplingParams } from '../sampling/sampling-params.js';
+import type { SamplingRow } from '../sampling/sample-rows.js';
 import { IdToBytes } from '../tokenizer/detokenizer.js';
 import { TextTokenizer, TOKENIZER_FILE } from '../tokenizer/tokenizer.js';
 import { ChoiceState } from './choice.js';
@@ -50,6 +51,13 @@ interface RequestState {
 
 const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
+/** The sampling row of a sampled row whose sequence has ended meanwhile: greedy, no draw, id unused. */
+const PLACEHOLDER_ROW: SamplingRow = {
+  params: { temperature: 0, topP: 1, topK: -1, minP: 0, repetitionPenalty: 1, presencePenalty: 0, frequencyPenalty: 0 },
+  u: 0,
+  history: null,
+};
+
 export class Engine implements EngineClient {
   readonly modelName: string;
   readonly modelSource: string;
@@ -60,6 +68,8 @@ export class Engine implements EngineClient {
   readonly limits: ResolvedEngineLimits;
   /** On CUDA: the memory plan the engine allocated by (null on host backends). */
   devicePlan: CudaEnginePlan | null = null;
+  /** Steps sample on the backend (EngineOptions.deviceSampling, and the backend has sampleRows). */
+  sampleOnBackend = false;
   readonly scheduler: Scheduler;
 
   private readonly requests = new Map<string, RequestState>();
@@ -133,6 +143,7 @@ export class Engine implements EngineClient {
     }
     const engine = new Engine(model.config, tokenizer, eosIds, idToBytes, runner, model.generationConfig, { ...limits, backend: kind }, dir, opts.modelName);
     engine.devicePlan = cuda;
+    engine.sampleOnBackend = (opts.deviceSampling ?? kind === 'cuda') && runner.canSampleRows;
     return engine;
   }
 
@@ -295,7 +306,7 @@ export class Engine implements EngineClient {
       if (this.scheduler.hasUnfinished) throw new Error('the scheduler planned an empty step while requests are waiting');
       return;
     }
-    const logits = this.runner.step(plan);
+    const { logits, deviceIds } = this.forward(plan);
     const V = this.vocabSize;
     const sampled = new Int32Array(plan.sampleRows.length);
     const stopped = new Uint8Array(plan.sampleRows.length);
@@ -321,7 +332,8 @@ export class Engine implements EngineClient {
         st.queue.push({ type: 'progress', numComputedPromptTokens: computed, numPromptTokens: numPrompt, numCachedPromptTokens: st.numCachedPromptTokens });
       }
       if (!rec.willSample) continue;
-      const { tokenId, delta } = choice.step(logits.subarray(rec.sampleIndex * V, (rec.sampleIndex + 1) * V));
+      const row = logits === null ? null : logits.subarray(rec.sampleIndex * V, (rec.sampleIndex + 1) * V);
+      const { tokenId, delta } = deviceIds === null ? choice.step(row!) : choice.accept(deviceIds[rec.sampleIndex], row);
       sampled[rec.sampleIndex] = tokenId;
       if (delta.finishReason !== null) {
         stopped[rec.sampleIndex] = delta.finishReason === 'stop' ? 1 : 0;
@@ -337,6 +349,27 @@ export class Engine implements EngineClient {
       const entry = this.bySeq.get(f.seqId);
       if (entry && !entry.choice.finished) this.emitFinal(entry.req, entry.choice, entry.choice.end('length'));
     }
+  }
+
+  /**
+   * The step's forward pass. Host sampling: the logits [R, V] (deviceIds null). Backend sampling: each
+   * choice to sample draws its u now (one draw per token, as on the host) and the backend returns the ids;
+   * the logits come back too only when a choice wants logprobs. Rows of sequences no longer tracked get
+   * a greedy placeholder (no draw; their id is ignored, as the host path ignores their logits).
+   */
+  private forward(plan: ReturnType<Scheduler['schedule']>): { logits: Float32Array | null; deviceIds: Int32Array | null } {
+    if (!this.sampleOnBackend) return { logits: this.runner.step(plan), deviceIds: null };
+    const rows: SamplingRow[] = new Array(plan.sampleRows.length).fill(PLACEHOLDER_ROW);
+    let needLogits = false;
+    for (const rec of plan.seqs) {
+      if (!rec.willSample) continue;
+      const entry = this.bySeq.get(rec.seqId);
+      if (!entry) continue;
+      rows[rec.sampleIndex] = entry.choice.samplingRow();
+      if (entry.choice.params.logprobs !== null) needLogits = true;
+    }
+    const { tokenIds, logits } = this.runner.stepSampled(plan, rows, needLogits);
+    return { logits, deviceIds: tokenIds };
   }
 
   private fail(e: unknown): void {

@@ -6,6 +6,9 @@
 // bf16; shapes are row-major and written [rows, cols].
 // Ops are synchronous on CPU backends; a device backend may enqueue and sync in read().
 import type { DType, Tensor } from './tensor.js';
+import type { SamplingRow } from '../sampling/sample-rows.js';
+
+export type { SamplingRow };
 
 /**
  * Paged KV cache of ONE layer: K and V each [numBlocks, blockSize, numKvHeads, headDim], both of one dtype
@@ -209,4 +212,24 @@ export interface Backend {
 
   /** out[r, :] = x[rows[r], :].   x [T, H] f32, rows [R], out [R, H] f32. */
   gatherRows(x: Tensor, rows: Int32Array, out: Tensor): void;
+
+  /**
+   * One token id per row of logits [R, V] f32 (rows[r] samples row r), by the host sampler's rules
+   * (src/sampling/sampler.ts: penalties → temperature, < 1e-5 greedy: argmax of the penalized row, ties →
+   * lowest id → top-k → top-p → min-p → inverse CDF over ids ascending) with rows[r].u as the row's one draw:
+   * the id sampleTokenWithUniform(row, params, history, u) gives. logits are left unchanged; only R int32
+   * come back to the host. Agreement with the host sampler, with δ = samplingMargin(V)
+   * (src/sampling/sample-rows.ts; 8.7e-9 at V = 152064) and p the host's float64 probabilities:
+   *   exact: greedy rows (penalties are computed in fp64 and rounded to f32 as on the host), top-k thresholds
+   *   (ties at the k-th largest all stay);
+   *   the same id unless (a) u lies within δ of a boundary of the final distribution's CDF (ids ascending,
+   *   normalized, the interior boundaries), (b) a top-p prefix (p desc, id asc) next to the cut has mass within δ
+   *   of topP, or the cut separates two probabilities within a relative δ of each other, or (c) some
+   *   p_i / p_max among the top-p set lies within a relative δ of minP.
+   * Errors: Error for a NaN logit, a row of only −∞, or a +∞ logit in a non-greedy row; RangeError for
+   * rows that do not fit (rows.length ≠ R, u outside [0, 1), params outside SamplingParams' ranges, a
+   * history id that is negative or not an integer). Optional: without it the engine reads the logits and
+   * samples on the host.
+   */
+  sampleRows?(logits: Tensor, rows: readonly SamplingRow[]): Int32Array;
 }

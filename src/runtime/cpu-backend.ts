@@ -2,10 +2,12 @@
 // a programming error) and then calls the addon on the tensors' own typed arrays. Host tensors are shared,
 // never copied: upload() returns its argument, and the addon reads and writes the same memory.
 // Must not do math in TypeScript; the kernels live in native/cpu and are documented in native/include.
+// The one exception is sampleRows, which is the host sampler itself (src/sampling/sample-rows.ts).
 import type { AttentionBatch, Backend, DcaParams, KvCacheLayer, SparseDcaParams } from './backend.js';
 import { DTYPE_CODE, loadNativeAddon, type NativeCpuContext } from './native-addon.js';
 import { fmtShape, OpChecks } from './op-checks.js';
 import { hostView, makeTensor, numel, toF32, type DType, type Tensor } from './tensor.js';
+import { sampleRowsOnHost, type SamplingRow } from '../sampling/sample-rows.js';
 
 export interface CpuBackendOptions {
   /** Threads for the ops, the caller's included. Default (or 0): all hardware threads. */
@@ -176,6 +178,11 @@ export function createCpuBackend(opts: CpuBackendOptions = {}): Backend {
     gatherRows(x: Tensor, rows: Int32Array, out: Tensor): void {
       const [T, H] = check.gatherRows(x, rows, out);
       ctx.gatherRows(f32Data('gatherRows', 'x', x), T, H, rows, f32Data('gatherRows', 'out', out));
+    },
+
+    sampleRows(logits: Tensor, rows: readonly SamplingRow[]): Int32Array {
+      const [R, V] = rowsAndCols('sampleRows', 'logits', logits);
+      return sampleRowsOnHost('cpu sampleRows', f32Data('sampleRows', 'logits', logits), R, V, rows);
     },
   };
 }

@@ -106,6 +106,13 @@ export interface NativeCudaContext {
   /** out[r] = x[rows[r]]. x [T, H], rows in [0, T), out [rows.length, H]. */
   gatherRows(x: number, T: number, H: number, rows: Int32Array, out: number): void;
   /**
+   * Backend.sampleRows on logits [R, V] (src/runtime/cuda-sampling.ts packs the arrays): params [R, 8] (u,
+   * invT with 0 = greedy, topK with 0 = off, topP, minP, repetition, presence, frequency), entries [E, 3]
+   * (row, id, 2 · output count + inSeen; rows non-decreasing, each (row, id) once). Waits; returns the ids.
+   * Error naming the row for a NaN logit, a row of only -inf, or +inf in a non-greedy row.
+   */
+  sampleRows(logits: number, R: number, V: number, params: Float64Array, entries: Int32Array): Int32Array;
+  /**
    * Diagnostic: per op label (e.g. 'matmul gemv 3584x3584', 'attentionDca decode kernel' / '... combine'), the
    * count, the GPU milliseconds between CUDA events around it and the host milliseconds in the native call,
    * since the last call (waits for the stream). Empty unless setOpTiming(true) came first.
@@ -144,6 +151,8 @@ export interface CudaAddon {
     readonly widenChunkElems: number;
     readonly cublasWorkspaceBytes: number;
   };
+  /** The sampling scratch constants src/runtime/cuda-sampling.ts mirrors, and samplingMassShift(152064). */
+  readonly samplingConstants: { readonly chunkEntries: number; readonly align: number; readonly rowParamBytes: number; readonly massShift152064: number };
   /** Number of CUDA devices; 0 without a driver or GPU (never throws). */
   deviceCount(): number;
   /** '' when a device is usable, else one line saying why not. */

@@ -12,6 +12,7 @@
 import type { AttentionBatch, Backend, DcaParams, KvCacheLayer } from './backend.js';
 import { tryLoadCudaAddon, type CudaDeviceInfo, type CudaOpTime, type NativeCudaContext } from './cuda-addon.js';
 import type { CudaScratchBytes } from './cuda-scratch.js';
+import { cudaSampleRows } from './cuda-sampling.js';
 import { DTYPE_CODE, type DTypeCode } from './native-addon.js';
 import { fmtShape, OpChecks } from './op-checks.js';
 import { numel, type DType, type Tensor } from './tensor.js';
@@ -139,6 +140,10 @@ export function createCudaBackend(opts: CudaBackendOptions = {}): CudaBackend {
       if (!Number.isSafeInteger(given[f]) || given[f] < 0) fail('create', `scratch.${f} must be a non-negative integer, got ${given[f]}`);
     }
     scratch = Object.fromEntries(SCRATCH_FIELDS.map((f) => [f, given[f]])) as unknown as CudaScratchBytes;
+    if (given.sampling !== undefined) {
+      if (!Number.isSafeInteger(given.sampling) || given.sampling < 0) fail('create', `scratch.sampling must be a non-negative integer, got ${given.sampling}`);
+      scratch = { ...scratch, sampling: given.sampling };
+    }
   }
   const ctx: NativeCudaContext = new loaded.addon.CudaContext(device, gemvMaxRows, maxSplits,
     opts.exactMatmul === true ? 0 : 1, opts.tensorCoreAttention === true ? 1 : 0, scratch, decodeAttention === 'stream' ? 1 : 0);
@@ -339,6 +344,11 @@ export function createCudaBackend(opts: CudaBackendOptions = {}): CudaBackend {
     gatherRows(x: Tensor, rows: Int32Array, out: Tensor): void {
       const [T, H] = check.gatherRows(x, rows, out);
       ctx.gatherRows(id('gatherRows', 'x', x), T, H, rows, id('gatherRows', 'out', out));
+    },
+
+    sampleRows(logits: Tensor, rows): Int32Array {
+      expectRank('sampleRows', 'logits', logits, 2, '[R, V]');
+      return cudaSampleRows(ctx, id('sampleRows', 'logits', logits), logits.shape[0], logits.shape[1], rows);
     },
   };
 }

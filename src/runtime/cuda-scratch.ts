@@ -6,6 +6,7 @@
 // CUDA test compares); a step inside the limits never asks for more than these bytes, and a reserved
 // context throws on a request beyond them (a planning bug).
 import type { DType } from './tensor.js';
+import { cudaSamplingScratchBytes } from './cuda-sampling.js';
 
 /** Bytes of each scratch buffer of a CUDA context (CudaBackendOptions.scratch, CudaBackend.scratchBytes()). */
 export interface CudaScratchBytes {
@@ -21,6 +22,8 @@ export interface CudaScratchBytes {
   readonly staging: number;
   /** The workspace handed to cuBLAS (cublasSetWorkspace). */
   readonly cublasWorkspace: number;
+  /** sampleRows: row parameters, ids, a penalty chunk and a penalized logits copy per row (cuda-sampling.ts). Absent: grown on demand. */
+  readonly sampling?: number;
 }
 
 /** The model dimensions the scratch depends on (ModelConfig fields). */
@@ -130,10 +133,13 @@ export function cudaScratchBytes(shape: CudaScratchShape, limits: CudaScratchLim
   const splitRows = Math.max(CUDA_SPLIT_ROWS_PER_SEQ * maxSeqs, CUDA_MIN_SPLIT_ROWS);
   const attentionPartials = 4 * splitRows * nH * (D + 2);
 
-  return { activations16, widened, attentionIndices, attentionPartials, staging, cublasWorkspace: K.cublasWorkspaceBytes };
+  // sampling: sampleRows over the R = min(maxNumSeqs, T) sampled rows of V logits, every row penalized.
+  const sampling = cudaSamplingScratchBytes(S, V);
+
+  return { activations16, widened, attentionIndices, attentionPartials, staging, cublasWorkspace: K.cublasWorkspaceBytes, sampling };
 }
 
 /** Sum of the fields (what a reserved context adds to peakBytes). */
 export function cudaScratchTotal(s: CudaScratchBytes): number {
-  return s.activations16 + s.widened + s.attentionIndices + s.attentionPartials + s.staging + s.cublasWorkspace;
+  return s.activations16 + s.widened + s.attentionIndices + s.attentionPartials + s.staging + s.cublasWorkspace + (s.sampling ?? 0);
 }

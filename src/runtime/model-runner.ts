@@ -1,7 +1,8 @@
 // The model runner: owns a backend, the uploaded weights, the graph and the paged KV caches of all
-// layers; turns flat step inputs into logits on the host. One runner per loaded model. It never sees
-// requests or sampling policy (those live in engine/ and sampling/). dispose() frees everything.
-import type { Backend, KvCacheLayer } from './backend.js';
+// layers; turns flat step inputs into logits on the host, or (stepSampled, on a backend with sampleRows)
+// into token ids sampled on the backend. One runner per loaded model. It never sees requests or sampling
+// policy (those live in engine/ and sampling/: it is handed finished SamplingRows). dispose() frees everything.
+import type { Backend, KvCacheLayer, SamplingRow } from './backend.js';
 import type { ModelConfig } from '../model/config-types.js';
 import type { LayerWeights, ModelWeights } from '../model/weights-types.js';
 import { Qwen2Graph, type StepInputs } from '../model/qwen2.js';
@@ -65,6 +66,29 @@ export class ModelRunner {
     const host = this.backend.read(logits);
     this.backend.free(logits);
     return host;
+  }
+
+  /** True when the backend samples on its own (Backend.sampleRows), so stepSampled can be used. */
+  get canSampleRows(): boolean {
+    return typeof this.backend.sampleRows === 'function';
+  }
+
+  /**
+   * Runs one step and samples every logits row on the backend: rows[i] samples row i (one per entry of
+   * inputs.sampleRows). Returns the ids and, when readLogits (a row needs logprobs), the logits [R, vocab]
+   * on the host as step() returns them (sampleRows leaves them unchanged); otherwise only R int32 cross.
+   */
+  stepSampled(inputs: StepInputs, rows: readonly SamplingRow[], readLogits: boolean): { tokenIds: Int32Array; logits: Float32Array | null } {
+    if (this.disposed) throw new Error('ModelRunner used after dispose()');
+    if (!this.backend.sampleRows) throw new Error(`the ${this.backend.name} backend has no sampleRows`);
+    if (rows.length !== inputs.sampleRows.length) throw new Error(`stepSampled: ${rows.length} sampling rows for ${inputs.sampleRows.length} sampled rows`);
+    const logits = this.graph.forward(inputs, this.caches);
+    try {
+      const tokenIds = this.backend.sampleRows(logits, rows);
+      return { tokenIds, logits: readLogits ? this.backend.read(logits) : null };
+    } finally {
+      this.backend.free(logits);
+    }
   }
 
   dispose(): void {

@@ -8,6 +8,7 @@ import { f32ToBf16, hostView, makeTensor, numel, toF32, type Tensor } from './te
 import { referenceAttentionDca } from './reference-dca.js';
 import { referenceCacheValues } from './reference-kv.js';
 import { referenceAttentionDcaSparse } from './reference-sparse.js';
+import { sampleRowsOnHost } from '../sampling/sample-rows.js';
 
 function fail(op: string, message: string): never {
   throw new Error(`reference ${op}: ${message}`);
@@ -284,5 +285,10 @@ export function createReferenceBackend(): Backend {
     attentionDca: referenceAttentionDca,
     attentionDcaSparse: referenceAttentionDcaSparse,
     gatherRows,
+    sampleRows(logits, rows) {
+      const data = f32Data('sampleRows', 'logits', logits);
+      if (logits.shape.length !== 2) fail('sampleRows', `logits must be [R, V], got [${logits.shape.join(', ')}]`);
+      return sampleRowsOnHost('reference sampleRows', data, logits.shape[0], logits.shape[1], rows);
+    },
   };
 }

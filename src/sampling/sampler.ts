@@ -12,6 +12,16 @@ export { RequestRng, TokenHistory };
 /** vLLM's _SAMPLING_EPS: a temperature below it means greedy. */
 export const GREEDY_TEMPERATURE_EPS = 1e-5;
 
+/**
+ * What the penalties read of a request's history (TokenHistory is one): the distinct ids of prompt ∪ output
+ * (repetition penalty) and the output ids with their counts (frequency/presence). Ids must be non-negative
+ * integers; seenIds must not repeat an id.
+ */
+export interface PenaltyHistory {
+  seenIds(): readonly number[];
+  readonly outputCounts: ReadonlyMap<number, number>;
+}
+
 export type TransformParams = Pick<
   SamplingParams,
   'temperature' | 'topP' | 'topK' | 'minP' | 'repetitionPenalty' | 'presencePenalty' | 'frequencyPenalty'
@@ -26,7 +36,7 @@ export type TransformParams = Pick<
  * for ids in prompt ∪ output, logit > 0 → logit / r, else logit · r. Then for ids in the output, with
  * count c: logit −= frequency·c + presence·[c > 0]. Ids outside the row are ignored. O(V) copy + O(distinct ids).
  */
-export function applyPenalties(logits: Float32Array, params: TransformParams, history: TokenHistory | null): Float32Array {
+export function applyPenalties(logits: Float32Array, params: TransformParams, history: PenaltyHistory | null): Float32Array {
   const z = logits.slice();
   if (history === null) return z;
   const V = z.length;
@@ -85,7 +95,7 @@ export interface SparseDistribution {
  * of top-p; O(K log K) to put the kept ids back in id order. No full-vocabulary sort. Measured on a 152K
  * row (2-vCPU dev box): ~0.3-0.6 ms with Qwen's defaults (top-k 20), ~2.3 ms top-p alone, ~0.2 ms greedy.
  */
-export function transformSparse(logits: Float32Array, params: TransformParams, history: TokenHistory | null = null): SparseDistribution {
+export function transformSparse(logits: Float32Array, params: TransformParams, history: PenaltyHistory | null = null): SparseDistribution {
   const penalize = history !== null && (params.repetitionPenalty !== 1 || params.frequencyPenalty !== 0 || params.presencePenalty !== 0);
   const z = penalize ? applyPenalties(logits, params, history) : logits; // read-only from here on
   if (isGreedy(params)) return { ids: Int32Array.of(argmax(z)), p: Float64Array.of(1) };
@@ -190,7 +200,7 @@ function identity(n: number): Int32Array {
 }
 
 /** The final distribution as a dense [V] array (zeros outside the support). For tests and debugging. */
-export function applyTransforms(logits: Float32Array, params: TransformParams, history: TokenHistory | null = null): Float64Array {
+export function applyTransforms(logits: Float32Array, params: TransformParams, history: PenaltyHistory | null = null): Float64Array {
   const { ids, p } = transformSparse(logits, params, history);
   const probs = new Float64Array(logits.length);
   for (let j = 0; j < ids.length; j++) probs[ids[j]] = p[j];
@@ -206,8 +216,12 @@ export function sample(probs: Float64Array, rng: RequestRng): number {
 }
 
 /** Samples one token: exactly one draw from `rng` whatever the params (greedy included). */
-export function sampleToken(logits: Float32Array, params: TransformParams, history: TokenHistory | null, rng: RequestRng): number {
-  const u = rng.nextFloat();
+export function sampleToken(logits: Float32Array, params: TransformParams, history: PenaltyHistory | null, rng: RequestRng): number {
+  return sampleTokenWithUniform(logits, params, history, rng.nextFloat());
+}
+
+/** The token sampleToken picks when its one draw gives u (in [0, 1)): the host sampler with the draw made by the caller. */
+export function sampleTokenWithUniform(logits: Float32Array, params: TransformParams, history: PenaltyHistory | null, u: number): number {
   const { ids, p } = transformSparse(logits, params, history);
   return drawInverseCdf(ids, p, u);
 }

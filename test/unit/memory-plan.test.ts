@@ -184,13 +184,13 @@ test('(b) KV does not fit: 7B at 1,010,000 tokens, bf16 KV, one H100-80GB at 0.9
   assert.equal(p.failure?.kind, 'kv_cache');
   assert.equal(
     errorOf(p),
-    'max_model_len 1,010,000 needs 53.9 GiB of KV; 51.7 GiB is available after weights, workspace and margin at utilization 0.90: ' +
-      'use --max-model-len 967000 or less, --kv-cache-dtype fp8, or --tensor-parallel-size 2',
+    'max_model_len 1,010,000 needs 53.9 GiB of KV; 51.5 GiB is available after weights, workspace and margin at utilization 0.90: ' +
+      'use --max-model-len 965000 or less, --kv-cache-dtype fp8, or --tensor-parallel-size 2',
   );
   assert.throws(() => assertPlanFits(p), (e) => isUserError(e) && e.message === errorOf(p));
-  assert.equal(p.maxModelLenThatFits, 967_984);
+  assert.equal(p.maxModelLenThatFits, 965_264);
   // every suggested change fits on its own
-  for (const fix of [{ maxModelLen: 967_000 }, { kvCacheDtype: 'fp8' as const }, { tensorParallelSize: 2 }]) {
+  for (const fix of [{ maxModelLen: 965_000 }, { kvCacheDtype: 'fp8' as const }, { tensorParallelSize: 2 }]) {
     assert.equal(plan(QWEN_7B, H100, { maxModelLen: LEN_1M, ...fix }).fits, true, JSON.stringify(fix));
   }
 });
@@ -198,13 +198,13 @@ test('(b) KV does not fit: 7B at 1,010,000 tokens, bf16 KV, one H100-80GB at 0.9
 test('(b) 14B at 1,010,000 on H100-80GB: without TP, and per GPU with TP 2', () => {
   assert.equal(
     errorOf(plan(QWEN_14B, H100)),
-    'max_model_len 1,010,000 needs 184.9 GiB of KV; 38.6 GiB is available after weights, workspace and margin at utilization 0.90: ' +
-      'use --max-model-len 211000 or less, or --tensor-parallel-size 4',
+    'max_model_len 1,010,000 needs 184.9 GiB of KV; 38.5 GiB is available after weights, workspace and margin at utilization 0.90: ' +
+      'use --max-model-len 210000 or less, or --tensor-parallel-size 4',
   );
   assert.equal(
     errorOf(plan(QWEN_14B, H100, { tensorParallelSize: 2 })),
-    'max_model_len 1,010,000 needs 92.5 GiB of KV per GPU; 52.3 GiB is available after weights, workspace and margin at utilization 0.90: ' +
-      'use --max-model-len 571000 or less, --kv-cache-dtype fp8, or --tensor-parallel-size 4',
+    'max_model_len 1,010,000 needs 92.5 GiB of KV per GPU; 52.2 GiB is available after weights, workspace and margin at utilization 0.90: ' +
+      'use --max-model-len 570000 or less, --kv-cache-dtype fp8, or --tensor-parallel-size 4',
   );
 });
 
@@ -214,10 +214,10 @@ test('(a) weights alone exceed the cap: 14B on an RTX 4090', () => {
   assert.equal(
     errorOf(p),
     'weights need 27.5 GiB per GPU, 7.7 GiB more than the 19.8 GiB usable at utilization 0.90 (cap 21.3 GiB of 23.6 GiB, less 1.5 GiB ' +
-      'CUDA runtime reserve and margin): use --tensor-parallel-size 2 with --max-model-len 35000 or less, or --quantization fp8 with --max-model-len 10000 or less',
+      'CUDA runtime reserve and margin): use --tensor-parallel-size 2 with --max-model-len 35000 or less, or --quantization fp8 with --max-model-len 9000 or less',
   );
   assert.equal(plan(QWEN_14B, RTX4090, { tensorParallelSize: 2, maxModelLen: 35000 }).fits, true);
-  assert.equal(plan(QWEN_14B, RTX4090, { weightDtype: 'fp8', maxModelLen: 10000 }).fits, true);
+  assert.equal(plan(QWEN_14B, RTX4090, { weightDtype: 'fp8', maxModelLen: 9000 }).fits, true);
 });
 
 test('(c) workspace does not fit: a huge max_num_batched_tokens', () => {
@@ -225,7 +225,7 @@ test('(c) workspace does not fit: a huge max_num_batched_tokens', () => {
   assert.equal(p.failure?.kind, 'workspace');
   assert.equal(
     errorOf(p),
-    'workspace for --max-num-batched-tokens 1,048,576 and --max-num-seqs 256 needs 334.4 GiB per GPU; 109.1 GiB is available after weights ' +
+    'workspace for --max-num-batched-tokens 1,048,576 and --max-num-seqs 256 needs 334.5 GiB per GPU; 109.1 GiB is available after weights ' +
       'and margin at utilization 0.90: use --max-num-batched-tokens 168960 or less',
   );
   assert.equal(plan(QWEN_7B, H200, { maxNumBatchedTokens: 168_960 }).fits, true);
@@ -258,8 +258,8 @@ test('7B at 1,010,000 tokens with fp8 KV fits on one H100-80GB at the default ut
   assert.equal(p.fits, true);
   assert.equal(p.failure, null);
   assert.equal(gib1(p.kvCacheBytesNeededPerDevice), '27.0');
-  // headroom beyond one 1,010,000-token sequence: the pool holds ~1.94 M tokens (24.7 GiB spare)
-  assert.equal(gib1(p.kvAvailableBytesPerDevice - p.kvCacheBytesNeededPerDevice), '24.7');
+  // headroom beyond one 1,010,000-token sequence: the pool holds ~1.94 M tokens (24.6 GiB spare)
+  assert.equal(gib1(p.kvAvailableBytesPerDevice - p.kvCacheBytesNeededPerDevice), '24.6');
   assert.equal(p.numSeqsThatFit(LEN_1M), 1);
   // and bf16 KV needs utilization 0.95 (or the fixes of the (b) message)
   assert.equal(plan(QWEN_7B, H100, { maxModelLen: LEN_1M, gpuMemoryUtilization: 0.95 }).fits, true);
@@ -355,7 +355,7 @@ test('CLI: longctx plan --json from a config.json alone; exit 0 when it fits, 2 
     const no = run('--gpu', 'H100-80GB');
     assert.equal(no.status, 2);
     assert.match(no.stdout, /^fits: no$/m);
-    assert.match(no.stdout, /use --max-model-len 967000 or less, --kv-cache-dtype fp8, or --tensor-parallel-size 2/);
+    assert.match(no.stdout, /use --max-model-len 965000 or less, --kv-cache-dtype fp8, or --tensor-parallel-size 2/);
 
     const bad = run('--gpu', 'H100-80GB', '--tensor-parallel-size', '3');
     assert.equal(bad.status, 1);
