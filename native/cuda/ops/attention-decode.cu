@@ -20,6 +20,7 @@
 // cache (only the load and its exact widening differ), so a bf16 cache holding bf16(x) and an f32 cache
 // holding the same values give the same bits.
 #include <cmath>
+#include <cstdlib>
 
 #include "attention-common.cuh"
 
@@ -732,8 +733,14 @@ __global__ void __launch_bounds__(kNW * 32, MINB) decodeKernel(Params p, int nq)
 }  // namespace v4
 
 // Which kernel a head size runs: v4 up to d = 128, v3 at 256 (v4 would hold 2 x 128 floats per lane there).
-// The benchmark can pin v3 everywhere (setStreamDecodeVersion) to time both on the same build.
-int gVersion = 4;
+// Benchmarks can pin v3 everywhere (setStreamDecodeVersion, or LONGCTX_DECODE_KERNEL=3 at process start) to
+// time both on the same build; 5 is v4 with the register budget of 2 CTAs per SM at d = 128.
+int versionFromEnv() {
+  const char* e = std::getenv("LONGCTX_DECODE_KERNEL");
+  if (e != nullptr && (e[0] == '3' || e[0] == '5') && e[1] == '\0') return e[0] - '0';
+  return 4;
+}
+int gVersion = versionFromEnv();
 template <int D>
 constexpr bool kHasV4 = D <= 128;
 
