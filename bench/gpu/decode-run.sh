@@ -56,7 +56,7 @@ tests_rc=0
 run_tests() {
   stamp "CUDA tests"
   node --import tsx scripts/gpu/make-tiny-model.mts
-  LONGCTX_CUDA_SYNC=1 timeout ${TESTS_TIMEOUT:-300} node --import tsx --test --test-concurrency=1 --test-reporter=spec \
+  LONGCTX_CUDA_SYNC=${TESTS_SYNC:-1} timeout ${TESTS_TIMEOUT:-300} node --import tsx --test --test-concurrency=1 --test-reporter=spec \
     test/native/cuda-conformance.test.ts test/native/cuda-matmul-bf16.test.ts test/native/cuda-attention-tc.test.ts \
     test/native/cuda-golden.test.ts test/native/cuda-memory.test.ts > "$out/tests.log" 2>&1
   tests_rc=$?

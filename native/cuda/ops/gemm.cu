@@ -79,21 +79,25 @@ __device__ __forceinline__ void widenRaw(const RawEight<DT>& r, float (&out)[8])
 // 3584-row matrices (q, o, down: 3584 warps) then need two waves where 5 blocks per SM needed one. Now:
 //  - deep (BATCH 8, f32 4; up to 80 registers): only where the grid has several waves anyway (gate_up, lm_head);
 //  - shallow (BATCH 4, f32 2; <= 64 registers, 4 blocks per SM): everything else, so 4,224 warps fit one wave;
+//  - T = 1 on the shallow launches: a build with one accumulator row, which keeps BATCH 8 (f32 4) within 64
+//    registers;
 //  - WPR warps per row (1, 2, 4 or 8) when the rows alone leave most of a wave idle (k/v: 512 rows x 8 warps):
 //    warp part w of a row takes the lane's chunks t = w, w + WPR, ... and the parts' sums are added in part order.
 // Each lane's FMAs run over its chunks k = 8·(lane + 32·t) in order of t; with WPR = 1 that is v1/v2's order
 // (same bits); with WPR > 1 the row sum is a different (fixed) association of the same fp32 products.
-template <int DT, int BATCH, int WPR, int MINB>
+// MAXT: token rows the kernel is compiled for (1: the decode case, T = 1, whose single accumulator leaves the
+// registers for BATCH = 8 within the 64 of 4 blocks per SM; else kGemvMaxRows).
+template <int DT, int BATCH, int WPR, int MINB, int MAXT = kGemvMaxRows>
 __global__ void __launch_bounds__(kGemvWarps * 32, MINB)
 gemvKernel(const float* x, int T, int64_t K, const void* w, int64_t N, const float* bias, float* out) {
   constexpr int kRowsPerBlock = kGemvWarps / WPR;
-  __shared__ float partial[WPR > 1 ? kGemvWarps : 1][kGemvMaxRows];
+  __shared__ float partial[WPR > 1 ? kGemvWarps : 1][MAXT];
   const int warpInBlock = threadIdx.x / 32, part = warpInBlock % WPR;
   const int64_t n = blockIdx.x * int64_t{kRowsPerBlock} + warpInBlock / WPR;
   const int lane = threadIdx.x % 32;
-  float acc[kGemvMaxRows];
+  float acc[MAXT];
 #pragma unroll
-  for (int t = 0; t < kGemvMaxRows; ++t) acc[t] = 0.f;
+  for (int t = 0; t < MAXT; ++t) acc[t] = 0.f;
   if (n < N) {
     const int64_t row = n * K;
     if (K % 8 == 0) {
@@ -110,7 +114,7 @@ gemvKernel(const float* x, int T, int64_t K, const void* w, int64_t N, const flo
           float wv[8];
           widenRaw<DT>(raw[u], wv);
 #pragma unroll
-          for (int t = 0; t < kGemvMaxRows; ++t) {
+          for (int t = 0; t < MAXT; ++t) {
             if (t >= T) break;
             const float4* xp = reinterpret_cast<const float4*>(x + t * K + k);
             const float4 a = __ldg(xp), b = __ldg(xp + 1);
@@ -125,7 +129,7 @@ gemvKernel(const float* x, int T, int64_t K, const void* w, int64_t N, const flo
       for (int64_t k = lane + 32 * part; k < K; k += 32 * WPR) {
         const float wk = loadOne<DT>(w, row + k);
 #pragma unroll
-        for (int t = 0; t < kGemvMaxRows; ++t) {
+        for (int t = 0; t < MAXT; ++t) {
           if (t >= T) break;
           acc[t] = fmaf(wk, x[t * K + k], acc[t]);
         }
@@ -133,7 +137,7 @@ gemvKernel(const float* x, int T, int64_t K, const void* w, int64_t N, const flo
     }
   }
 #pragma unroll
-  for (int t = 0; t < kGemvMaxRows; ++t) {
+  for (int t = 0; t < MAXT; ++t) {
     if (t >= T) break;
     float s = acc[t];
     for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
@@ -176,10 +180,18 @@ int gemvBlocksPerSm() {
   return n;
 }
 
+// T = 1 takes the MAXT = 1 build of the shallow launches with v2's depth (BATCH 8, f32 4) at 4 blocks per SM.
 template <int DT, int BATCH, int WPR, int MINB>
 void launchGemv(cudaStream_t s, const float* x, int T, int64_t K, const void* w, int64_t N, const float* bias, float* out) {
   constexpr int kRowsPerBlock = kGemvWarps / WPR;
   const unsigned blocks = static_cast<unsigned>((N + kRowsPerBlock - 1) / kRowsPerBlock);
+  if constexpr (MINB == 4) {
+    if (T == 1) {
+      constexpr int kDeep = DT == kF32 ? 4 : 8;
+      gemvKernel<DT, kDeep, WPR, 4, 1><<<blocks, kGemvWarps * 32, 0, s>>>(x, T, K, w, N, bias, out);
+      return;
+    }
+  }
   gemvKernel<DT, BATCH, WPR, MINB><<<blocks, kGemvWarps * 32, 0, s>>>(x, T, K, w, N, bias, out);
 }
 
