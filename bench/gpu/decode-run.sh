@@ -5,6 +5,8 @@
 # (-v5), bf16/f32 caches at 32K and 128K only, and the profile runs twice: the defaults, then the previous
 # decode kernel, GEMV launch and small ops (LONGCTX_DECODE_KERNEL=3 LONGCTX_GEMV=2 LONGCTX_SMALL_OPS=v3), stream
 # decode only, at $PROFILE_LENGTHS (default 32768,131072). --tests-first runs the CUDA tests right after the micro-benchmarks.
+# Environment: MICRO_ARGS (attn-bench arguments instead of the defaults), TEST_FILES, TESTS_TIMEOUT (s, default 300),
+# TESTS_SYNC (LONGCTX_CUDA_SYNC for the tests, default 1), PROFILE_LENGTHS, PROFILE_VARIANTS (default stream,tiled).
 # Steps, each with a time limit, logs under $OUT: build both addons; decode micro-benchmarks (attn-bench
 # --decode-only --gemv: stream vs tiled decode attention at 32K/128K/256K, f32 and bf16 caches, plain and DCA;
 # the T = 1 GEMV shapes); the decode-step profile (bench/gpu/decode-profile.ts: per-op CUDA-event times of a
@@ -45,7 +47,9 @@ stamp "micro-benchmarks"
 cuda=${CUDA_HOME:-/usr/local/cuda}
 "$cuda/bin/nvcc" -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -Inative/cuda bench/gpu/attn-bench.cu \
   build/cuda/liblongctx_cuda_ops.a -L"$cuda/lib64" -lcublas -Xlinker -rpath -Xlinker "$cuda/lib64" -o /tmp/attn-bench \
-  && if [ $versions -eq 1 ]; then
+  && if [ -n "${MICRO_ARGS:-}" ]; then
+    timeout 150 /tmp/attn-bench $MICRO_ARGS
+  elif [ $versions -eq 1 ]; then
     timeout 150 /tmp/attn-bench --decode-only --gemv --versions --only=fp32-kvbf16,dca-fp32-kvbf16,fp32,dca-fp32 32768 131072
   else
     timeout 120 /tmp/attn-bench --decode-only --gemv 32768 131072 262144
@@ -57,8 +61,8 @@ run_tests() {
   stamp "CUDA tests"
   node --import tsx scripts/gpu/make-tiny-model.mts
   LONGCTX_CUDA_SYNC=${TESTS_SYNC:-1} timeout ${TESTS_TIMEOUT:-300} node --import tsx --test --test-concurrency=1 --test-reporter=spec \
-    test/native/cuda-conformance.test.ts test/native/cuda-matmul-bf16.test.ts test/native/cuda-attention-tc.test.ts \
-    test/native/cuda-golden.test.ts test/native/cuda-memory.test.ts > "$out/tests.log" 2>&1
+    ${TEST_FILES:-test/native/cuda-conformance.test.ts test/native/cuda-matmul-bf16.test.ts test/native/cuda-attention-tc.test.ts \
+    test/native/cuda-golden.test.ts test/native/cuda-memory.test.ts} > "$out/tests.log" 2>&1
   tests_rc=$?
   grep -E '^ℹ (tests|pass|fail|skipped)' "$out/tests.log" | tr '\n' ' '; echo
   [ $tests_rc -ne 0 ] && { echo "decode-run: CUDA tests FAILED (rc $tests_rc):"; grep -E '✖|not ok|Error|error:' "$out/tests.log" | head -40; }
@@ -75,7 +79,8 @@ if [ $profile -eq 1 ]; then
     LONGCTX_DECODE_KERNEL=3 LONGCTX_GEMV=2 LONGCTX_SMALL_OPS=v3 timeout 100 node --import tsx bench/gpu/decode-profile.ts --lengths "$plens" --steps 16 --variants stream \
       > "$out/profile-previous.jsonl" 2>> "$out/profile-err.txt" || { echo "decode-run: previous-kernel profile failed"; tail -20 "$out/profile-err.txt"; }
   else
-    timeout 200 node --import tsx bench/gpu/decode-profile.ts --lengths 32768,131072,262144 --steps 24 > "$out/profile.jsonl" 2> "$out/profile-err.txt" \
+    timeout 200 node --import tsx bench/gpu/decode-profile.ts --lengths "${PROFILE_LENGTHS:-32768,131072,262144}" --steps 24 \
+      --variants "${PROFILE_VARIANTS:-stream,tiled}" > "$out/profile.jsonl" 2> "$out/profile-err.txt" \
       || { echo "decode-run: profile failed"; tail -20 "$out/profile-err.txt"; }
   fi
 fi
