@@ -1,4 +1,6 @@
-// Decode attention, "stream" kernel (v3 of the decode path): the tiles of the decode tiling (<= 8 query
+// Decode attention, "stream" kernels: v4 (namespace v4 below; the default for head sizes 8-128) and v3 (head
+// size 256, and a benchmark switch). What follows describes v3; v4's own comment says what it changes.
+// v3: the tiles of the decode tiling (<= 8 query
 // vectors: one row x a GQA group, or a few rows of a small group) over an f32 or bf16 paged cache, plain and
 // DCA, with the Params/Tile/split-K partial format of attention-common.cuh, so pagedAttention's planner and
 // the combine kernel are shared with the other two kernels.
