@@ -7,7 +7,9 @@
 // Prints one JSON object per line. Usage: attn-bench [--tc-only | --only=VARIANT[,VARIANT...]] [contextLen ...]
 // (default 4096 16384 65536; VARIANT: fp32, tc-bf16, dca-fp32, dca-tc-bf16, each also with -kvbf16;
 // --decode-only: only the decode rows; VARIANT-tiled for fp32/dca-fp32(-kvbf16): decode on the tiled kernel
-// instead of the stream kernel; --gemv: the T = 1 GEMM rows only, plus the decode rows with --decode-only).
+// instead of the stream kernel; --gemv: the T = 1 GEMM rows only, plus the decode rows with --decode-only, and the
+// GEMV's v2 launch policy as "gemv bf16w v2"; --versions: each stream decode row also on the v3 kernel
+// (VARIANT-v3) and on v4 at 2 CTAs per SM (VARIANT-v5)).
 // Profiling: scripts/gpu/profile-attn.sh
 #include <cuda_bf16.h>
 
@@ -20,6 +22,14 @@
 #include "cuda-ops.h"
 
 using namespace lcuda;
+
+// Benchmark hooks of the kernels' files (not in cuda-ops.h): which decode attention kernel / GEMV launch runs.
+namespace lcuda {
+void setGemvVersion(int version);
+namespace attn {
+void setStreamDecodeVersion(int version);
+}
+}  // namespace lcuda
 
 namespace {
 
@@ -86,6 +96,9 @@ bool selected(const std::string& only, const char* name) {
   return false;
 }
 
+// Decode kernel versions timed per stream decode row (--versions: v4 default, v3, v5 = v4 at 2 CTAs per SM).
+std::vector<int> gDecodeVersions = {4};
+
 void benchAttention(cudaStream_t s, int numSms, int L, bool tcOnly, const std::string& only, bool decodeOnly) {
   const int nH = 28, nKv = 4, D = 128, bs = 16;
   const int numBlocks = (L + bs - 1) / bs;
@@ -135,20 +148,26 @@ void benchAttention(cudaStream_t s, int numSms, int L, bool tcOnly, const std::s
       std::vector<float> scales(nq, 1.f);
       DcaArgs d = dca;
       d.rowLogitScale = scales.data();
-      const double ms = timeMs(s, [&] {
-        if (var.kv16) pagedAttention(s, scratch, opt, shape16, q, k16, v16, 1, qs, ctx, table.data(), scale, out, var.dca ? &d : nullptr);
-        else pagedAttention(s, scratch, opt, shape32, q, k, v, 1, qs, ctx, table.data(), scale, out, var.dca ? &d : nullptr);
-      });
-      if (nq == L) {
-        const double flops = 4.0 * D * nH * (static_cast<double>(L) * (L + 1) / 2);
-        std::printf("{\"kind\":\"attention\",\"phase\":\"prefill\",\"variant\":\"%s\",\"L\":%d,\"ms\":%.4f,\"tflops\":%.3f}\n",
-                    var.name, L, ms, flops / ms / 1e9);
-      } else {
-        const double bytes = 2.0 * L * nKv * D * (var.kv16 ? 2 : sizeof(float));  // the cache bytes read
-        std::printf("{\"kind\":\"attention\",\"phase\":\"decode\",\"variant\":\"%s\",\"L\":%d,\"ms\":%.4f,\"gbps\":%.1f}\n",
-                    var.name, L, ms, bytes / ms / 1e6);
+      const bool streamRow = nq == 1 && !var.tiled;
+      for (const int version : streamRow ? gDecodeVersions : std::vector<int>{4}) {
+        attn::setStreamDecodeVersion(version);
+        const double ms = timeMs(s, [&] {
+          if (var.kv16) pagedAttention(s, scratch, opt, shape16, q, k16, v16, 1, qs, ctx, table.data(), scale, out, var.dca ? &d : nullptr);
+          else pagedAttention(s, scratch, opt, shape32, q, k, v, 1, qs, ctx, table.data(), scale, out, var.dca ? &d : nullptr);
+        });
+        const std::string name = std::string(var.name) + (streamRow && version != 4 ? "-v" + std::to_string(version) : "");
+        if (nq == L) {
+          const double flops = 4.0 * D * nH * (static_cast<double>(L) * (L + 1) / 2);
+          std::printf("{\"kind\":\"attention\",\"phase\":\"prefill\",\"variant\":\"%s\",\"L\":%d,\"ms\":%.4f,\"tflops\":%.3f}\n",
+                      name.c_str(), L, ms, flops / ms / 1e9);
+        } else {
+          const double bytes = 2.0 * L * nKv * D * (var.kv16 ? 2 : sizeof(float));  // the cache bytes read
+          std::printf("{\"kind\":\"attention\",\"phase\":\"decode\",\"variant\":\"%s\",\"L\":%d,\"ms\":%.4f,\"gbps\":%.1f}\n",
+                      name.c_str(), L, ms, bytes / ms / 1e6);
+        }
+        std::fflush(stdout);
       }
-      std::fflush(stdout);
+      attn::setStreamDecodeVersion(4);
     }
   }
   cudaFree(k); cudaFree(v); cudaFree(q); cudaFree(out); cudaFree(k16); cudaFree(v16);
@@ -185,6 +204,11 @@ void benchGemm(cudaStream_t s, int T) {
     g.bf16Activations = false;
     report(T <= kGemvMaxRows ? "gemv f32w" : "sgemm f32w", timeMs(s, [&] { matmul(g, s, x, T, sh.K, w, kF32, sh.N, nullptr, out); }, 500));
     report(T <= kGemvMaxRows ? "gemv bf16w" : "widen+sgemm bf16w", timeMs(s, [&] { matmul(g, s, x, T, sh.K, w16, kBF16, sh.N, nullptr, out); }, 500));
+    if (T <= kGemvMaxRows) {  // the previous launch policy on the same build
+      setGemvVersion(2);
+      report("gemv bf16w v2", timeMs(s, [&] { matmul(g, s, x, T, sh.K, w16, kBF16, sh.N, nullptr, out); }, 500));
+      setGemvVersion(3);
+    }
     if (T > kGemvMaxRows) {  // the default path: x rounded to bf16 + tensor-core GEMM, fp32 out
       g.bf16Activations = true;
       report("round x + bf16 GEMM (default)", timeMs(s, [&] { matmul(g, s, x, T, sh.K, w16, kBF16, sh.N, nullptr, out); }, 500));
@@ -215,6 +239,7 @@ int main(int argc, char** argv) {
       else if (a.rfind("--only=", 0) == 0) only = a.substr(7);
       else if (a == "--decode-only") decodeOnly = true;
       else if (a == "--gemv") gemvOnly = true;
+      else if (a == "--versions") gDecodeVersions = {4, 3, 5};
       else lens.push_back(std::atoi(argv[i]));
     }
     if (lens.empty()) lens = {4096, 16384, 65536};

@@ -123,8 +123,8 @@ function rmsnormTests(be: () => Backend): void {
   // mean(x²) ~ 1e-8 < eps so the eps term dominates (catches eps added outside the sqrt, or dropped).
   const rowScales = [1, 1e12, 3e4, 1e-4, 0.5];
   for (const eps of [1e-5, 1e-6]) {
-    test(`rmsnorm: eps ${eps}, H in {1,7,33,128,1027}, rows of magnitude 1e-4..1e12`, () => {
-      const cases = grid({ hidden: [1, 7, 33, 128, 1027], numTokens: [1, 5] });
+    test(`rmsnorm: eps ${eps}, H in {1,7,33,128,1027,1536,3584,6144}, rows of magnitude 1e-4..1e12`, () => {
+      const cases = grid({ hidden: [1, 7, 33, 128, 1027, 1536, 3584, 6144], numTokens: [1, 5] });
       checkEach(cases, (c) => `rmsnorm eps=${eps} T=${c.numTokens} H=${c.hidden}`, (c, label) => {
         const rng = makeRng(2000 + c.hidden);
         const x = new Float32Array(c.numTokens * c.hidden);

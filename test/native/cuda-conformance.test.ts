@@ -82,6 +82,33 @@ if (unavailable !== null) {
       const decodes = [1, 1000, 2049].map((contextLen) => ({ contextLen, numQueries: 1 }));
       checkAttention(be(), { ...gqa, numHoleBlocks: 2, seed: 79, seqs: decodes }, 'decode batch 1/1000/2049');
     });
+    test('attention: long decodes (4,099 and 20,001 keys: many key tiles per warp, key splits), f32 and bf16 caches, large logits', () => {
+      for (const kvDtype of ['f32', 'bf16'] as const) {
+        const seqs = [{ contextLen: 4099, numQueries: 1 }, { contextLen: 20001, numQueries: 1 }];
+        checkAttention(be(), { ...gqa, numHoleBlocks: 2, seed: 80, valueScale: 3, kvDtype, seqs }, `long decodes (${kvDtype} cache)`);
+      }
+    });
+    // The GEMV's launch shapes (gemm.cu v3): several warps per row (N 512: 8; N 600: 4), one warp per row with
+    // the shallow load depth (N 3584), the deep depth for grids of several waves (N 12000), K % 8 != 0.
+    for (const dtype of ['bf16', 'f32'] as const) {
+      test(`matmul ${dtype}: GEMV launch shapes (N 512 / 3584 / 12000, K 3584 / 1024 / 1000), T 1 and 5, with bias`, () => {
+        const rng = makeRng(dtype.length * 29);
+        for (const [K, N] of [[3584, 512], [3584, 3584], [1024, 12000], [1000, 700]]) {
+          const w = fromF32(dtype, [N, K], randomF32(rng, N * K, 0.05));
+          const bias = randomF32(rng, N);
+          const wDev = be().upload(w);
+          for (const T of [1, 5]) {
+            const x = randomF32(rng, T * K);
+            const out = poisonedOut(be(), [T, N]);
+            be().matmul(uploadF32(be(), [T, K], x), wDev, uploadF32(be(), [N], bias), out);
+            const [x64, w64, b64] = [Float64Array.from(x), valuesF64(w), Float64Array.from(bias)];
+            const ref = matmulF64(x64, w64, b64, T, K, N);
+            assertClose(be().read(out), ref, dotTolerance(x64, w64, b64, T, K, N), `matmul ${dtype} K=${K} N=${N} T=${T}`, [T, N]);
+          }
+          be().free(wDev);
+        }
+      });
+    }
     for (const dtype of ['bf16', 'f16', 'f32'] as const) {
       test(`matmul ${dtype}: K 3584, N 600, T 1 (GEMV) and T 40 (cuBLAS), with bias`, () => {
         const rng = makeRng(dtype.length * 17);

@@ -4,6 +4,9 @@
 // arithmetic is IEEE fp32 with the contract's rounding steps (RoPE angles: f32 inv_freq and f32 product).
 #include <cuda_fp16.h>
 
+#include <cstdlib>
+#include <cstring>
+
 #include "../cuda-ops.h"
 
 namespace lcuda {
@@ -56,6 +59,73 @@ __global__ void rmsnormKernel(const float* x, int64_t H, const float* w, float e
   for (int64_t c = threadIdx.x; c < H; c += blockDim.x) orow[c] = (row[c] / rms) * w[c];
 }
 
+// Decode v4: one block per row with the row in registers (NC float4 chunks per thread, H % 4 == 0,
+// H <= 1024·NC): one read of x, the weight loads issued before the reduction, no second pass. Same
+// formula per element as rmsnormKernel; the sum of squares is associated differently (per thread over
+// its float4 chunks, then the warp tree, then the warps in order).
+template <int NC>
+__global__ void __launch_bounds__(kThreads) rmsnormRowKernel(const float* x, int64_t H, const float* w, float eps,
+                                                           float* out) {
+  __shared__ float partial[kThreads / 32];
+  const int64_t H4 = H / 4;
+  const float4* row = reinterpret_cast<const float4*>(x + blockIdx.x * H);
+  const float4* w4 = reinterpret_cast<const float4*>(w);
+  float4 v[NC], wv[NC];
+#pragma unroll
+  for (int c = 0; c < NC; ++c) {
+    const int64_t i = threadIdx.x + int64_t{c} * kThreads;
+    v[c] = i < H4 ? row[i] : make_float4(0.f, 0.f, 0.f, 0.f);
+  }
+#pragma unroll
+  for (int c = 0; c < NC; ++c) {
+    const int64_t i = threadIdx.x + int64_t{c} * kThreads;
+    wv[c] = i < H4 ? __ldg(w4 + i) : make_float4(0.f, 0.f, 0.f, 0.f);
+  }
+  float sum = 0.f;
+#pragma unroll
+  for (int c = 0; c < NC; ++c) {
+    sum = fmaf(v[c].x, v[c].x, sum);
+    sum = fmaf(v[c].y, v[c].y, sum);
+    sum = fmaf(v[c].z, v[c].z, sum);
+    sum = fmaf(v[c].w, v[c].w, sum);
+  }
+  for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+  if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = sum;
+  __syncthreads();
+  float total = 0.f;
+  for (int i = 0; i < kThreads / 32; ++i) total += partial[i];
+  const float rms = sqrtf(total / static_cast<float>(H) + eps);
+  float4* orow = reinterpret_cast<float4*>(out + blockIdx.x * H);
+#pragma unroll
+  for (int c = 0; c < NC; ++c) {
+    const int64_t i = threadIdx.x + int64_t{c} * kThreads;
+    if (i < H4)
+      orow[i] = make_float4((v[c].x / rms) * wv[c].x, (v[c].y / rms) * wv[c].y, (v[c].z / rms) * wv[c].z,
+                            (v[c].w / rms) * wv[c].w);
+  }
+}
+
+__global__ void add4Kernel(const float4* a, const float4* b, float4* out, int64_t n4) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n4; i += int64_t{gridDim.x} * blockDim.x) {
+    const float4 x = a[i], y = b[i];
+    out[i] = make_float4(x.x + y.x, x.y + y.y, x.z + y.z, x.w + y.w);
+  }
+}
+
+__device__ __forceinline__ float siluTimes(float g, float u) { return (g / (1.f + expf(-g))) * u; }
+
+// I % 4 == 0: four outputs per thread step (gate and up rows are then float4-aligned).
+__global__ void siluMul4Kernel(const float* gateUp, int64_t I, int64_t n4, float* out) {
+  const int64_t I4 = I / 4;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n4; i += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t t = i / I4, j = i - t * I4;
+    const float4 g = reinterpret_cast<const float4*>(gateUp + t * 2 * I)[j];
+    const float4 u = reinterpret_cast<const float4*>(gateUp + t * 2 * I + I)[j];
+    reinterpret_cast<float4*>(out)[i] = make_float4(siluTimes(g.x, u.x), siluTimes(g.y, u.y), siluTimes(g.z, u.z),
+                                                    siluTimes(g.w, u.w));
+  }
+}
+
 __global__ void addKernel(const float* a, const float* b, float* out, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x)
     out[i] = a[i] + b[i];
@@ -64,8 +134,7 @@ __global__ void addKernel(const float* a, const float* b, float* out, int64_t n)
 __global__ void siluMulKernel(const float* gateUp, int64_t I, int64_t n, float* out) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n; i += int64_t{gridDim.x} * blockDim.x) {
     const int64_t t = i / I, j = i - t * I;
-    const float g = gateUp[t * 2 * I + j], u = gateUp[t * 2 * I + I + j];
-    out[i] = (g / (1.f + expf(-g))) * u;
+    out[i] = siluTimes(gateUp[t * 2 * I + j], gateUp[t * 2 * I + I + j]);
   }
 }
 
@@ -141,25 +210,48 @@ void widen(cudaStream_t s, const void* src, int dtype, int64_t count, float* out
   LCUDA_LAUNCHED("widenKernel", s);
 }
 
+namespace {
+// Benchmark hook: LONGCTX_SMALL_OPS=v3 at process start keeps rmsnorm, add and siluMul on the previous kernels.
+const bool kVectorPaths = [] {
+  const char* e = std::getenv("LONGCTX_SMALL_OPS");
+  return e == nullptr || std::strcmp(e, "v3") != 0;
+}();
+bool aligned16(const void* p) { return kVectorPaths && reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+}  // namespace
+
 void rmsnorm(cudaStream_t s, const float* x, int64_t T, int64_t H, const float* w, float eps, float* out) {
   if (T == 0 || H == 0) return;
+  const bool rowPath = H % 4 == 0 && H <= 8 * 1024 && aligned16(x) && aligned16(w) && aligned16(out);
   for (int64_t t0 = 0; t0 < T; t0 += 2147483647) {  // gridDim.x limit
     const int64_t rows = T - t0 < 2147483647 ? T - t0 : 2147483647;
-    rmsnormKernel<<<static_cast<unsigned>(rows), kThreads, 0, s>>>(x + t0 * H, H, w, eps, out + t0 * H);
+    const unsigned grid = static_cast<unsigned>(rows);
+    const float* xr = x + t0 * H;
+    float* outr = out + t0 * H;
+    if (!rowPath) rmsnormKernel<<<grid, kThreads, 0, s>>>(xr, H, w, eps, outr);
+    else if (H <= 1024) rmsnormRowKernel<1><<<grid, kThreads, 0, s>>>(xr, H, w, eps, outr);
+    else if (H <= 2048) rmsnormRowKernel<2><<<grid, kThreads, 0, s>>>(xr, H, w, eps, outr);
+    else if (H <= 4096) rmsnormRowKernel<4><<<grid, kThreads, 0, s>>>(xr, H, w, eps, outr);
+    else rmsnormRowKernel<8><<<grid, kThreads, 0, s>>>(xr, H, w, eps, outr);
     LCUDA_LAUNCHED("rmsnormKernel", s);
   }
 }
 
 void add(cudaStream_t s, const float* a, const float* b, float* out, int64_t n) {
   if (n == 0) return;
-  addKernel<<<gridFor(n), kThreads, 0, s>>>(a, b, out, n);
+  if (n % 4 == 0 && aligned16(a) && aligned16(b) && aligned16(out)) {
+    add4Kernel<<<gridFor(n / 4), kThreads, 0, s>>>(reinterpret_cast<const float4*>(a), reinterpret_cast<const float4*>(b),
+                                                   reinterpret_cast<float4*>(out), n / 4);
+  } else {
+    addKernel<<<gridFor(n), kThreads, 0, s>>>(a, b, out, n);
+  }
   LCUDA_LAUNCHED("addKernel", s);
 }
 
 void siluMul(cudaStream_t s, const float* gateUp, int64_t T, int64_t I, float* out) {
   const int64_t n = T * I;
   if (n == 0) return;
-  siluMulKernel<<<gridFor(n), kThreads, 0, s>>>(gateUp, I, n, out);
+  if (I % 4 == 0 && aligned16(gateUp) && aligned16(out)) siluMul4Kernel<<<gridFor(n / 4), kThreads, 0, s>>>(gateUp, I, n / 4, out);
+  else siluMulKernel<<<gridFor(n), kThreads, 0, s>>>(gateUp, I, n, out);
   LCUDA_LAUNCHED("siluMulKernel", s);
 }
 

@@ -14,6 +14,7 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <cstdlib>
 
 #include "../cuda-ops.h"
 
@@ -73,71 +74,161 @@ __device__ __forceinline__ void widenRaw(const RawEight<DT>& r, float (&out)[8])
   }
 }
 
-// v2: the K % 8 == 0 path issues kGemvBatch 16-byte weight loads per lane (32 B each for f32) before it
-// uses the first (v1: one chunk at a time), so each warp has 4 KB of its row in flight; the FMAs are the
-// same in the same order (lane's chunks k = 8·lane + 256·i in order of i), so the results are v1's bits.
-template <int DT>
-__global__ void __launch_bounds__(kGemvWarps * 32)
+// v3 (decode v4): the load depth and the warps per row follow the grid. v2 issued kBatch = 8 (f32: 4) 16-byte
+// weight loads per lane before using the first; that costs 80 registers, 3 blocks of 8 warps per SM, and the
+// 3584-row matrices (q, o, down: 3584 warps) then need two waves where 5 blocks per SM needed one. Now:
+//  - deep (BATCH 8, f32 4; up to 80 registers): only where the grid has several waves anyway (gate_up, lm_head);
+//  - shallow (BATCH 4, f32 2; <= 64 registers, 4 blocks per SM): everything else, so 4,224 warps fit one wave;
+//  - T = 1 on the shallow launches: a build with one accumulator row, which keeps BATCH 8 (f32 4) within 64
+//    registers;
+//  - WPR warps per row (1, 2, 4 or 8) when the rows alone leave most of a wave idle (k/v: 512 rows x 8 warps):
+//    warp part w of a row takes the lane's chunks t = w, w + WPR, ... and the parts' sums are added in part order.
+// Each lane's FMAs run over its chunks k = 8·(lane + 32·t) in order of t; with WPR = 1 that is v1/v2's order
+// (same bits); with WPR > 1 the row sum is a different (fixed) association of the same fp32 products.
+// MAXT: token rows the kernel is compiled for (1: the decode case, T = 1, whose single accumulator leaves the
+// registers for BATCH = 8 within the 64 of 4 blocks per SM; else kGemvMaxRows).
+template <int DT, int BATCH, int WPR, int MINB, int MAXT = kGemvMaxRows>
+__global__ void __launch_bounds__(kGemvWarps * 32, MINB)
 gemvKernel(const float* x, int T, int64_t K, const void* w, int64_t N, const float* bias, float* out) {
-  constexpr int kBatch = DT == kF32 ? 4 : 8;
-  const int64_t n = blockIdx.x * int64_t{kGemvWarps} + threadIdx.x / 32;
+  constexpr int kRowsPerBlock = kGemvWarps / WPR;
+  __shared__ float partial[WPR > 1 ? kGemvWarps : 1][MAXT];
+  const int warpInBlock = threadIdx.x / 32, part = warpInBlock % WPR;
+  const int64_t n = blockIdx.x * int64_t{kRowsPerBlock} + warpInBlock / WPR;
   const int lane = threadIdx.x % 32;
-  if (n >= N) return;
-  float acc[kGemvMaxRows];
+  float acc[MAXT];
 #pragma unroll
-  for (int t = 0; t < kGemvMaxRows; ++t) acc[t] = 0.f;
-  const int64_t row = n * K;
-  if (K % 8 == 0) {
-    for (int64_t k0 = int64_t{lane} * 8; k0 < K; k0 += 256 * kBatch) {
-      RawEight<DT> raw[kBatch];
+  for (int t = 0; t < MAXT; ++t) acc[t] = 0.f;
+  if (n < N) {
+    const int64_t row = n * K;
+    if (K % 8 == 0) {
+      constexpr int64_t kStep = 256 * WPR;  // elements between a lane's consecutive chunks
+      for (int64_t k0 = (int64_t{lane} + 32 * part) * 8; k0 < K; k0 += kStep * BATCH) {
+        RawEight<DT> raw[BATCH];
 #pragma unroll
-      for (int u = 0; u < kBatch; ++u)
-        if (k0 + 256 * u < K) raw[u] = loadRaw<DT>(w, row + k0 + 256 * u);
+        for (int u = 0; u < BATCH; ++u)
+          if (k0 + kStep * u < K) raw[u] = loadRaw<DT>(w, row + k0 + kStep * u);
 #pragma unroll
-      for (int u = 0; u < kBatch; ++u) {
-        const int64_t k = k0 + 256 * u;
-        if (k >= K) break;
-        float wv[8];
-        widenRaw<DT>(raw[u], wv);
+        for (int u = 0; u < BATCH; ++u) {
+          const int64_t k = k0 + kStep * u;
+          if (k >= K) break;
+          float wv[8];
+          widenRaw<DT>(raw[u], wv);
 #pragma unroll
-        for (int t = 0; t < kGemvMaxRows; ++t) {
+          for (int t = 0; t < MAXT; ++t) {
+            if (t >= T) break;
+            const float4* xp = reinterpret_cast<const float4*>(x + t * K + k);
+            const float4 a = __ldg(xp), b = __ldg(xp + 1);
+            float s = acc[t];
+            s = fmaf(wv[0], a.x, s); s = fmaf(wv[1], a.y, s); s = fmaf(wv[2], a.z, s); s = fmaf(wv[3], a.w, s);
+            s = fmaf(wv[4], b.x, s); s = fmaf(wv[5], b.y, s); s = fmaf(wv[6], b.z, s); s = fmaf(wv[7], b.w, s);
+            acc[t] = s;
+          }
+        }
+      }
+    } else {
+      for (int64_t k = lane + 32 * part; k < K; k += 32 * WPR) {
+        const float wk = loadOne<DT>(w, row + k);
+#pragma unroll
+        for (int t = 0; t < MAXT; ++t) {
           if (t >= T) break;
-          const float4* xp = reinterpret_cast<const float4*>(x + t * K + k);
-          const float4 a = __ldg(xp), b = __ldg(xp + 1);
-          float s = acc[t];
-          s = fmaf(wv[0], a.x, s); s = fmaf(wv[1], a.y, s); s = fmaf(wv[2], a.z, s); s = fmaf(wv[3], a.w, s);
-          s = fmaf(wv[4], b.x, s); s = fmaf(wv[5], b.y, s); s = fmaf(wv[6], b.z, s); s = fmaf(wv[7], b.w, s);
-          acc[t] = s;
+          acc[t] = fmaf(wk, x[t * K + k], acc[t]);
         }
       }
     }
-  } else {
-    for (int64_t k = lane; k < K; k += 32) {
-      const float wk = loadOne<DT>(w, row + k);
-#pragma unroll
-      for (int t = 0; t < kGemvMaxRows; ++t) {
-        if (t >= T) break;
-        acc[t] = fmaf(wk, x[t * K + k], acc[t]);
-      }
-    }
   }
-  const float b = bias != nullptr ? bias[n] : 0.f;
 #pragma unroll
-  for (int t = 0; t < kGemvMaxRows; ++t) {
+  for (int t = 0; t < MAXT; ++t) {
     if (t >= T) break;
     float s = acc[t];
     for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
-    if (lane == 0) out[t * N + n] = s + b;
+    acc[t] = s;
+  }
+  if constexpr (WPR == 1) {
+    if (n < N && lane == 0) {
+      const float b = bias != nullptr ? bias[n] : 0.f;
+      for (int t = 0; t < T; ++t) out[t * N + n] = acc[t] + b;
+    }
+  } else {
+    if (lane == 0)
+      for (int t = 0; t < T; ++t) partial[warpInBlock][t] = acc[t];
+    __syncthreads();
+    if (part == 0 && n < N && lane < T) {
+      float s = partial[warpInBlock][lane];
+#pragma unroll
+      for (int q = 1; q < WPR; ++q) s += partial[warpInBlock + q][lane];
+      out[lane * N + n] = s + (bias != nullptr ? bias[n] : 0.f);
+    }
+  }
+}
+
+// Per device: SM count, and resident blocks per SM of each instantiation (queried once).
+int smCount() {
+  static int counts[64] = {};
+  int dev = 0;
+  LCUDA_CHECK(cudaGetDevice(&dev));
+  if (dev < 0 || dev >= 64) dev = 0;
+  if (counts[dev] == 0) LCUDA_CHECK(cudaDeviceGetAttribute(&counts[dev], cudaDevAttrMultiProcessorCount, dev));
+  return counts[dev];
+}
+template <int DT, int BATCH, int WPR, int MINB>
+int gemvBlocksPerSm() {
+  static const int n = [] {
+    int b = 0;
+    LCUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, gemvKernel<DT, BATCH, WPR, MINB>, kGemvWarps * 32, 0));
+    return b > 0 ? b : 1;
+  }();
+  return n;
+}
+
+// T = 1 takes the MAXT = 1 build of the shallow launches with v2's depth (BATCH 8, f32 4) at 4 blocks per SM.
+template <int DT, int BATCH, int WPR, int MINB>
+void launchGemv(cudaStream_t s, const float* x, int T, int64_t K, const void* w, int64_t N, const float* bias, float* out) {
+  constexpr int kRowsPerBlock = kGemvWarps / WPR;
+  const unsigned blocks = static_cast<unsigned>((N + kRowsPerBlock - 1) / kRowsPerBlock);
+  if constexpr (MINB == 4) {
+    if (T == 1) {
+      constexpr int kDeep = DT == kF32 ? 4 : 8;
+      gemvKernel<DT, kDeep, WPR, 4, 1><<<blocks, kGemvWarps * 32, 0, s>>>(x, T, K, w, N, bias, out);
+      return;
+    }
+  }
+  gemvKernel<DT, BATCH, WPR, MINB><<<blocks, kGemvWarps * 32, 0, s>>>(x, T, K, w, N, bias, out);
+}
+
+// Benchmark hook: v2's launch (deep loads, one warp per row) for every shape (setGemvVersion(2), or
+// LONGCTX_GEMV=2 at process start).
+bool v2FromEnv() {
+  const char* e = std::getenv("LONGCTX_GEMV");
+  return e != nullptr && e[0] == '2' && e[1] == '\0';
+}
+bool gV2Policy = v2FromEnv();
+
+template <int DT>
+void gemvFor(cudaStream_t s, const float* x, int T, int64_t K, const void* w, int64_t N, const float* bias, float* out) {
+  constexpr int kDeep = DT == kF32 ? 4 : 8, kShallow = DT == kF32 ? 2 : 4;
+  if (gV2Policy) return launchGemv<DT, kDeep, 1, 1>(s, x, T, K, w, N, bias, out);
+  const int64_t sms = smCount();
+  const int64_t deepWave = sms * gemvBlocksPerSm<DT, kDeep, 1, 1>() * kGemvWarps;
+  const int64_t shallowWave = sms * gemvBlocksPerSm<DT, kShallow, 1, 4>() * kGemvWarps;
+  if (N >= 3 * deepWave) return launchGemv<DT, kDeep, 1, 1>(s, x, T, K, w, N, bias, out);  // several waves
+  // Few rows: split each over several warps while that still fits one shallow wave and leaves every lane
+  // at least one 8-element chunk per part.
+  int wpr = 1;
+  while (wpr < 8 && N * wpr * 2 <= shallowWave && K >= int64_t{256} * wpr * 2) wpr *= 2;
+  switch (wpr) {
+    case 8: return launchGemv<DT, kShallow, 8, 4>(s, x, T, K, w, N, bias, out);
+    case 4: return launchGemv<DT, kShallow, 4, 4>(s, x, T, K, w, N, bias, out);
+    case 2: return launchGemv<DT, kShallow, 2, 4>(s, x, T, K, w, N, bias, out);
+    default: return launchGemv<DT, kShallow, 1, 4>(s, x, T, K, w, N, bias, out);
   }
 }
 
 void gemv(cudaStream_t s, const float* x, int T, int64_t K, const void* w, int dtype, int64_t N, const float* bias,
           float* out) {
-  const unsigned blocks = static_cast<unsigned>((N + kGemvWarps - 1) / kGemvWarps);
   switch (dtype) {
-    case kF32: gemvKernel<kF32><<<blocks, kGemvWarps * 32, 0, s>>>(x, T, K, w, N, bias, out); break;
-    case kBF16: gemvKernel<kBF16><<<blocks, kGemvWarps * 32, 0, s>>>(x, T, K, w, N, bias, out); break;
-    default: gemvKernel<kF16><<<blocks, kGemvWarps * 32, 0, s>>>(x, T, K, w, N, bias, out); break;
+    case kF32: gemvFor<kF32>(s, x, T, K, w, N, bias, out); break;
+    case kBF16: gemvFor<kBF16>(s, x, T, K, w, N, bias, out); break;
+    default: gemvFor<kF16>(s, x, T, K, w, N, bias, out); break;
   }
   LCUDA_LAUNCHED("gemvKernel", s);
 }
@@ -170,6 +261,9 @@ void sgemmRows(cublasHandle_t blas, const float* x, int64_t T, int64_t K, const 
 }
 
 }  // namespace
+
+// Benchmark hook (not in the header): version 2 launches every GEMV as v2 did, anything else as v3.
+void setGemvVersion(int version) { gV2Policy = version == 2; }
 
 void bindStream(GemmContext& g, cudaStream_t s) {
   if (g.streamBound && g.boundStream == s) return;
