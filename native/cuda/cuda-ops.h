@@ -179,8 +179,9 @@ constexpr int kSparseBlock = 64;      // rows per query block, width of a slash 
 constexpr int kSparseMaxLastQ = 64;   // estimation rows per sub-range, at most (sparse_attention_last_q)
 constexpr int kSparseMaxHeadDim = 128;
 constexpr int kSparseStatChunkKeys = 2048;  // keys per CTA of the estimation's first pass
-// key tiles / columns per (head, block) beyond 2·min(slashSize, end) / min(verticalSize, end): the fallbacks
-constexpr int kSparseTileSlack = 10, kSparseColumnSlack = 15;
+// key tiles / columns per (head, block) beyond 2·min(slashSize, end) + (columns + 15) / 64 / min(verticalSize,
+// end): the fallbacks and the per-stage rounding of the column tiles
+constexpr int kSparseTileSlack = 13, kSparseColumnSlack = 15;
 struct SparseArgs {
   const int32_t* numSparseRows;  // host [numSeqs], in [0, numQueries(s)]
   int lastQ;                     // [1, kSparseMaxLastQ]

@@ -87,8 +87,8 @@ export const CUDA_SCRATCH_CONSTANTS = {
   sparseMaxLastQ: 64,
   /** Keys per CTA of the estimation's first pass (one (max, sum) partial per row each). */
   sparseStatChunkKeys: 2048,
-  /** Key tiles per (head, block) beyond 2·slashes: two fallback slash lists of 5. */
-  sparseTileSlack: 10,
+  /** Key tiles per (head, block) beyond 2·slashes + (columns + 15) / 64: two fallback slash lists of 5, 3 column-tile roundings. */
+  sparseTileSlack: 13,
   /** Columns per (head, block) beyond the verticals: three fallback vertical lists of 5. */
   sparseColumnSlack: 15,
 } as const;
@@ -114,7 +114,8 @@ export interface CudaSparseLayoutDims {
  * segment rounded up to 4 words): meta (block-table row, n row factors, per-head records), stage records,
  * the estimation queries [h, 3, m, D], pass-1 partials [h, ceil(end / 2048), m, 2], row statistics [h, m, 2],
  * scores [h, 2, end], the selected lists (sumV + sumS), and per 64-row block the key tiles (2 words each,
- * 2·sumS + 10h of them), the columns (sumV + 15h) and the counts (3h). Monotone in every dimension.
+ * 2·sumS + 13h + floor((sumV + 15h) / 64) of them: range tiles, then each stage's columns in tiles of 64),
+ * the columns (sumV + 15h) and the counts (3h). Monotone in every dimension.
  */
 export function cudaSparseLayoutBytes(d: CudaSparseLayoutDims): number {
   const K = CUDA_SCRATCH_CONSTANTS;
@@ -122,7 +123,7 @@ export function cudaSparseLayoutBytes(d: CudaSparseLayoutDims): number {
   const { numHeads: h, headDim: D, m, end, n } = d;
   const blocks = Math.ceil(n / K.sparseBlock);
   const chunks = Math.ceil(end / K.sparseStatChunkKeys);
-  const tiles = 2 * d.sumS + K.sparseTileSlack * h;
+  const tiles = 2 * d.sumS + K.sparseTileSlack * h + Math.floor((d.sumV + K.sparseColumnSlack * h) / K.sparseBlock);
   const cols = d.sumV + K.sparseColumnSlack * h;
   const words = r4(d.maxBlocksPerSeq + n + SPARSE_HEAD_WORDS * h) + r4(3 * SPARSE_STAGE_WORDS * h) + r4(3 * h * m * D) +
     r4(2 * h * chunks * m) + r4(2 * h * m) + r4(2 * h * end) + r4(d.sumV) + r4(d.sumS) + r4(2 * blocks * tiles) + r4(blocks * cols) +

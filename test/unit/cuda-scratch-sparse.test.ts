@@ -12,13 +12,15 @@ const LIMITS: CudaScratchLimits = { maxNumBatchedTokens: 8192, maxNumSeqs: 256, 
 test('cudaSparseLayoutBytes: a worked example, segment by segment (4-word rounding)', () => {
   // h = 2, D = 8, m = 2, end = 100, n = 3, maxBlocksPerSeq = 8, sumV = 5, sumS = 7 (words):
   // meta r4(8 + 3 + 2·8) = 28; stages r4(3·12·2) = 72; qEst 3·2·2·8 = 96; partials r4(2·1·2·2) = 8 (one 2048-key
-  // chunk); row stats 8; scores 2·2·100 = 400; V r4(5) = 8; S r4(7) = 8; one block: tiles 2·(2·7 + 10·2) = 68,
-  // columns r4(5 + 15·2) = 36, counts r4(3·2) = 8. Total 740 words.
+  // chunk); row stats 8; scores 2·2·100 = 400; V r4(5) = 8; S r4(7) = 8; one block: tiles 2·(2·7 + 13·2 +
+  // floor((5 + 15·2) / 64)) = 80, columns r4(5 + 15·2) = 36, counts r4(3·2) = 8. Total 752 words.
+  // With sumV = 98: floor(128 / 64) = 2 more column tiles (4 words), columns r4(128) - r4(35) = 92, V r4(98) - r4(5) = 92.
   const d = { numHeads: 2, headDim: 8, m: 2, end: 100, n: 3, maxBlocksPerSeq: 8, sumV: 5, sumS: 7 };
-  assert.equal(cudaSparseLayoutBytes(d), 4 * 740);
-  // one more 64-row block adds one block's tiles (68) and columns (36 -> r4(70) = 72), the counts segment goes
+  assert.equal(cudaSparseLayoutBytes(d), 4 * 752);
+  assert.equal(cudaSparseLayoutBytes({ ...d, sumV: 98 }) - cudaSparseLayoutBytes(d), 4 * (4 + 92 + (100 - 8)));
+  // one more 64-row block adds one block's tiles (80) and columns (36 -> r4(70) = 72), the counts segment goes
   // r4(6) = 8 -> 12 words, and the 65th row factor rounds the meta segment up by 4 (88 -> 92 words)
-  assert.equal(cudaSparseLayoutBytes({ ...d, n: 65 }) - cudaSparseLayoutBytes({ ...d, n: 64 }), 4 * (68 + 36 + 4 + 4));
+  assert.equal(cudaSparseLayoutBytes({ ...d, n: 65 }) - cudaSparseLayoutBytes({ ...d, n: 64 }), 4 * (80 + 36 + 4 + 4));
   assert.equal(cudaSparseLayoutBytes({ ...d, end: 2049 }) - cudaSparseLayoutBytes({ ...d, end: 2048 }), 4 * (8 + 2 * 2 * 1));
 });
 

@@ -14,11 +14,14 @@ constexpr int kSinkColumns = 30;     // first keys forced into every vertical se
 constexpr int kLocalDiagonals = 100;  // nearest diagonals forced into every slash selection
 constexpr int kFallbackCount = 5;     // evenly spaced indices standing in for an empty stage list
 constexpr int kStatChunkKeys = kSparseStatChunkKeys;
-// Tile and column capacity per (head, block) beyond the budgets: a stage has at most as many range tiles
-// as slash offsets (a range grows 64 keys per offset), a diagonal lies in at most two stages, and each of
-// the (at most) two fallback slash lists adds 5; each of three vertical lists may be the 5-key fallback.
+// Tile and column capacity per (head, block): a stage has at most as many range tiles as slash offsets (a
+// range grows 64 keys per offset), a diagonal lies in at most two stages, and each of the (at most) two
+// fallback slash lists adds 5; each of three vertical lists may be the 5-key fallback (columns <= vk + 15);
+// each stage's columns make ceil(count / 64) column tiles, <= floor((vk + 15) / 64) + 3 over the stages.
+// tiles per (head, block) <= 2·sk + 13 + floor((vk + 15) / 64).
 constexpr int kTileSlack = kSparseTileSlack, kColumnSlack = kSparseColumnSlack;
-static_assert(kTileSlack == 2 * kFallbackCount && kColumnSlack == 3 * kFallbackCount, "the fallback slack");
+static_assert(kTileSlack == 2 * kFallbackCount + 3 && kColumnSlack == 3 * kFallbackCount, "the fallback slack");
+__host__ __device__ constexpr int64_t tileCapacity(int64_t sk, int64_t vk) { return 2 * sk + kTileSlack + (vk + kColumnSlack) / 64; }
 
 // Per head of one sub-range: budgets clipped to end, offsets into the V/S lists and the tile/column rows.
 struct HeadInfo {
@@ -45,8 +48,10 @@ struct SparseParams {
   float* scores;           // [numHeads][2][end]: vertical, slash
   int32_t* V;              // ascending selected keys, per head at heads[h].vOff
   int32_t* S;              // ascending selected diagonals, per head at heads[h].sOff
-  int2* tiles;             // [nBlocks][sumTCap]: (first key, count << 2 | variant)
-  int32_t* cols;           // [nBlocks][sumCCap]: key << 2 | variant
+  // [nBlocks][sumTCap] key tiles of <= 64 keys of one stage, (x, count << 3 | isColumn << 2 | variant): a range
+  // tile holds keys x .. x + count - 1, a column tile the keys cols[x .. x + count - 1] of its (head, block)
+  int2* tiles;
+  int32_t* cols;           // [nBlocks][sumCCap]: keys
   int32_t* counts;         // [nBlocks][numHeads][3]: tiles, columns, keys
   int numHeads, numKvHeads, headDim, blockSize, rotaryDim, L, C;
   float theta, scale;
@@ -73,9 +78,10 @@ __device__ __forceinline__ int64_t keyOffset(const SparseParams& p, int kvh, int
   return (slot * p.numKvHeads + kvh) * p.headDim;
 }
 
-// Word offsets of the scratch segments (each a multiple of 4 words) and the total.
+// Word offsets of the scratch segments (each a multiple of 4 words) and the total; sumT / sumC: the tile and
+// column row lengths (bounds of Σ_h tileCapacity and Σ_h (vk + 15)).
 struct SparseLayout {
-  int64_t meta, stages, qEst, part, rowStats, scores, V, S, tiles, cols, counts, total;
+  int64_t meta, stages, qEst, part, rowStats, scores, V, S, tiles, cols, counts, total, sumT, sumC;
 };
 SparseLayout layoutWords(int numHeads, int headDim, int m, int64_t end, int n, int maxBlocksPerSeq, int64_t sumV,
                          int64_t sumS);

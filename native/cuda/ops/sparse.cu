@@ -13,8 +13,8 @@
 //  3. stages (stageKernel): each stage's verticals and slashes are contiguous slices of the ascending lists
 //     (binary search), or the 5-evenly-spaced fallback.
 //  4. index (indexKernel, a thread per (head, 64-row block)): the contract's slash-window scan per stage,
-//     emitted as key tiles of <= 64 contiguous keys, plus the columns: the stage's verticals outside every
-//     range, each tagged with its stage's DCA variant.
+//     emitted as key tiles of <= 64 contiguous keys, then the stage's columns (its verticals outside every
+//     range) in column tiles of <= 64; every tile carries its stage's DCA variant.
 //  5. attention (sparseAttentionKernel fp32 SIMT, or the bf16 tensor-core kernel of sparse-tc.cu): one CTA
 //     per (64-row block, head), one online softmax over the tile stream, each key with its stage's ordinary
 //     rotation (dcaQueryValue), causal mask key <= position.
@@ -95,17 +95,29 @@ __device__ inline void stageEstQueries(const SparseParams& p, int h, float* Qs) 
   }
 }
 
-// Ks [64][D + 1] = keys k0 .. k0 + 63 of KV head kvh (zero outside [0, end)).
+// Keys k0 .. k0 + 63 of KV head kvh (zero outside [0, end)) in two steps, so the loads of the next sub-tile
+// are in flight while the current one computes: fetchEstKeys into registers (this thread's float4s
+// threadIdx.x + i·256), storeEstKeys into Ks [64][D + 1].
+constexpr int kEstPerThread = kSparseBlock * (kSparseMaxHeadDim / 4) / kThreads;
 template <typename KV>
-__device__ inline void loadEstKeys(const SparseParams& p, int kvh, int k0, float* Ks) {
-  const int D = p.headDim, D4 = D / 4, ld = D + 1;
+__device__ inline void fetchEstKeys(const SparseParams& p, int kvh, int k0, float4 (&x)[kEstPerThread]) {
+  const int D4 = p.headDim / 4;
   const KV* kc = static_cast<const KV*>(p.kCache);
-  for (int idx = threadIdx.x; idx < kSparseBlock * D4; idx += blockDim.x) {
-    const int j = idx / D4, d4 = idx - j * D4, key = k0 + j;
-    float4 x = make_float4(0.f, 0.f, 0.f, 0.f);
-    if (key >= 0 && key < p.end) x = attn::loadKv4(kc, keyOffset(p, kvh, key) / 4 + d4);
+#pragma unroll
+  for (int i = 0; i < kEstPerThread; ++i) {
+    const int idx = threadIdx.x + i * kThreads, j = idx / D4, d4 = idx - j * D4, key = k0 + j;
+    x[i] = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (idx < kSparseBlock * D4 && key >= 0 && key < p.end) x[i] = attn::loadKv4(kc, keyOffset(p, kvh, key) / 4 + d4);
+  }
+}
+__device__ inline void storeEstKeys(const SparseParams& p, const float4 (&x)[kEstPerThread], float* Ks) {
+  const int D = p.headDim, D4 = D / 4, ld = D + 1;
+#pragma unroll
+  for (int i = 0; i < kEstPerThread; ++i) {
+    const int idx = threadIdx.x + i * kThreads, j = idx / D4, d4 = idx - j * D4;
+    if (idx >= kSparseBlock * D4) break;
     float* dst = Ks + j * ld + 4 * d4;
-    dst[0] = x.x, dst[1] = x.y, dst[2] = x.z, dst[3] = x.w;
+    dst[0] = x[i].x, dst[1] = x[i].y, dst[2] = x[i].z, dst[3] = x[i].w;
   }
 }
 
@@ -157,10 +169,13 @@ __global__ void __launch_bounds__(kThreads) estStatsKernel(SparseParams p) {
     ls[rr] = i < p.m ? p.scale * p.rowScale[p.end - p.m + i - p.begin] : 0.f;
   }
   const int kEnd = min(p.end, (chunk + 1) * kStatChunkKeys);
+  float4 pre[kEstPerThread];
+  fetchEstKeys<KV>(p, kvh, chunk * kStatChunkKeys, pre);
   for (int k0 = chunk * kStatChunkKeys; k0 < kEnd; k0 += kSparseBlock) {
     __syncthreads();
-    loadEstKeys<KV>(p, kvh, k0, Ks);
+    storeEstKeys(p, pre, Ks);
     __syncthreads();
+    if (k0 + kSparseBlock < kEnd) fetchEstKeys<KV>(p, kvh, k0 + kSparseBlock, pre);
     float s[4][4];
     estDots(p, Qs, Ks, k0, s);
 #pragma unroll
@@ -231,11 +246,14 @@ __global__ void __launch_bounds__(kThreads) estScoresKernel(SparseParams p) {
   }
   const int j0 = blockIdx.x * kScoreCols, kBase = j0 - (kSparseBlock - 1);
   const int ty = threadIdx.x / 16, tx = threadIdx.x % 16;
+  float4 pre[kEstPerThread];
+  fetchEstKeys<KV>(p, kvh, kBase, pre);
   for (int t = 0; t < kScoreWin / kSparseBlock; ++t) {
     const int k0 = kBase + kSparseBlock * t;
     __syncthreads();
-    loadEstKeys<KV>(p, kvh, k0, Ks);
+    storeEstKeys(p, pre, Ks);
     __syncthreads();
+    if (t + 1 < kScoreWin / kSparseBlock) fetchEstKeys<KV>(p, kvh, k0 + kSparseBlock, pre);
     float s[4][4];
     estDots(p, Qs, Ks, k0, s);
 #pragma unroll
@@ -435,7 +453,7 @@ __global__ void indexKernel(SparseParams p) {
     const int tileStart = tc;
     auto emit = [&](int rs, int re) {
       const int a = max(rs, 0), z = min(min(re, st.kvLen), limit);
-      for (int t0 = a; t0 < z; t0 += kSparseBlock) tiles[tc++] = make_int2(st.key0 + t0, (min(kSparseBlock, z - t0) << 2) | st.var);
+      for (int t0 = a; t0 < z; t0 += kSparseBlock) tiles[tc++] = make_int2(st.key0 + t0, (min(kSparseBlock, z - t0) << 3) | st.var);
     };
     const int ns = st.sCnt < 0 ? fallbackCount(st.kvLen) : st.sCnt;
     int rs = 0, re = -1;
@@ -456,25 +474,26 @@ __global__ void indexKernel(SparseParams p) {
     if (re >= 0) emit(rs, re);
     const int nv = st.vCnt < 0 ? fallbackCount(st.kvLen) : st.vCnt;
     int ti = tileStart;
+    const int colStart = cc;
     for (int q = 0; q < nv; ++q) {
       const int c = st.vCnt < 0 ? fallbackOffset(st.kvLen, q) : V[st.vBeg + q] - st.key0;
       if (c >= limit) break;
       const int key = st.key0 + c;
-      while (ti < tc && tiles[ti].x + (tiles[ti].y >> 2) <= key) ++ti;
+      while (ti < tc && tiles[ti].x + (tiles[ti].y >> 3) <= key) ++ti;
       if (ti < tc && tiles[ti].x <= key) continue;
-      cols[cc++] = (key << 2) | st.var;
+      cols[cc++] = key;
     }
+    for (int c0 = colStart; c0 < cc; c0 += kSparseBlock) tiles[tc++] = make_int2(c0, (min(kSparseBlock, cc - c0) << 3) | 4 | st.var);
   }
-  int keys = cc;
-  for (int i = 0; i < tc; ++i) keys += tiles[i].y >> 2;
+  int keys = 0;
+  for (int i = 0; i < tc; ++i) keys += tiles[i].y >> 3;
   p.counts[idx * 3] = tc;
   p.counts[idx * 3 + 1] = cc;
   p.counts[idx * 3 + 2] = keys;  // keys the block loads (diagnostic)
 }
 
 // fp32 attention over the tile stream of one (64-row block, head): 8 warps x 8 rows, keys in chunks of 32
-// (a lane per key; a range tile is two chunks, columns are gathered 32 at a time), the online softmax and
-// float4 K/V staging of attention.cu's kernel.
+// (a lane per key; a tile is two chunks), the online softmax and float4 K/V staging of attention.cu's kernel.
 template <int DC, typename KV>
 __global__ void __launch_bounds__(kThreads, 1) sparseAttentionKernel(SparseParams p) {
   constexpr int NW = 8, VPW = 8, NV = NW * VPW, KT = 32;
@@ -518,35 +537,20 @@ __global__ void __launch_bounds__(kThreads, 1) sparseAttentionKernel(SparseParam
     for (int c = 0; c < DC; ++c) acc[v][c] = 0.f;
   }
   const int item = b * p.numHeads + h;
-  const int nT = p.counts[item * 3], nC = p.counts[item * 3 + 1];
+  const int nT = p.counts[item * 3];
   const int2* tiles = p.tiles + static_cast<int64_t>(b) * p.sumTCap + p.heads[h].tOff;
   const int32_t* cols = p.cols + static_cast<int64_t>(b) * p.sumCCap + p.heads[h].cOff;
-  const int numChunks = 2 * nT + (nC + KT - 1) / KT;
-  for (int ci = 0; ci < numChunks; ++ci) {
-    int cnt;
-    if (ci < 2 * nT) {
-      const int2 t = tiles[ci / 2];
-      cnt = min(KT, (t.y >> 2) - KT * (ci % 2));
-      if (cnt <= 0) continue;  // CTA-uniform
-    } else {
-      cnt = min(KT, nC - KT * (ci - 2 * nT));
-    }
+  for (int ci = 0; ci < 2 * nT; ++ci) {  // each 64-key tile as two chunks of 32
+    const int2 t = tiles[ci / 2];
+    const int cnt = min(KT, (t.y >> 3) - KT * (ci % 2));
+    if (cnt <= 0) continue;  // CTA-uniform
     __syncthreads();  // the previous chunk's K, V, P and key list are consumed (first pass: Qs written)
     if (threadIdx.x < KT) {
-      int key = 0, var = 0;
-      if (threadIdx.x < cnt) {
-        if (ci < 2 * nT) {
-          const int2 t = tiles[ci / 2];
-          key = t.x + KT * (ci % 2) + threadIdx.x;
-          var = t.y & 3;
-        } else {
-          const int e = cols[KT * (ci - 2 * nT) + threadIdx.x];
-          key = e >> 2;
-          var = e & 3;
-        }
-      }
+      int key = 0;
+      const int j = KT * (ci % 2) + threadIdx.x;
+      if (threadIdx.x < cnt) key = (t.y & 4) != 0 ? cols[t.x + j] : t.x + j;
       keyList[threadIdx.x] = key;
-      varList[threadIdx.x] = var;
+      varList[threadIdx.x] = t.y & 3;
     }
     __syncthreads();
     for (int idx = threadIdx.x; idx < KT * D4; idx += blockDim.x) {
@@ -668,7 +672,10 @@ SparseLayout layoutWords(int numHeads, int headDim, int m, int64_t end, int n, i
   auto r4 = [](int64_t w) { return (w + 3) / 4 * 4; };
   SparseLayout l{};
   const int64_t nBlocks = (n + kSparseBlock - 1) / kSparseBlock, chunks = (end + kStatChunkKeys - 1) / kStatChunkKeys;
-  const int64_t sumT = 2 * sumS + kTileSlack * numHeads, sumC = sumV + kColumnSlack * numHeads;
+  // Σ_h tileCapacity(sk_h, vk_h) <= 2·sumS + 13h + floor((sumV + 15h) / 64) (floors sum to at most the floor)
+  const int64_t sumT = 2 * sumS + kTileSlack * numHeads + (sumV + kColumnSlack * numHeads) / 64;
+  const int64_t sumC = sumV + kColumnSlack * numHeads;
+  l.sumT = sumT, l.sumC = sumC;
   int64_t at = 0;
   auto seg = [&](int64_t words) {
     const int64_t o = at;
@@ -726,9 +733,10 @@ void sparseDcaAttention(cudaStream_t s, AttentionScratch& attnScratch, SparseScr
         hi.vOff = static_cast<int>(sumV), hi.sOff = static_cast<int>(sumS);
         hi.tOff = static_cast<int>(sumT), hi.cOff = static_cast<int>(sumC);
         sumV += hi.vk, sumS += hi.sk;
-        sumT += 2 * hi.sk + kTileSlack, sumC += hi.vk + kColumnSlack;
+        sumT += tileCapacity(hi.sk, hi.vk), sumC += hi.vk + kColumnSlack;
       }
       const SparseLayout lay = layoutWords(nH, D, m, end, n, shape.maxBlocksPerSeq, sumV, sumS);
+      if (sumT > lay.sumT || sumC > lay.sumC) throw CudaError("sparse attention: index capacity (internal)");
       int32_t* base = static_cast<int32_t*>(sc.buf.ensure(static_cast<size_t>(lay.total) * 4, s));
       // meta: this sequence's block-table row, the sub-range's row factors, the per-head offsets
       const size_t headWords = heads.size() * (sizeof(HeadInfo) / 4);
@@ -759,7 +767,7 @@ void sparseDcaAttention(cudaStream_t s, AttentionScratch& attnScratch, SparseScr
       p.row0 = row0;
       p.numChunks = static_cast<int>((end + kStatChunkKeys - 1) / kStatChunkKeys);
       p.numStages = 1 + (cs >= L) + (cs >= 2 * L);
-      p.sumTCap = static_cast<int>(sumT), p.sumCCap = static_cast<int>(sumC);
+      p.sumTCap = static_cast<int>(lay.sumT), p.sumCCap = static_cast<int>(lay.sumC);
       p.nBlocks = (n + kSparseBlock - 1) / kSparseBlock;
 
       estQueryKernel<<<nH, kThreads, 0, s>>>(p);
