@@ -6,7 +6,9 @@
 //    there): per (row, head), with ρ = u + 2U for q (rotated in double, then bf16) and bf16-valued K and V,
 //    δ = |c|·(ρ + D·2^-23·(1+ρ) + 8U)·|q|₂·max_j |k_j|₂ + 4U over the keys j <= the row's position, and
 //    |tc − exact| <= 2·max|v|·(e^{2δ}(1+u)(1 + n·2^-22 + 4U) − 1) + the fp32 bound of the exact side
-//    (dcaTolerance). K and V hold bf16 values, so an f32 and a bf16 cache must give the same bits;
+//    (dcaTolerance). K and V hold bf16 values, so an f32 and a bf16 cache must give the same bits. The cases
+//    use small q (flat attention) and V coding each key's index in binary, so the keys the selection drops
+//    move the output by many bounds (asserted): a misread or missing tile fails the comparison;
 //  - rows that are not sparse (recompute rows, sequences with 0 sparse rows) equal attentionDca's bits, on
 //    the exact and on the tensor-core backend;
 //  - the addon's own argument checks (RangeErrors), the native scratch layout against cuda-scratch.ts, and a
@@ -58,6 +60,8 @@ interface Spec {
   slashSize: number[];
   qScale: number;
   seed: number;
+  /** V codes each key's index in binary (±1 in dim d: bit d mod 16), so a wrong key tile moves the output. */
+  vCode?: boolean;
 }
 
 /** Paged caches over shuffled blocks (K rotated at k mod L, K and V bf16-valued), NaN past each context. */
@@ -74,7 +78,9 @@ function build(c: Spec) {
       q: randomF32(rng, s.numQueries * numHeads * D, c.qScale),
       k,
       kRot: toBf16Values(dcaRotateKeysF64(k, shape, params)),
-      v: toBf16Values(randomF32(rng, s.contextLen * rowLen)),
+      v: c.vCode
+        ? Float32Array.from({ length: s.contextLen * rowLen }, (_, e) => (((Math.floor(e / rowLen) >> (e % 16)) & 1) === 1 ? 1 : -1))
+        : toBf16Values(randomF32(rng, s.contextLen * rowLen)),
     };
   });
   const blocksPerSeq = c.seqs.map((s) => Math.ceil(s.contextLen / blockSize));
@@ -178,7 +184,7 @@ const TC_CASES: { label: string; spec: Spec }[] = [
   {
     label: 'headDim 128, GQA 4/2: a 700-row prefill from 0 (three sub-ranges, all three stages) and a chunked recompute',
     spec: {
-      ...MID, numHeads: 4, numKvHeads: 2, headDim: 128, blockSize: 16, lastQ: 64, qScale: 3, seed: 11,
+      ...MID, numHeads: 4, numKvHeads: 2, headDim: 128, blockSize: 16, lastQ: 64, qScale: 0.5, seed: 11, vCode: true,
       verticalSize: [40, 64, 130, 33], slashSize: [100, 110, 130, 101],
       seqs: [
         { contextLen: 700, numQueries: 700, numSparseRows: 700, logitScale: 1.03 },
@@ -189,7 +195,7 @@ const TC_CASES: { label: string; spec: Spec }[] = [
   {
     label: 'headDim 64, MHA 2/2, block 8: rows [200, 560) from mid-chunk, lastQ 32',
     spec: {
-      ...MID, numHeads: 2, numKvHeads: 2, headDim: 64, blockSize: 8, lastQ: 32, qScale: 3, seed: 12,
+      ...MID, numHeads: 2, numKvHeads: 2, headDim: 64, blockSize: 8, lastQ: 32, qScale: 0.5, seed: 12, vCode: true,
       verticalSize: [31, 45], slashSize: [105, 120],
       seqs: [{ contextLen: 560, numQueries: 360, numSparseRows: 360, logitScale: 1.2 }],
     },
@@ -229,6 +235,9 @@ describe('cuda attentionDcaSparse: tensor cores, dense rows, arguments, scratch'
           for (let e = 0; e < len; e++) maxGap = Math.max(maxGap, Math.abs(gotF32[from + e] - denseTc[from + e]) / atol[e]);
         });
         t.diagnostic(`max |sparse − dense| on tensor cores: ${maxGap.toFixed(1)} bf16 bounds`);
+        // flat attention (small q) over index-coded V: the keys the selection drops move the output by many
+        // bounds, so a tile the kernel misread or missed would fail the comparison above
+        assert.ok(maxGap > 4, `${label}: sparse and dense tensor-core outputs are within ${maxGap.toFixed(1)} bounds: the case cannot tell key sets apart`);
         // the fp32 run repeats bit for bit (deterministic estimation, selection and attention)
         assertBitsEqual(run(exact, spec, b, 'f32'), want, `${label}: a second fp32 run`);
       } finally {
