@@ -38,6 +38,7 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
                            InstanceAccessor<&CudaContext::peakBytes>("peakBytes"),
                            InstanceAccessor<&CudaContext::scratchBytes>("scratchBytes"),
                            InstanceAccessor<&CudaContext::lastAttentionSplits>("lastAttentionSplits"),
+                           InstanceAccessor<&CudaContext::lastSparseKeys>("lastSparseKeys"),
                            InstanceMethod<&CudaContext::guarded<&CudaContext::resetPeak>>("resetPeak"),
                            InstanceMethod<&CudaContext::guardedValue<&CudaContext::memInfo>>("memInfo"),
                            InstanceMethod<&CudaContext::guarded<&CudaContext::dispose>>("dispose"),
@@ -57,6 +58,7 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
                            InstanceMethod<&CudaContext::guarded<&CudaContext::writeKv>>("writeKv"),
                            InstanceMethod<&CudaContext::guarded<&CudaContext::attention>>("attention"),
                            InstanceMethod<&CudaContext::guarded<&CudaContext::attentionDca>>("attentionDca"),
+                           InstanceMethod<&CudaContext::guarded<&CudaContext::attentionDcaSparse>>("attentionDcaSparse"),
                            InstanceMethod<&CudaContext::guarded<&CudaContext::gatherRows>>("gatherRows"),
                            InstanceMethod<&CudaContext::guardedValue<&CudaContext::sampleRows>>("sampleRows"),
                            InstanceMethod<&CudaContext::guardedValue<&CudaContext::opTimes>>("opTimes"),
@@ -88,7 +90,7 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
 
   // new CudaContext(device, gemvMaxRows, attentionMaxSplits, bf16Matmul, tensorCoreAttention, scratch | null
   //                 [, streamDecode])
-  // scratch: { activations16, widened, attentionIndices, attentionPartials, staging, cublasWorkspace } bytes,
+  // scratch: { activations16, widened, attentionIndices, attentionPartials, staging, cublasWorkspace, sparse } bytes,
   // each reserved now and never grown; null: grow on demand, cuBLAS workspace kCublasWorkspaceBytes.
   // streamDecode 0 | 1 (default 1): decode tiles on the stream kernel (ops/attention-decode.cu) or the tiled one.
   explicit CudaContext(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CudaContext>(info) {
@@ -126,12 +128,12 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
 
  private:
   // The scratch buffers in the order of kScratchNames (the CudaScratchBytes fields).
-  static constexpr std::array<const char*, 7> kScratchNames = {"activations16", "widened", "attentionIndices",
+  static constexpr std::array<const char*, 8> kScratchNames = {"activations16", "widened", "attentionIndices",
                                                                 "attentionPartials", "staging", "cublasWorkspace",
-                                                                "sampling"};
-  std::array<lcuda::DeviceScratch*, 7> scratches() {
+                                                                "sampling", "sparse"};
+  std::array<lcuda::DeviceScratch*, 8> scratches() {
     return {&gemm_.activations16, &gemm_.widened, &attnScratch_.indices, &attnScratch_.partials, &ints_, &gemm_.workspace,
-            &sampling_};
+            &sampling_, &sparse_.buf};
   }
   static size_t bytesField(const Args& a, const Napi::Object& o, const char* name) {
     const Napi::Value v = o.Get(name);
@@ -161,8 +163,8 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
     lcuda::bindStream(gemm_, stream_);  // the stream, then our workspace (cublasSetStream resets it)
     if (reserved_) {
       const auto all = scratches();
-      for (size_t i = 0; i < 5; ++i) all[i]->reserve(plan_[i]);
-      if (plan_[6] != kUnplanned) sampling_.reserve(plan_[6]);
+      for (size_t i = 0; i < all.size(); ++i)
+        if (i != 5 && plan_[i] != kUnplanned) all[i]->reserve(plan_[i]);  // 5: the cuBLAS workspace, reserved above
     }
     pinned_.reserve(kPinnedHalfBytes);
     attnScratch_.host = &pinned_;
@@ -191,6 +193,7 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
     attnScratch_.partials.release();
     ints_.release();
     sampling_.release();
+    sparse_.buf.release();
     attnScratch_.host = nullptr;
     pinned_.release();  // after the stream sync above
     for (cudaEvent_t e : events_) cudaEventDestroy(e);
@@ -578,12 +581,15 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
   }
   // attention(q, T, numHeads, kCache, vCache, kvDtype, numBlocks, blockSize, numKvHeads, headDim, numSeqs,
   //           queryStart, contextLens, blockTables, maxBlocksPerSeq, scale, out)
-  void attention(const Napi::CallbackInfo& cb) { attend(cb, false); }
+  void attention(const Napi::CallbackInfo& cb) { attend(cb, false, false); }
   // attentionDca(the 17 arguments of attention, then positions, chunkLen, chunkSize, ropeTheta, rotaryDim,
   //              rowLogitScale); q is unrotated, positions [T] must be the causal positions of the batch.
-  void attentionDca(const Napi::CallbackInfo& cb) { attend(cb, true); }
-  void attend(const Napi::CallbackInfo& cb, bool isDca) {
-    Args a(cb, isDca ? "attentionDca" : "attention", isDca ? 23 : 17);
+  void attentionDca(const Napi::CallbackInfo& cb) { attend(cb, true, false); }
+  // attentionDcaSparse(the 23 arguments of attentionDca, then numSparseRows [numSeqs], lastQ, verticalSize
+  //                    [numHeads], slashSize [numHeads]): vertical-slash sparse prefill rows (ops/sparse.cu).
+  void attentionDcaSparse(const Napi::CallbackInfo& cb) { attend(cb, true, true); }
+  void attend(const Napi::CallbackInfo& cb, bool isDca, bool isSparse = false) {
+    Args a(cb, isSparse ? "attentionDcaSparse" : isDca ? "attentionDca" : "attention", isSparse ? 27 : isDca ? 23 : 17);
     enter(cb.Env());
     const int kvDtype = kvDtypeArg(a, 5);
     const int64_t T = a.dim(1, "T"), nH = a.dim(2, "numHeads", 1), numBlocks = a.dim(6, "numBlocks");
@@ -634,6 +640,10 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
         }
       dca = lcuda::DcaArgs{static_cast<int>(L), static_cast<int>(C), static_cast<int>(rd), theta, rowScale.Data()};
     }
+    if (isSparse) {
+      sparseAttend(a, cb, shape, q, kc, vc, numSeqs, qsd, cld, btd, scale, out, dca);
+      return;
+    }
     const int t0 = opBegin();
     const int mid = t0 >= 0 ? takeEvent() : -1;
     attnScratch_.splitEvent = mid >= 0 ? events_[mid] : nullptr;
@@ -651,6 +661,72 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
       }
     }
     notePeak();
+  }
+  // The sparse part of attend(): checks the four sparse arguments, then runs ops/sparse.cu.
+  void sparseAttend(const Args& a, const Napi::CallbackInfo& cb, const lcuda::AttentionShape& shape, const float* q,
+                    const void* kc, const void* vc, int64_t numSeqs, const int32_t* qsd, const int32_t* cld,
+                    const int32_t* btd, double scale, float* out, const lcuda::DcaArgs& dca) {
+    (void)cb;
+    const Napi::Int32Array nsr = a.i32(23, "numSparseRows");
+    const int64_t lastQ = a.dim(24, "lastQ", 1);
+    const Napi::Int32Array vs = a.i32(25, "verticalSize"), ss = a.i32(26, "slashSize");
+    if (static_cast<int64_t>(nsr.ElementLength()) != numSeqs)
+      throw a.range("numSparseRows has " + std::to_string(nsr.ElementLength()) + " elements, expected numSeqs = " +
+                    std::to_string(numSeqs));
+    for (int64_t s = 0; s < numSeqs; ++s) {
+      const int64_t nq = qsd[s + 1] - qsd[s];
+      if (nsr.Data()[s] < 0 || nsr.Data()[s] > nq)
+        throw a.range("numSparseRows[" + std::to_string(s) + "] = " + std::to_string(nsr.Data()[s]) + " is outside [0, " +
+                      std::to_string(nq) + "]");
+    }
+    if (lastQ > lcuda::kSparseMaxLastQ)
+      throw a.range("lastQ = " + std::to_string(lastQ) + " must be <= " + std::to_string(lcuda::kSparseMaxLastQ) +
+                    " on the CUDA backend");
+    for (const auto& [arr, name] : {std::pair<Napi::Int32Array, const char*>{vs, "verticalSize"}, {ss, "slashSize"}}) {
+      if (static_cast<int64_t>(arr.ElementLength()) != shape.numHeads)
+        throw a.range(std::string(name) + " has " + std::to_string(arr.ElementLength()) + " elements, expected numHeads = " +
+                      std::to_string(shape.numHeads));
+      for (int h = 0; h < shape.numHeads; ++h)
+        if (arr.Data()[h] < 1)
+          throw a.range(std::string(name) + "[" + std::to_string(h) + "] = " + std::to_string(arr.Data()[h]) + " must be >= 1");
+    }
+    const lcuda::SparseArgs sp{nsr.Data(), static_cast<int>(lastQ), vs.Data(), ss.Data()};
+    const int t0 = opBegin();
+    phaseEvent_ = t0;
+    sparse_.mark = t0 >= 0 ? &CudaContext::markPhase : nullptr;
+    sparse_.user = this;
+    sparseKeys_[0] = sparseKeys_[1] = 0;
+    sparse_.stats = t0 >= 0 ? sparseKeys_ : nullptr;  // with op timing on (it syncs per sub-range)
+    try {
+      lcuda::sparseDcaAttention(stream_, attnScratch_, sparse_, attnOpt_, shape, q, kc, vc, static_cast<int>(numSeqs), qsd,
+                                cld, btd, static_cast<float>(scale), out, dca, sp);
+    } catch (...) {
+      sparse_.mark = nullptr;
+      notePeak();
+      throw;
+    }
+    sparse_.mark = nullptr;
+    if (t0 >= 0) opEnd(t0, "attentionDcaSparse");
+    notePeak();
+  }
+  // Diagnostic: { loaded, dense } key-row pairs of the last attentionDcaSparse call with op timing on (the
+  // keys each 64-row block loads x its rows, and Σ (position + 1) over the sparse rows; per head, summed).
+  Napi::Value lastSparseKeys(const Napi::CallbackInfo& cb) {
+    Napi::Object o = Napi::Object::New(cb.Env());
+    o.Set("loaded", Napi::Number::New(cb.Env(), sparseKeys_[0]));
+    o.Set("dense", Napi::Number::New(cb.Env(), sparseKeys_[1]));
+    return o;
+  }
+  // Timing of the sparse phases: one record per phase, from the previous mark (or the op start) to now.
+  static void markPhase(void* user, int phase) {
+    static const char* const kNames[] = {"attentionDcaSparse dense rows", "attentionDcaSparse estimate",
+                                         "attentionDcaSparse select", "attentionDcaSparse index",
+                                         "attentionDcaSparse attention"};
+    CudaContext* self = static_cast<CudaContext*>(user);
+    const int e = self->takeEvent();
+    LCUDA_CHECK(cudaEventRecord(self->events_[e], self->stream_));
+    self->records_.push_back(OpRecord{kNames[phase], self->phaseEvent_, e, 0.0});
+    self->phaseEvent_ = e;
   }
   // gatherRows(x, T, H, rows, out)
   void gatherRows(const Napi::CallbackInfo& cb) {
@@ -693,9 +769,12 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
   lcuda::DeviceScratch ints_{"staging"};  // host index arrays of one op (ids, positions, slots, rows)
   int lastSplits_ = 0;                    // key splits of the last attention call (diagnostic)
   bool reserved_ = false;                 // scratch reserved at creation (plan_, in kScratchNames order)
-  std::array<size_t, 7> plan_{};
+  std::array<size_t, 8> plan_{};
   static constexpr size_t kUnplanned = ~size_t{0};  // plan_[6]: no sampling size given, grown on demand
   lcuda::DeviceScratch sampling_{"sampling"};       // sampleRows (sampling-napi.h)
+  lcuda::SparseScratch sparse_;  // attentionDcaSparse's buffers (scratch field "sparse")
+  int phaseEvent_ = -1;          // timing: the event the current sparse phase started at
+  double sparseKeys_[2] = {0, 0};  // lastSparseKeys
   std::unordered_map<uint32_t, Buffer> bufs_;
   std::unordered_map<uint32_t, std::unordered_set<uint32_t>> views_;  // owned buffer id -> its live views
   uint32_t nextId_ = 1;
@@ -737,6 +816,16 @@ Napi::Value probe(const Napi::CallbackInfo& cb) {
   return Napi::String::New(cb.Env(), n > 0 ? "" : "no CUDA device found");
 }
 
+// sparseScratchBytes(numHeads, headDim, m, end, n, maxBlocksPerSeq, sumV, sumS) -> the bytes of the sparse
+// scratch one sub-range of these dimensions asks for (the native layout; cuda-scratch.ts mirrors it).
+Napi::Value sparseScratchBytes(const Napi::CallbackInfo& cb) {
+  Args a(cb, "sparseScratchBytes", 8);
+  const size_t bytes = lcuda::sparseScratchBytes(static_cast<int>(a.dim(0, "numHeads", 1)), static_cast<int>(a.dim(1, "headDim", 1)),
+                                                 static_cast<int>(a.dim(2, "m", 1)), a.dim(3, "end", 1), static_cast<int>(a.dim(4, "n", 1)),
+                                                 static_cast<int>(a.dim(5, "maxBlocksPerSeq", 1)), a.dim(6, "sumV"), a.dim(7, "sumS"));
+  return Napi::Number::New(cb.Env(), static_cast<double>(bytes));
+}
+
 Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("CudaContext", CudaContext::define(env));
   exports.Set("deviceCount", Napi::Function::New(env, deviceCount));
@@ -751,8 +840,14 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   k.Set("attentionTcVectors", Napi::Number::New(env, lcuda::kAttnTcVectors));
   k.Set("widenChunkElems", Napi::Number::New(env, static_cast<double>(lcuda::kWidenChunkElems)));
   k.Set("cublasWorkspaceBytes", Napi::Number::New(env, static_cast<double>(lcuda::kCublasWorkspaceBytes)));
+  k.Set("sparseBlock", Napi::Number::New(env, lcuda::kSparseBlock));
+  k.Set("sparseMaxLastQ", Napi::Number::New(env, lcuda::kSparseMaxLastQ));
+  k.Set("sparseStatChunkKeys", Napi::Number::New(env, lcuda::kSparseStatChunkKeys));
+  k.Set("sparseTileSlack", Napi::Number::New(env, lcuda::kSparseTileSlack));
+  k.Set("sparseColumnSlack", Napi::Number::New(env, lcuda::kSparseColumnSlack));
   exports.Set("scratchConstants", k);
   exports.Set("samplingConstants", lcuda_napi::samplingConstants(env));
+  exports.Set("sparseScratchBytes", Napi::Function::New(env, sparseScratchBytes));
   return exports;
 }
 

@@ -169,6 +169,46 @@ struct DcaArgs {
 int pagedAttention(cudaStream_t s, AttentionScratch& scratch, const AttentionOptions& opt,
                    const AttentionShape& shape, const float* q, const void* kCache, const void* vCache,
                    int numSeqs, const int32_t* queryStart, const int32_t* contextLens, const int32_t* blockTables,
-                   float scale, float* out, const DcaArgs* dca = nullptr);
+                   float scale, float* out, const DcaArgs* dca = nullptr, const int32_t* skipRows = nullptr);
+// skipRows (host [numSeqs] or nullptr): the first skipRows[s] query rows of sequence s are not computed (their
+// out rows are left as they are); kernel, tiling and key splits are chosen as for the whole batch, so every
+// computed row has the bits the call without skipRows gives it.
+
+// ---- vertical-slash sparse DCA prefill (sparse.cu, sparse-tc.cu; Backend.attentionDcaSparse) ----
+constexpr int kSparseBlock = 64;      // rows per query block, width of a slash window
+constexpr int kSparseMaxLastQ = 64;   // estimation rows per sub-range, at most (sparse_attention_last_q)
+constexpr int kSparseMaxHeadDim = 128;
+constexpr int kSparseStatChunkKeys = 2048;  // keys per CTA of the estimation's first pass
+// key tiles / columns per (head, block) beyond 2·min(slashSize, end) + (columns + 15) / 64 / min(verticalSize,
+// end): the fallbacks and the per-stage rounding of the column tiles
+constexpr int kSparseTileSlack = 13, kSparseColumnSlack = 15;
+struct SparseArgs {
+  const int32_t* numSparseRows;  // host [numSeqs], in [0, numQueries(s)]
+  int lastQ;                     // [1, kSparseMaxLastQ]
+  const int32_t* verticalSize;   // host [numHeads], >= 1
+  const int32_t* slashSize;      // host [numHeads], >= 1
+};
+// The scratch of the sparse rows (one sub-range at a time) and an optional phase hook: mark(user, k) is
+// called after the dense rows' launches (k = 0, once) and after the estimation (1), selection (2), index (3)
+// and attention (4) launches of each sub-range.
+struct SparseScratch {
+  DeviceScratch buf{"sparse"};
+  void (*mark)(void* user, int phase) = nullptr;
+  void* user = nullptr;
+  // Diagnostic, when set (syncs after every sub-range): [0] += Σ over (head, 64-row block) of the keys the
+  // block loads x its rows, [1] += Σ over (head, sparse row) of the row's dense key count (position + 1).
+  double* stats = nullptr;
+};
+// attentionDca with sparse prefill rows: the dense rows through pagedAttention (skipRows = numSparseRows),
+// each sub-range of sparse rows estimated, selected, indexed and attended on the stream (tensor cores when
+// opt.tensorCores and headDim is 64 or 128). Host arrays validated by the caller.
+void sparseDcaAttention(cudaStream_t s, AttentionScratch& attnScratch, SparseScratch& sparseScratch,
+                        const AttentionOptions& opt, const AttentionShape& shape, const float* q, const void* kCache,
+                        const void* vCache, int numSeqs, const int32_t* queryStart, const int32_t* contextLens,
+                        const int32_t* blockTables, float scale, float* out, const DcaArgs& dca, const SparseArgs& sparse);
+// Bytes of SparseScratch::buf one sub-range asks for: m estimation rows, keys [0, end), n rows, and the
+// clipped budget sums sumV = Σ_h min(verticalSize[h], end), sumS likewise (cuda-scratch.ts mirrors it).
+size_t sparseScratchBytes(int numHeads, int headDim, int m, int64_t end, int n, int maxBlocksPerSeq, int64_t sumV,
+                          int64_t sumS);
 
 }  // namespace lcuda

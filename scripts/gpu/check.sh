@@ -7,7 +7,8 @@
 #   --micro-tc-only (attention micro-benchmark of the tensor-core prefill kernels only, no SDPA)
 # Steps: unpack node; build both addons through scripts/build-native.mjs (CPU, then CUDA: fails loudly
 # here if the CUDA addon was not built); write the tiny golden model; run the CUDA tests (conformance
-# suite, bf16 matmul, tensor-core attention, golden, memory, sampling; LONGCTX_CUDA_SYNC=1 so a kernel fault names its op);
+# suite, bf16 matmul, tensor-core attention, golden, memory, sampling, sparse prefill; LONGCTX_CUDA_SYNC=1 so a
+# kernel fault names its op);
 # print the op table; run the micro-benchmarks (bench/gpu/run.sh, bench/gpu/sampling-bench.ts) and the end-to-end benchmark (ours,
 # then transformers, bench/gpu/e2e*). Logs and tables go to $OUT (7 files, under the device's 8-file
 # limit with the caller's own tee); the tables are printed last.
@@ -55,7 +56,8 @@ node --import tsx scripts/gpu/make-tiny-model.mts
 stamp "CUDA tests"
 LONGCTX_CUDA_SYNC=1 node --import tsx --test --test-concurrency=1 --test-reporter=spec \
   test/native/cuda-conformance.test.ts test/native/cuda-matmul-bf16.test.ts test/native/cuda-attention-tc.test.ts \
-  test/native/cuda-golden.test.ts test/native/cuda-memory.test.ts test/native/cuda-sampling.test.ts > "$out/tests.log" 2>&1
+  test/native/cuda-golden.test.ts test/native/cuda-memory.test.ts test/native/cuda-sampling.test.ts \
+  test/native/cuda-sparse.test.ts > "$out/tests.log" 2>&1
 tests_rc=$?
 if grep -q 'CUDA backend unavailable' "$out/tests.log"; then
   echo "check: the CUDA tests SKIPPED here: $(grep -o 'CUDA backend unavailable.*' "$out/tests.log" | head -1)"; tests_rc=4

@@ -30,6 +30,8 @@ export const MIN_MARGIN_BYTES = 512 * MiB;
 export interface SparseBudget {
   readonly maxVerticalSize: number; // largest per-head vertical budget (after vLLM's 30 -> 130 bump)
   readonly maxSlashSize: number; // largest per-head slash budget
+  readonly maxVerticalSum?: number; // max over layers of the per-head sum (default numHeads x maxVerticalSize)
+  readonly maxSlashSum?: number; // max over layers of the per-head sum (default numHeads x maxSlashSize)
 }
 
 export interface MemoryPlanInput {

@@ -127,7 +127,9 @@ export interface WorkspaceParams {
   readonly weightDtype: WeightDtype;
   readonly exactMatmul: boolean;
   readonly tensorCoreAttention: boolean;
-  readonly sparse: { maxVerticalSize: number; maxSlashSize: number } | null; // null: sparse prefill not planned
+  // null: sparse prefill not planned. The sums (max over layers of Σ_h) size the CUDA index; absent, they are
+  // bounded by numHeads x the per-head maxima.
+  readonly sparse: { maxVerticalSize: number; maxSlashSize: number; maxVerticalSum?: number; maxSlashSum?: number } | null;
 }
 
 /** Block-table entries per sequence: nb = ceil(N / B), plus one so a table row always ends in -1. */
@@ -141,8 +143,9 @@ export function maxBlocksPerSeq(maxModelLen: number, blockSize: number): number 
  * and R = min(S, T) sampled rows) and the CUDA context's scratch (src/runtime/cuda-scratch.ts, reserved at
  * start-up at these sizes and never grown), plus the runtime's own memory (estimates, named as such).
  * Per-device shapes (h, g, I_d, V_d) are what a tensor-parallel shard would hold; tensor parallelism
- * itself is planned but not implemented yet. Sparse-prefill buffers are listed only when `sparse` is given
- * (the CUDA backend runs those steps dense, so the engine passes null).
+ * itself is planned but not implemented yet. The sparse-prefill scratch (attentionDcaSparse's estimation,
+ * selection and index buffers, cuda-scratch.ts `sparse`) is planned only when `sparse` is given and the
+ * context can exceed sparse_attention_threshold.
  */
 export function workspaceItems(config: ModelConfig, shape: DeviceShape, p: WorkspaceParams): { items: PlanItem[]; scratch: CudaScratchBytes } {
   const { numLayers: L, hiddenSize: H, headDim: D, numHeads: h, numKvHeads: g, intermediateSize: I, vocabSize: V, vocabShard: Vd } = shape;
@@ -162,24 +165,28 @@ export function workspaceItems(config: ModelConfig, shape: DeviceShape, p: Works
   }
   if (shape.tp > 1) items.push(tensor('gathered logits', 'arena', [['R', R], ['V', V]], 'fp32', 'planned for tensor parallelism'));
   const sparseOn = p.sparse !== null && config.dca !== null && N > (config.dca.sparseAttentionThreshold ?? 32768);
-  if (sparseOn && p.sparse) {
-    const q = config.dca?.sparseAttentionLastQ ?? 64;
-    const planned = 'planned: the CUDA backend runs sparse steps dense';
-    items.push(tensor('sparse estimation queries', 'arena', [['3', 3], ['last_q', q], ['h', h], ['D', D]], 'bf16', planned));
-    items.push(tensor('sparse column and diagonal scores', 'arena', [['2', 2], ['h', h], ['N', N]], 'fp32', planned));
-    items.push(tensor('sparse top-k scratch', 'arena', [['h', h], ['N', N], ['2', 2]], 'fp32', planned));
-    const vs = p.sparse.maxVerticalSize + p.sparse.maxSlashSize;
-    items.push(tensor('sparse index lists', 'arena', [['h', h], ['v+s', vs]], 'int32', planned));
-  }
+  const sparseLimits = sparseOn && p.sparse
+    ? {
+        lastQ: config.dca?.sparseAttentionLastQ ?? 64,
+        maxVerticalSum: p.sparse.maxVerticalSum ?? h * p.sparse.maxVerticalSize,
+        maxSlashSum: p.sparse.maxSlashSum ?? h * p.sparse.maxSlashSize,
+        blockSize: p.blockSize,
+      }
+    : undefined;
 
   // the CUDA context's scratch, reserved at these sizes (cuda-scratch.ts has each formula)
   const scratch = cudaScratchBytes(
     { hiddenSize: H, numHeads: h, numKvHeads: g, headDim: D, intermediateSize: I, vocabSize: Vd },
-    { maxNumBatchedTokens: T, maxNumSeqs: S, maxBlocksPerSeq: maxBlocksPerSeq(N, p.blockSize), exactMatmul: p.exactMatmul, tensorCoreAttention: p.tensorCoreAttention, weightDtype: p.weightDtype === 'fp32' ? 'f32' : 'bf16' },
+    { maxNumBatchedTokens: T, maxNumSeqs: S, maxBlocksPerSeq: maxBlocksPerSeq(N, p.blockSize), exactMatmul: p.exactMatmul, tensorCoreAttention: p.tensorCoreAttention, weightDtype: p.weightDtype === 'fp32' ? 'f32' : 'bf16', sparse: sparseLimits },
   );
   for (const [key, what] of CUDA_SCRATCH_ITEMS) {
     const bytes = scratch[key] ?? 0;
-    if (bytes > 0) items.push(fixed(what, 'library', bytes, `cuda-scratch.ts ${key}`));
+    if (bytes <= 0) continue;
+    const formula = key === 'sparse' && sparseLimits
+      ? `cuda-scratch.ts sparse: one sub-range, last_q=${sparseLimits.lastQ}, h=${h}, N=${maxBlocksPerSeq(N, p.blockSize) * p.blockSize}, T=${T}, ` +
+        `budget sums v=${sparseLimits.maxVerticalSum}, s=${sparseLimits.maxSlashSum}`
+      : `cuda-scratch.ts ${key}`;
+    items.push(fixed(what, 'library', bytes, formula));
   }
 
   items.push(fixed('CUDA context and modules', 'runtime', CUDA_CONTEXT_RESERVE_BYTES, 'estimate: 1 GiB (measured 778-907 MiB, H200)'));
@@ -195,6 +202,7 @@ const CUDA_SCRATCH_ITEMS: readonly [keyof CudaScratchBytes, string][] = [
   ['staging', 'step index staging'],
   ['cublasWorkspace', 'cuBLAS workspace'],
   ['sampling', 'sampling rows and penalized logits copies'],
+  ['sparse', 'sparse prefill estimation, scores and index'],
 ];
 
 /** Bytes of one group of items (e.g. 'arena': the step activations). */

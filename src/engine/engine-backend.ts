@@ -8,6 +8,7 @@
 import { UserError } from '../errors.js';
 import { DEFAULT_MAX_NUM_BATCHED_TOKENS, DEFAULT_MAX_NUM_SEQS, planMemory, type MemoryPlan } from '../core/memory-plan.js';
 import type { ModelConfig } from '../model/config-types.js';
+import { maxSparseBudget, sparsePrefillEnabled } from '../model/sparse-config.js';
 import type { ModelWeights } from '../model/weights-types.js';
 import type { Backend } from '../runtime/backend.js';
 import { createCpuBackend } from '../runtime/cpu-backend.js';
@@ -86,6 +87,8 @@ export function planCudaEngine(opts: EngineOptions, config: ModelConfig, device?
     blockSize: opts.blockSize,
     exactMatmul: numerics.exactMatmul,
     tensorCoreAttention: numerics.tensorCoreAttention,
+    // the CUDA backend runs sparse prefill (attentionDcaSparse): its scratch is planned from the budgets
+    sparseAttention: sparsePrefillEnabled(config.dca) ? maxSparseBudget(config.dca?.sparseAttention) : null,
   });
   if (plan.failure) throw plan.failure.error;
   return { plan, scratch: plan.devices[0].scratch, numerics, deviceName: dev.name };

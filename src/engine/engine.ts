@@ -11,6 +11,7 @@ import { asSeqId, type SeqId } from '../core/ids.js';
 import { Scheduler } from '../core/scheduler.js';
 import { loadModelDir } from '../model/load.js';
 import { readModelConfig } from '../model/config.js';
+import { withSparseAttention } from '../model/sparse-config.js';
 import type { ModelConfig } from '../model/config-types.js';
 import { resolveEosTokenIds, type GenerationDefaults } from '../model/generation-config.js';
 import { ModelRunner } from '../runtime/model-runner.js';
@@ -119,8 +120,9 @@ export class Engine implements EngineClient {
     const eosIds = opts.tokenizerEosTokenIds ?? tokenizer!.eosTokenIds;
     const idToBytes = IdToBytes.fromTokenizerJson(JSON.parse(await fs.promises.readFile(path.join(dir, TOKENIZER_FILE), 'utf8')));
     const kind = resolveBackendKind(opts.backend);
-    // The limits (host) or the memory plan (CUDA) from config.json alone, before reading gigabytes of weights.
-    const config = readModelConfig(dir);
+    // The limits (host) or the memory plan (CUDA) from config.json (and the sparse budgets, which size the CUDA
+    // sparse-prefill scratch) alone, before reading gigabytes of weights.
+    const config = withSparseAttention(dir, readModelConfig(dir));
     const cuda = kind === 'cuda' ? planCudaEngine(opts, config) : null;
     if (cuda) (opts.onPlan ?? ((text: string) => process.stderr.write(text)))(formatPlanSummary(cuda.plan, cuda.deviceName));
     else resolveEngineLimits(opts, config);

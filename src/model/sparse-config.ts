@@ -103,15 +103,19 @@ export function withSparseAttention(dir: string, config: ModelConfig): ModelConf
 }
 
 /** The largest budgets (after the bump), as `longctx plan` sizes its sparse buffers; null when sparse is off. */
-export function maxSparseBudget(sparse: SparseAttentionConfig | null): { maxVerticalSize: number; maxSlashSize: number } | null {
-  if (sparse === null) return null;
+export function maxSparseBudget(sparse: SparseAttentionConfig | null | undefined): { maxVerticalSize: number; maxSlashSize: number; maxVerticalSum: number; maxSlashSum: number } | null {
+  if (sparse === null || sparse === undefined) return null;
   let maxVerticalSize = 0;
   let maxSlashSize = 0;
+  let maxVerticalSum = 0;
+  let maxSlashSum = 0;
   for (const layer of sparse.layers) {
     for (const v of layer.verticalSize) maxVerticalSize = Math.max(maxVerticalSize, v);
     for (const s of layer.slashSize) maxSlashSize = Math.max(maxSlashSize, s);
+    maxVerticalSum = Math.max(maxVerticalSum, layer.verticalSize.reduce((a, b) => a + b, 0));
+    maxSlashSum = Math.max(maxSlashSum, layer.slashSize.reduce((a, b) => a + b, 0));
   }
-  return { maxVerticalSize, maxSlashSize };
+  return { maxVerticalSize, maxSlashSize, maxVerticalSum, maxSlashSum };
 }
 
 /** Whether a DCA model prefills sparsely at all: budgets attached and sparse_attention_enabled not false. */

@@ -33,6 +33,8 @@ export interface NativeCudaContext {
   readonly peakBytes: number;
   /** Current capacity of each scratch buffer (reserved: the sizes given at creation). */
   readonly scratchBytes: CudaScratchBytes;
+  /** Diagnostic: key-row pairs the last attentionDcaSparse call with op timing on loaded, and the dense count. */
+  readonly lastSparseKeys: { readonly loaded: number; readonly dense: number };
   /** Key splits of the last attention / attentionDca call (1: none; 0 before the first). */
   readonly lastAttentionSplits: number;
   /** Restarts peakBytes from what is held now. */
@@ -103,6 +105,20 @@ export interface NativeCudaContext {
     positions: Int32Array, chunkLen: number, chunkSize: number, ropeTheta: number, rotaryDim: number,
     rowLogitScale: Float32Array,
   ): void;
+  /**
+   * Vertical-slash sparse DCA prefill (Backend.attentionDcaSparse): the 23 arguments of attentionDca(), then
+   * numSparseRows [numSeqs] in [0, numQueries(s)], lastQ in [1, 64], verticalSize and slashSize [numHeads],
+   * each >= 1. Bad values are RangeErrors. With op timing on, its phases are recorded as
+   * 'attentionDcaSparse dense rows' / 'estimate' / 'select' / 'index' / 'attention' (and the whole op).
+   */
+  attentionDcaSparse(
+    q: number, T: number, numHeads: number, kCache: number, vCache: number, kvDtype: DTypeCode,
+    numBlocks: number, blockSize: number, numKvHeads: number, headDim: number,
+    numSeqs: number, queryStart: Int32Array, contextLens: Int32Array, blockTables: Int32Array,
+    maxBlocksPerSeq: number, scale: number, out: number,
+    positions: Int32Array, chunkLen: number, chunkSize: number, ropeTheta: number, rotaryDim: number,
+    rowLogitScale: Float32Array, numSparseRows: Int32Array, lastQ: number, verticalSize: Int32Array, slashSize: Int32Array,
+  ): void;
   /** out[r] = x[rows[r]]. x [T, H], rows in [0, T), out [rows.length, H]. */
   gatherRows(x: number, T: number, H: number, rows: Int32Array, out: number): void;
   /**
@@ -150,9 +166,16 @@ export interface CudaAddon {
     readonly attentionTcVectors: number;
     readonly widenChunkElems: number;
     readonly cublasWorkspaceBytes: number;
+    readonly sparseBlock: number;
+    readonly sparseMaxLastQ: number;
+    readonly sparseStatChunkKeys: number;
+    readonly sparseTileSlack: number;
+    readonly sparseColumnSlack: number;
   };
   /** The sampling scratch constants src/runtime/cuda-sampling.ts mirrors, and samplingMassShift(152064). */
   readonly samplingConstants: { readonly chunkEntries: number; readonly align: number; readonly rowParamBytes: number; readonly massShift152064: number };
+  /** Bytes of the sparse scratch one sub-range of these dimensions asks for (cudaSparseLayoutBytes mirrors it). */
+  sparseScratchBytes(numHeads: number, headDim: number, m: number, end: number, n: number, maxBlocksPerSeq: number, sumV: number, sumS: number): number;
   /** Number of CUDA devices; 0 without a driver or GPU (never throws). */
   deviceCount(): number;
   /** '' when a device is usable, else one line saying why not. */

@@ -9,7 +9,7 @@
 // Invariants: a tensor is usable only by the backend that made it and only until free()/dispose() (a view
 // also only until its base is freed); one never freed gives its device memory back when garbage-collected
 // (or at dispose()); a live view keeps its base from being collected.
-import type { AttentionBatch, Backend, DcaParams, KvCacheLayer } from './backend.js';
+import type { AttentionBatch, Backend, DcaParams, KvCacheLayer, SparseDcaParams } from './backend.js';
 import { tryLoadCudaAddon, type CudaDeviceInfo, type CudaOpTime, type NativeCudaContext } from './cuda-addon.js';
 import type { CudaScratchBytes } from './cuda-scratch.js';
 import { cudaSampleRows } from './cuda-sampling.js';
@@ -54,7 +54,7 @@ export interface CudaBackendOptions {
 
 /** The KV cache dtypes of the CUDA backend. */
 export const CUDA_KV_CACHE_DTYPES: readonly DType[] = ['f32', 'bf16'];
-const SCRATCH_FIELDS = ['activations16', 'widened', 'attentionIndices', 'attentionPartials', 'staging', 'cublasWorkspace'] as const;
+const SCRATCH_FIELDS = ['activations16', 'widened', 'attentionIndices', 'attentionPartials', 'staging', 'cublasWorkspace', 'sparse'] as const;
 
 export interface CudaBackend extends Backend {
   readonly info: CudaDeviceInfo;
@@ -66,6 +66,11 @@ export interface CudaBackend extends Backend {
   view(t: Tensor, shape: readonly number[]): Tensor;
   /** Always implemented on CUDA (plain and tensor-core kernels; headDim % 4 == 0, <= 128). */
   attentionDca: NonNullable<Backend['attentionDca']>;
+  /**
+   * Always implemented on CUDA: estimation, selection and index on the GPU (fp32), attention over the
+   * selected keys in fp32 or, with tensorCoreAttention (headDim 64 or 128), on bf16 tensor cores. lastQ <= 64.
+   */
+  attentionDcaSparse: NonNullable<Backend['attentionDcaSparse']>;
   /** Device bytes held by live tensors of this backend (views not counted). */
   liveBytes(): number;
   /** Waits for every queued op (for timing; read() already waits). */
@@ -78,6 +83,11 @@ export interface CudaBackend extends Backend {
   resetPeak(): void;
   /** Current capacity of each scratch buffer (with options.scratch: exactly the reserved sizes). */
   scratchBytes(): CudaScratchBytes;
+  /**
+   * Diagnostic, after an attentionDcaSparse call made with op timing on (else zeros): Σ over (head, 64-row
+   * block) of the keys the block loads x its rows, and Σ over (head, sparse row) of position + 1 (dense DCA).
+   */
+  lastSparseKeys(): { loaded: number; dense: number };
   /** Diagnostic: key splits the last attention / attentionDca call used (1: none; 0 before the first). */
   lastAttentionSplits(): number;
   /** cudaMemGetInfo of the device: free and total bytes (all processes). */
@@ -215,6 +225,7 @@ export function createCudaBackend(opts: CudaBackendOptions = {}): CudaBackend {
     resetPeak: () => ctx.resetPeak(),
     scratchBytes: () => ctx.scratchBytes,
     lastAttentionSplits: () => ctx.lastAttentionSplits,
+    lastSparseKeys: () => ({ ...ctx.lastSparseKeys }),
     memInfo: () => ctx.memInfo(),
     opTimes: () => ctx.opTimes(),
     setOpTiming: (on: boolean) => ctx.setOpTiming(on),
@@ -339,6 +350,25 @@ export function createCudaBackend(opts: CudaBackendOptions = {}): CudaBackend {
       check.dca('attentionDca', q.shape[0], cache.headDim, positions, dca, rowLogitScale);
       const { chunkLen, chunkSize, ropeTheta, rotaryDim } = dca;
       ctx.attentionDca(...args.head, scale, args.out, positions, chunkLen, chunkSize, ropeTheta, rotaryDim, rowLogitScale);
+    },
+
+    attentionDcaSparse(
+      q: Tensor, cache: KvCacheLayer, batch: AttentionBatch, positions: Int32Array, dca: DcaParams, scale: number,
+      rowLogitScale: Float32Array, sparse: SparseDcaParams, out: Tensor,
+    ): void {
+      const op = 'attentionDcaSparse';
+      const args = attentionArgs(op, q, cache, batch, out);
+      check.dca(op, q.shape[0], cache.headDim, positions, dca, rowLogitScale);
+      const numHeads = q.shape[1];
+      const { numSparseRows, lastQ, verticalSize, slashSize } = sparse;
+      if (numSparseRows.length !== batch.numSeqs) fail(op, `numSparseRows has ${numSparseRows.length} entries for ${batch.numSeqs} sequences`);
+      if (!Number.isSafeInteger(lastQ) || lastQ < 1) fail(op, `lastQ must be an integer >= 1, got ${lastQ}`);
+      for (const [name, sizes] of [['verticalSize', verticalSize], ['slashSize', slashSize]] as const) {
+        if (sizes.length !== numHeads) fail(op, `${name} has ${sizes.length} entries for ${numHeads} heads`);
+      }
+      const { chunkLen, chunkSize, ropeTheta, rotaryDim } = dca;
+      ctx.attentionDcaSparse(...args.head, scale, args.out, positions, chunkLen, chunkSize, ropeTheta, rotaryDim, rowLogitScale,
+        numSparseRows, lastQ, verticalSize, slashSize);
     },
 
     gatherRows(x: Tensor, rows: Int32Array, out: Tensor): void {

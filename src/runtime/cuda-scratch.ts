@@ -24,6 +24,20 @@ export interface CudaScratchBytes {
   readonly cublasWorkspace: number;
   /** sampleRows: row parameters, ids, a penalty chunk and a penalized logits copy per row (cuda-sampling.ts). Absent: grown on demand. */
   readonly sampling?: number;
+  /** attentionDcaSparse's buffers for one sub-range (estimation, scores, selection, index); 0 when not planned. */
+  readonly sparse: number;
+}
+
+/** What the sparse-prefill scratch depends on besides the model shape and T (CudaScratchLimits.sparse). */
+export interface CudaSparseLimits {
+  /** sparse_attention_last_q (the CUDA backend takes at most CUDA_SCRATCH_CONSTANTS.sparseMaxLastQ). */
+  readonly lastQ: number;
+  /** Max over layers of Σ_h verticalSize[h] (after the 30 -> 130 bump). */
+  readonly maxVerticalSum: number;
+  /** Max over layers of Σ_h slashSize[h]. */
+  readonly maxSlashSum: number;
+  /** KV block size: contexts are at most maxBlocksPerSeq · blockSize keys. */
+  readonly blockSize: number;
 }
 
 /** The model dimensions the scratch depends on (ModelConfig fields). */
@@ -54,6 +68,8 @@ export interface CudaScratchLimits {
    * neither 16-bit buffer.
    */
   readonly weightDtype?: DType;
+  /** Sparse prefill (Backend.attentionDcaSparse) planned: its budgets and lastQ. Absent: sparse = 0. */
+  readonly sparse?: CudaSparseLimits;
 }
 
 /** Mirrors of the native constants (addon scratchConstants). */
@@ -68,7 +84,73 @@ export const CUDA_SCRATCH_CONSTANTS = {
   widenChunkElems: 2 ** 25,
   /** The cuBLAS workspace (32 MiB, the size cuBLAS recommends for Hopper). */
   cublasWorkspaceBytes: 32 * 2 ** 20,
+  /** Rows per sparse query block (and width of a slash window). */
+  sparseBlock: 64,
+  /** Largest lastQ the sparse estimation takes. */
+  sparseMaxLastQ: 64,
+  /** Keys per CTA of the estimation's first pass (one (max, sum) partial per row each). */
+  sparseStatChunkKeys: 2048,
+  /** Key tiles per (head, block) beyond 2·slashes + (columns + 15) / 64: two fallback slash lists of 5, 3 column-tile roundings. */
+  sparseTileSlack: 13,
+  /** Columns per (head, block) beyond the verticals: three fallback vertical lists of 5. */
+  sparseColumnSlack: 15,
 } as const;
+
+/** int32 words of the native per-head and per-stage records (sparse-common.cuh HeadInfo, StageInfo). */
+const SPARSE_HEAD_WORDS = 8;
+const SPARSE_STAGE_WORDS = 12;
+
+/** The dimensions of one sparse sub-range the scratch layout depends on (native sparse::layoutWords). */
+export interface CudaSparseLayoutDims {
+  readonly numHeads: number;
+  readonly headDim: number;
+  readonly m: number; // estimation rows, min(lastQ, n)
+  readonly end: number; // keys [0, end) the estimation scores
+  readonly n: number; // sparse rows of the sub-range
+  readonly maxBlocksPerSeq: number;
+  readonly sumV: number; // Σ_h min(verticalSize[h], end)
+  readonly sumS: number; // Σ_h min(slashSize[h], end)
+}
+
+/**
+ * Bytes of the sparse scratch one sub-range asks for, segment by segment as ops/sparse.cu lays it out (each
+ * segment rounded up to 4 words): meta (block-table row, n row factors, per-head records), stage records,
+ * the estimation queries [h, 3, m, D], pass-1 partials [h, ceil(end / 2048), m, 2], row statistics [h, m, 2],
+ * scores [h, 2, end], the selected lists (sumV + sumS), and per 64-row block the key tiles (2 words each,
+ * 2·sumS + 13h + floor((sumV + 15h) / 64) of them: range tiles, then each stage's columns in tiles of 64),
+ * the columns (sumV + 15h) and the counts (3h). Monotone in every dimension.
+ */
+export function cudaSparseLayoutBytes(d: CudaSparseLayoutDims): number {
+  const K = CUDA_SCRATCH_CONSTANTS;
+  const r4 = (w: number) => Math.ceil(w / 4) * 4;
+  const { numHeads: h, headDim: D, m, end, n } = d;
+  const blocks = Math.ceil(n / K.sparseBlock);
+  const chunks = Math.ceil(end / K.sparseStatChunkKeys);
+  const tiles = 2 * d.sumS + K.sparseTileSlack * h + Math.floor((d.sumV + K.sparseColumnSlack * h) / K.sparseBlock);
+  const cols = d.sumV + K.sparseColumnSlack * h;
+  const words = r4(d.maxBlocksPerSeq + n + SPARSE_HEAD_WORDS * h) + r4(3 * SPARSE_STAGE_WORDS * h) + r4(3 * h * m * D) +
+    r4(2 * h * chunks * m) + r4(2 * h * m) + r4(2 * h * end) + r4(d.sumV) + r4(d.sumS) + r4(2 * blocks * tiles) + r4(blocks * cols) +
+    r4(3 * blocks * h);
+  return 4 * words;
+}
+
+/**
+ * Upper bound of the sparse scratch over every sub-range of a step within the limits: end <= maxBlocksPerSeq ·
+ * blockSize, n <= T, m <= min(lastQ, T), and the clipped budget sums <= min(the model's sums, numHeads · end).
+ */
+export function cudaSparseScratchBytes(numHeads: number, headDim: number, T: number, maxBlocksPerSeq: number, s: CudaSparseLimits): number {
+  const lastQ = positiveInt('sparse.lastQ', s.lastQ);
+  if (lastQ > CUDA_SCRATCH_CONSTANTS.sparseMaxLastQ) {
+    throw new Error(`cudaScratchBytes: sparse.lastQ ${lastQ} exceeds ${CUDA_SCRATCH_CONSTANTS.sparseMaxLastQ}, the most the CUDA sparse estimation takes`);
+  }
+  const blockSize = positiveInt('sparse.blockSize', s.blockSize);
+  for (const [what, v] of [['sparse.maxVerticalSum', s.maxVerticalSum], ['sparse.maxSlashSum', s.maxSlashSum]] as const) positiveInt(what, v);
+  const end = maxBlocksPerSeq * blockSize;
+  return cudaSparseLayoutBytes({
+    numHeads, headDim, m: Math.min(lastQ, T), end, n: T, maxBlocksPerSeq,
+    sumV: Math.min(s.maxVerticalSum, numHeads * end), sumS: Math.min(s.maxSlashSum, numHeads * end),
+  });
+}
 
 /** Key-split rows (sequences x splits) the partials budget holds per step: 32 splits per sequence, >= 256. */
 export const CUDA_SPLIT_ROWS_PER_SEQ = 32;
@@ -135,11 +217,13 @@ export function cudaScratchBytes(shape: CudaScratchShape, limits: CudaScratchLim
 
   // sampling: sampleRows over the R = min(maxNumSeqs, T) sampled rows of V logits, every row penalized.
   const sampling = cudaSamplingScratchBytes(S, V);
+  // sparse: one sub-range's buffers at a time (the host loop reuses them); cudaSparseScratchBytes has the bound.
+  const sparse = limits.sparse !== undefined ? cudaSparseScratchBytes(nH, D, T, B, limits.sparse) : 0;
 
-  return { activations16, widened, attentionIndices, attentionPartials, staging, cublasWorkspace: K.cublasWorkspaceBytes, sampling };
+  return { activations16, widened, attentionIndices, attentionPartials, staging, cublasWorkspace: K.cublasWorkspaceBytes, sampling, sparse };
 }
 
 /** Sum of the fields (what a reserved context adds to peakBytes). */
 export function cudaScratchTotal(s: CudaScratchBytes): number {
-  return s.activations16 + s.widened + s.attentionIndices + s.attentionPartials + s.staging + s.cublasWorkspace + (s.sampling ?? 0);
+  return s.activations16 + s.widened + s.attentionIndices + s.attentionPartials + s.staging + s.cublasWorkspace + (s.sampling ?? 0) + s.sparse;
 }

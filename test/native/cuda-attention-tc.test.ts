@@ -150,7 +150,7 @@ function runCase(be: CudaBackend, c: TcCase, kv: KvDtype = 'f32'): Float32Array 
 
 /** Every scratch buffer generous, the split partials limited to `splits` splits of T rows. */
 function partialsBudget(T: number, numHeads: number, headDim: number, splits: number) {
-  return { activations16: 0, widened: 0, attentionIndices: 1 << 20, attentionPartials: splits * T * numHeads * (headDim + 2) * 4, staging: 1 << 16, cublasWorkspace: 32 << 20 };
+  return { activations16: 0, widened: 0, attentionIndices: 1 << 20, attentionPartials: splits * T * numHeads * (headDim + 2) * 4, staging: 1 << 16, cublasWorkspace: 32 << 20, sparse: 0 };
 }
 
 if (unavailable !== null) {

@@ -35,7 +35,7 @@ describe('cudaScratchBytes (no GPU needed)', () => {
     // attentionPartials: max(32·3, 256) = 256 split rows x 4 heads x (4 + 2) x 4 bytes = 24576.
     // sampling: R = min(3, 10) = 3 rows of V = 10: params 3·64 -> 256, ids 12 -> 256, one chunk of 65536
     // entries x 12 bytes = 786432, penalized copies 3·10·4 = 120: 787064.
-    assert.deepEqual(s, { activations16: 320, widened: 768, attentionIndices: 208, attentionPartials: 24576, staging: 40, cublasWorkspace: 32 * MiB, sampling: 787064 });
+    assert.deepEqual(s, { activations16: 320, widened: 768, attentionIndices: 208, attentionPartials: 24576, staging: 40, cublasWorkspace: 32 * MiB, sampling: 787064, sparse: 0 });
     assert.equal(cudaScratchTotal(s), 320 + 768 + 208 + 24576 + 40 + 32 * MiB + 787064);
   });
 
@@ -263,7 +263,7 @@ if (unavailable !== null) {
   describe('cuda: key splits fit the partials budget', () => {
     const gqa = { numHeads: 28, numKvHeads: 4, headDim: 128, blockSize: 16 };
     const perSplit = (T: number) => T * gqa.numHeads * (gqa.headDim + 2) * 4;
-    const budget = (bytes: number): CudaScratchBytes => ({ activations16: 0, widened: 0, attentionIndices: 1 << 20, attentionPartials: bytes, staging: 1 << 16, cublasWorkspace: 32 * MiB });
+    const budget = (bytes: number): CudaScratchBytes => ({ activations16: 0, widened: 0, attentionIndices: 1 << 20, attentionPartials: bytes, staging: 1 << 16, cublasWorkspace: 32 * MiB, sparse: 0 });
 
     test('a decode over 4000 keys: budgets of 0, 1, 2, 3 splits give 1, 1, 2, 3 splits, each within the fp32 bound', () => {
       const rng = makeRng(41);

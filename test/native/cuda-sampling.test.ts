@@ -71,7 +71,7 @@ if (unavailable !== null) {
       const rows = 4;
       const sampling = cudaSamplingScratchBytes(rows, V);
       const reserved = createCudaBackend({
-        scratch: { activations16: 0, widened: 0, attentionIndices: 1 << 16, attentionPartials: 1 << 16, staging: 1 << 16, cublasWorkspace: 32 << 20, sampling },
+        scratch: { activations16: 0, widened: 0, attentionIndices: 1 << 16, attentionPartials: 1 << 16, staging: 1 << 16, cublasWorkspace: 32 << 20, sampling, sparse: 0 },
       });
       try {
         assert.equal(reserved.scratchBytes().sampling, sampling);

@@ -33,7 +33,7 @@ describe('parseSparseAttentionConfig', () => {
     assert.deepEqual(cfg.layers.map((l) => [...l.verticalSize]), [[130, 1000], [3500, 31]]);
     assert.deepEqual(cfg.layers.map((l) => [...l.slashSize]), [[800, 6096], [100, 101]]);
     assert.deepEqual([29, 30, 31, 130].map(effectiveVerticalSize), [29, 130, 31, 130]);
-    assert.deepEqual(maxSparseBudget(cfg), { maxVerticalSize: 3500, maxSlashSize: 6096 });
+    assert.deepEqual(maxSparseBudget(cfg), { maxVerticalSize: 3500, maxSlashSize: 6096, maxVerticalSum: 3531, maxSlashSum: 6896 });
     assert.equal(maxSparseBudget(null), null);
   });
 

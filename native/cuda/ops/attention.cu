@@ -326,7 +326,7 @@ static_assert(kSmallNW * kSmallVPW == kAttnSmallVectors && kBigNW * kBigVPW == k
 int pagedAttention(cudaStream_t s, AttentionScratch& scratch, const AttentionOptions& opt,
                    const AttentionShape& shape, const float* q, const void* kCache, const void* vCache,
                    int numSeqs, const int32_t* queryStart, const int32_t* contextLens, const int32_t* blockTables,
-                   float scale, float* out, const DcaArgs* dca) {
+                   float scale, float* out, const DcaArgs* dca, const int32_t* skipRows) {
   if (shape.headDim > 256 || shape.headDim % 4 != 0)
     throw CudaError("paged attention: headDim must be a multiple of 4 and <= 256");
   if (dca != nullptr && (shape.headDim > kDcaMaxHeadDim || dca->chunkLen < 1 || dca->chunkSize < dca->chunkLen ||
@@ -352,14 +352,20 @@ int pagedAttention(cudaStream_t s, AttentionScratch& scratch, const AttentionOpt
   for (int sq = 0; sq < numSeqs; ++sq) {
     const int nq = queryStart[sq + 1] - queryStart[sq];
     const int firstPos = contextLens[sq] - nq;
+    const int skip = skipRows != nullptr ? skipRows[sq] : 0;
     for (int r = 0; r < nq; r += rowsPerTile) {
       const int rows = std::min(rowsPerTile, nq - r);
-      for (int h0 = 0; h0 < group; h0 += headsPerTile) {
-        tiles.push_back(Tile{sq, queryStart[sq] + r, rows, h0, std::min(headsPerTile, group - h0), firstPos + r, 0, 0});
+      // skipped rows: the tile keeps its last row (so its key range) and loses only the leading rows
+      const int r1 = std::max(r, skip);
+      if (r1 < r + rows) {
+        for (int h0 = 0; h0 < group; h0 += headsPerTile) {
+          tiles.push_back(Tile{sq, queryStart[sq] + r1, r + rows - r1, h0, std::min(headsPerTile, group - h0), firstPos + r1, 0, 0});
+        }
       }
       maxKeys = std::max(maxKeys, firstPos + r + rows);
     }
   }
+  if (tiles.empty()) return 1;  // every row skipped
   // Heaviest tiles (most keys) first, so the long causal rows do not finish last.
   std::stable_sort(tiles.begin(), tiles.end(),
                    [](const Tile& a, const Tile& b) { return a.pos0 + a.numRows > b.pos0 + b.numRows; });
@@ -385,7 +391,14 @@ int pagedAttention(cudaStream_t s, AttentionScratch& scratch, const AttentionOpt
                                 : kCtasPerSm * static_cast<int64_t>(opt.numSms);
   const int granule = stream ? attn::streamDecodeKeyGranule(shape.headDim) : kKeyTile;
   int numSplits = 1, splitLen = maxKeys;
-  const int64_t ctas = static_cast<int64_t>(tiles.size()) * shape.numKvHeads;
+  int64_t planTiles = static_cast<int64_t>(tiles.size());  // the split plan counts the tiles of the whole batch
+  if (skipRows != nullptr) {
+    planTiles = 0;
+    for (int sq = 0; sq < numSeqs; ++sq)
+      planTiles += static_cast<int64_t>((queryStart[sq + 1] - queryStart[sq] + rowsPerTile - 1) / rowsPerTile) *
+                   ((group + headsPerTile - 1) / headsPerTile);
+  }
+  const int64_t ctas = planTiles * shape.numKvHeads;
   if (splitCap > 1 && ctas < target) {
     const int64_t want = (target + ctas - 1) / ctas;
     splitLen = static_cast<int>((maxKeys + want - 1) / want);
