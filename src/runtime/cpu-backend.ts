@@ -165,13 +165,8 @@ export function createCpuBackend(opts: CpuBackendOptions = {}): Backend {
       scale: number, rowLogitScale: Float32Array, sparse: SparseDcaParams, out: Tensor): void {
       const op = 'attentionDcaSparse';
       const args = checkDca(op, q, cache, batch, positions, dca, rowLogitScale, out);
-      const numHeads = q.shape[1];
+      check.sparse(op, q.shape[1], batch, sparse);
       const { numSparseRows, lastQ, verticalSize, slashSize } = sparse;
-      if (numSparseRows.length !== batch.numSeqs) fail(op, `numSparseRows has ${numSparseRows.length} entries for ${batch.numSeqs} sequences`);
-      if (!Number.isSafeInteger(lastQ) || lastQ < 1) fail(op, `lastQ must be an integer >= 1, got ${lastQ}`);
-      for (const [name, sizes] of [['verticalSize', verticalSize], ['slashSize', slashSize]] as const) {
-        if (sizes.length !== numHeads) fail(op, `${name} has ${sizes.length} entries for ${numHeads} heads`);
-      }
       ctx.attentionDcaSparse(...args, scale, rowLogitScale, numSparseRows, lastQ, verticalSize, slashSize, f32Data(op, 'out', out));
     },
 

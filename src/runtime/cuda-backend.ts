@@ -359,13 +359,8 @@ export function createCudaBackend(opts: CudaBackendOptions = {}): CudaBackend {
       const op = 'attentionDcaSparse';
       const args = attentionArgs(op, q, cache, batch, out);
       check.dca(op, q.shape[0], cache.headDim, positions, dca, rowLogitScale);
-      const numHeads = q.shape[1];
+      check.sparse(op, q.shape[1], batch, sparse);
       const { numSparseRows, lastQ, verticalSize, slashSize } = sparse;
-      if (numSparseRows.length !== batch.numSeqs) fail(op, `numSparseRows has ${numSparseRows.length} entries for ${batch.numSeqs} sequences`);
-      if (!Number.isSafeInteger(lastQ) || lastQ < 1) fail(op, `lastQ must be an integer >= 1, got ${lastQ}`);
-      for (const [name, sizes] of [['verticalSize', verticalSize], ['slashSize', slashSize]] as const) {
-        if (sizes.length !== numHeads) fail(op, `${name} has ${sizes.length} entries for ${numHeads} heads`);
-      }
       const { chunkLen, chunkSize, ropeTheta, rotaryDim } = dca;
       ctx.attentionDcaSparse(...args.head, scale, args.out, positions, chunkLen, chunkSize, ropeTheta, rotaryDim, rowLogitScale,
         numSparseRows, lastQ, verticalSize, slashSize);

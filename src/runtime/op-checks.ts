@@ -2,7 +2,7 @@
 // the attention batch layout and the DCA constants. A mismatch is a programming error, thrown as Error
 // with the op, the tensor and the shapes ("<backend> backend <op>: ..."). Dtype and storage checks differ
 // per backend (host arrays vs device buffers) and stay in the backends. Must not: touch tensor data.
-import type { AttentionBatch, DcaParams, KvCacheLayer } from './backend.js';
+import type { AttentionBatch, DcaParams, KvCacheLayer, SparseDcaParams } from './backend.js';
 import { numel, type Tensor } from './tensor.js';
 
 export const fmtShape = (shape: readonly number[]): string => `[${shape.join(', ')}]`;
@@ -101,6 +101,16 @@ export class OpChecks {
     }
     if (!Number.isInteger(rotaryDim) || rotaryDim < 2 || rotaryDim % 2 !== 0 || rotaryDim > headDim) {
       this.fail(op, `rotaryDim ${rotaryDim} must be even and in [2, headDim = ${headDim}]`);
+    }
+  }
+
+  /** attentionDcaSparse's own parameters: one sparse-row count per sequence, lastQ >= 1, a budget per head. */
+  sparse(op: string, numHeads: number, batch: AttentionBatch, sparse: SparseDcaParams): void {
+    const { numSparseRows, lastQ, verticalSize, slashSize } = sparse;
+    if (numSparseRows.length !== batch.numSeqs) this.fail(op, `numSparseRows has ${numSparseRows.length} entries for ${batch.numSeqs} sequences`);
+    if (!Number.isSafeInteger(lastQ) || lastQ < 1) this.fail(op, `lastQ must be an integer >= 1, got ${lastQ}`);
+    for (const [name, sizes] of [['verticalSize', verticalSize], ['slashSize', slashSize]] as const) {
+      if (sizes.length !== numHeads) this.fail(op, `${name} has ${sizes.length} entries for ${numHeads} heads`);
     }
   }
 
