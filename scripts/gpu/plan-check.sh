@@ -20,7 +20,7 @@
 #   sparse  longctx bench with sparse prefill (the preset's published-statistics budgets, local synthetic attention)
 #           at $SPARSE_LENGTHS (default 131072,524288,1000000), chunk $SPARSE_CHUNK (default 16384) tokens, then
 #           131072 with --attention-pattern random (scattered picks) and with --dense, for the same-call comparison;
-#           with peer: one table for the sparse rows too.
+#           with peer: one table for the sparse rows too; and the per-op GPU times of the 128K prefill (--op-times).
 # The raw JSON lines go to $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -54,6 +54,9 @@ for step in $steps; do
     sparse)
       bench --preset qwen2.5-7b-1m --device cuda --lengths "${SPARSE_LENGTHS:-131072,524288,1000000}" --max-num-batched-tokens "${SPARSE_CHUNK:-16384}" \
         --decode-tokens 16 --json | tee "$out/bench-sparse.jsonl" || rc=1
+      # the per-op split of a sparse prefill (estimation, selection, index, attention, GEMMs), timing on
+      bench --preset qwen2.5-7b-1m --device cuda --lengths 131072 --max-num-batched-tokens "${SPARSE_CHUNK:-16384}" --decode-tokens 4 --op-times --json \
+        | tee "$out/bench-sparse-ops.jsonl" || rc=1
       for variant in "--attention-pattern random" "--dense"; do
         bench --preset qwen2.5-7b-1m --device cuda --lengths 131072 --max-num-batched-tokens "${SPARSE_CHUNK:-16384}" --decode-tokens 16 $variant --json \
           | tee -a "$out/bench-sparse-variants.jsonl" || rc=1

@@ -25,5 +25,5 @@ stamp tested
 bash scripts/gpu/plan-check.sh engine > "$out/engine.log" 2>&1; echo "engine rc $?"; grep -iE 'agree|identical|tokens|error|fail' "$out/engine.log" | head -12
 stamp engine
 node --import tsx scripts/gpu/bench-entry.ts bench --preset qwen2.5-7b-1m --device cuda --lengths "${LENGTHS:-131072,524288}" \
-  --max-num-batched-tokens 16384 --decode-tokens 16 --json | tee "$out/bench-sparse.jsonl"
+  --max-num-batched-tokens 16384 --decode-tokens 16 ${BENCH_ARGS:-} --json | tee "$out/bench-sparse.jsonl"
 stamp done

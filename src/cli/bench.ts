@@ -16,6 +16,7 @@ import { DEFAULT_SPARSE_THRESHOLD, parseSparseAttentionConfig, sparsePrefillEnab
 import { syntheticWeights, xorshift, type AttentionPattern } from '../model/synthetic-weights.js';
 import { checkPlannedWeights, createHostBackend, createPlannedCudaBackend, planCudaEngine, resolveBackendKind, weightBytes, type CudaEnginePlan } from '../engine/engine-backend.js';
 import { limitsFromPlan, resolveEngineLimits, type EngineOptions } from '../engine/engine-options.js';
+import type { CudaOpTime } from '../runtime/cuda-addon.js';
 import type { CudaBackend } from '../runtime/cuda-backend.js';
 import { ModelRunner, singleSequenceStep } from '../runtime/model-runner.js';
 
@@ -32,6 +33,7 @@ interface BenchOptions {
   kvCacheMemoryBytes?: number;
   dense?: boolean;
   attentionPattern?: AttentionPattern;
+  opTimes?: boolean;
   json: boolean;
 }
 
@@ -83,10 +85,22 @@ function argmax(row: Float32Array): number {
 
 const GiB = 2 ** 30;
 
+/** One line (JSON, or the ten largest ops as text) of the per-op GPU times of one phase of one length. */
+export function formatOpTimes(P: number, phase: 'prefill' | 'decode', ops: Record<string, CudaOpTime>, json: boolean): string {
+  const rows = Object.entries(ops).sort((a, b) => b[1].gpuMs - a[1].gpuMs);
+  const total = rows.reduce((sum, [, t]) => sum + t.gpuMs, 0);
+  if (json) {
+    return JSON.stringify({ kind: 'op_times', prompt_tokens: P, phase, gpu_ms_total: +total.toFixed(3), ops: Object.fromEntries(rows.map(([name, t]) => [name, { count: t.count, gpu_ms: +t.gpuMs.toFixed(3) }])) });
+  }
+  const top = rows.slice(0, 10).map(([name, t]) => `${name} ${t.gpuMs.toFixed(1)} ms (${t.count})`).join(', ');
+  return `  ${phase} op GPU times, ${total.toFixed(1)} ms in all: ${top}`;
+}
+
 export async function runBench(o: BenchOptions, print: (line: string) => void = (l) => process.stdout.write(`${l}\n`)): Promise<Record<string, unknown>[]> {
   const config = configOf(o);
   const kind = resolveBackendKind(o.device);
   if (kind === 'reference') throw new UserError('bench runs on --device cpu or cuda');
+  if (o.opTimes && kind !== 'cuda') throw new UserError('--op-times needs the CUDA backend (--device cuda): the CPU backend has no per-op timing');
   const engineOpts: EngineOptions = {
     model: o.model ?? '',
     ...(o.gpuMemoryUtilization !== undefined ? { gpuMemoryUtilization: o.gpuMemoryUtilization } : {}),
@@ -146,6 +160,7 @@ export async function runBench(o: BenchOptions, print: (line: string) => void = 
     for (const [i, P] of lengths.entries()) {
       const ids = promptIds(P, config.vocabSize, 1000 + i);
       dev?.resetPeak();
+      if (o.opTimes) dev!.setOpTiming(true);
       const t0 = performance.now();
       let logits: Float32Array = new Float32Array(0);
       for (let start = 0; start < P; start += limits.maxNumBatchedTokens) {
@@ -153,12 +168,18 @@ export async function runBench(o: BenchOptions, print: (line: string) => void = 
         logits = runner.step(singleSequenceStep(piece, start, limits.blockSize, limits.numKvBlocks, P));
       }
       const t1 = performance.now();
+      const prefillOps = o.opTimes ? dev!.opTimes() : null;
       let token = argmax(logits);
       for (let k = 0; k < o.decodeTokens; k++) {
         logits = runner.step(singleSequenceStep([token], P + k, limits.blockSize, limits.numKvBlocks, P));
         token = argmax(logits);
       }
       const t2 = performance.now();
+      if (o.opTimes) {
+        const decodeOps = dev!.opTimes();
+        dev!.setOpTiming(false);
+        for (const [phase, ops] of [['prefill', prefillOps!], ['decode', decodeOps]] as const) print(formatOpTimes(P, phase, ops, o.json));
+      }
       if (!logits.every(Number.isFinite)) throw new Error(`non-finite logits at prompt length ${P}`);
       const ttft = (t1 - t0) / 1000;
       const decodeTps = o.decodeTokens > 0 ? o.decodeTokens / ((t2 - t1) / 1000) : null;
@@ -210,6 +231,7 @@ export function registerBench(program: Command): void {
     .addOption(new Option('--kv-cache-memory-bytes <n>', 'KV pool bytes (CUDA: at most what the plan leaves; default all of it)').argParser(int(1)))
     .option('--dense', 'ignore the sparse-prefill budgets (a preset\'s, or the directory\'s sparse_attention_config.json): dense DCA prefill', false)
     .addOption(new Option('--attention-pattern <p>', 'synthetic attention: local (a q/k bias on one rotary frequency: attention on the last few thousand keys, as in real checkpoints) or random (no positional structure: sparse picks scatter)').choices(['local', 'random']).default('local'))
+    .option('--op-times', 'CUDA: per-op GPU times (CUDA events) of each prefill and decode, after its row (the times of that row include the timing cost)', false)
     .option('--json', 'one JSON object per line', false)
     .action(async (o: BenchOptions) => {
       await runBench(o);

@@ -3,7 +3,7 @@
 // It asserts that the numbers exist and are sane, never how fast they are.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { runBench } from '../../src/cli/bench.js';
+import { formatOpTimes, runBench } from '../../src/cli/bench.js';
 import { isUserError } from '../../src/errors.js';
 
 test('bench on the CPU: a row per length, chunked prefill and decode measured', async () => {
@@ -40,4 +40,17 @@ test('bench runs a sparse preset with its budgets, and --dense turns them off', 
     assert.equal(setup.sparse_prefill, dense ? 'off' : 'above 128 prompt tokens');
     assert.equal(rows.length, 1);
   }
+});
+
+test('bench --op-times: refused on the CPU in one line; the per-op lines sum and sort the times', async () => {
+  await assert.rejects(
+    runBench({ preset: 'tiny', lengths: [8], decodeTokens: 1, device: 'cpu', opTimes: true, json: true }, () => {}),
+    (e: unknown) => isUserError(e) && /--op-times needs the CUDA backend/.test((e as Error).message),
+  );
+  const ops = { rmsnorm: { count: 57, gpuMs: 0.5, hostMs: 0.1 }, 'attentionDca decode': { count: 28, gpuMs: 4, hostMs: 0.2 } };
+  const line = JSON.parse(formatOpTimes(100, 'decode', ops, true));
+  assert.deepEqual(Object.keys(line.ops), ['attentionDca decode', 'rmsnorm']);
+  assert.equal(line.gpu_ms_total, 4.5);
+  assert.equal(line.ops.rmsnorm.count, 57);
+  assert.match(formatOpTimes(100, 'prefill', ops, false), /prefill op GPU times, 4\.5 ms in all: attentionDca decode 4\.0 ms \(28\), rmsnorm 0\.5 ms \(57\)/);
 });
