@@ -4,7 +4,8 @@
 // NCCL), which say so in their formula. Must not: decide fit or policy (memory-plan.ts), do I/O.
 import type { ModelConfig } from '../model/config-types.js';
 import { stepBufferLayout } from '../model/step-buffers.js';
-import { cudaScratchBytes, type CudaScratchBytes } from '../runtime/cuda-scratch.js';
+import { UserError } from '../errors.js';
+import { CUDA_SCRATCH_CONSTANTS, cudaScratchBytes, type CudaScratchBytes } from '../runtime/cuda-scratch.js';
 
 export type { CudaScratchBytes };
 
@@ -165,9 +166,16 @@ export function workspaceItems(config: ModelConfig, shape: DeviceShape, p: Works
   }
   if (shape.tp > 1) items.push(tensor('gathered logits', 'arena', [['R', R], ['V', V]], 'fp32', 'planned for tensor parallelism'));
   const sparseOn = p.sparse !== null && config.dca !== null && N > (config.dca.sparseAttentionThreshold ?? 32768);
+  const lastQ = config.dca?.sparseAttentionLastQ ?? 64;
+  if (sparseOn && lastQ > CUDA_SCRATCH_CONSTANTS.sparseMaxLastQ) {
+    throw new UserError(
+      `dual_chunk_attention_config.sparse_attention_last_q = ${lastQ} in config.json: the CUDA sparse prefill estimates from at most ` +
+        `${CUDA_SCRATCH_CONSTANTS.sparseMaxLastQ} rows: set it to ${CUDA_SCRATCH_CONSTANTS.sparseMaxLastQ} or less (64 is the default)`,
+    );
+  }
   const sparseLimits = sparseOn && p.sparse
     ? {
-        lastQ: config.dca?.sparseAttentionLastQ ?? 64,
+        lastQ,
         maxVerticalSum: p.sparse.maxVerticalSum ?? h * p.sparse.maxVerticalSize,
         maxSlashSum: p.sparse.maxSlashSum ?? h * p.sparse.maxSlashSize,
         blockSize: p.blockSize,

@@ -178,6 +178,15 @@ test('planned tensor parallelism: gathered logits, NCCL buffers, sparse buffers 
   for (const it of d.workspace) assert.ok(Number.isSafeInteger(it.bytes) && it.bytes > 0, it.name);
 });
 
+test('sparse prefill with sparse_attention_last_q above what the CUDA estimation takes: one line naming the key and the fix', () => {
+  const config = { ...QWEN_7B, dca: { ...QWEN_7B.dca!, sparseAttentionLastQ: 65 } };
+  assert.throws(
+    () => plan(config, H200, { sparseAttention: { maxVerticalSize: 1000, maxSlashSize: 6096 } }),
+    (e) => isUserError(e) && /sparse_attention_last_q = 65 .*set it to 64 or less/.test(e.message) && !e.message.includes('\n'),
+  );
+  assert.ok(plan(config, H200).fits); // no budgets: no sparse prefill, nothing to refuse
+});
+
 test('(b) KV does not fit: 7B at 1,010,000 tokens, bf16 KV, one H100-80GB at 0.90', () => {
   const p = plan(QWEN_7B, H100, { maxModelLen: LEN_1M });
   assert.equal(p.fits, false);
