@@ -1,5 +1,5 @@
 // The CUDA kernels of longctx_cuda.node behind a plain C++ API over raw device pointers, shared by the
-// N-API glue (native/cuda/addon.cpp) and the standalone benchmark (bench/gpu/attn-bench.cu).
+// N-API glue (native/cuda/addon.cpp and cuda-context*) and the standalone benchmark (bench/gpu/attn-bench.cu).
 // Invariants: every launch is followed by checkLaunch() (cudaGetLastError, plus a stream sync when
 // LONGCTX_CUDA_SYNC=1), every CUDA/cuBLAS status is checked and a failure throws CudaError naming the call;
 // all math is IEEE fp32 (no fast-math, no TF32), so results sit inside the fp32 bounds of the conformance

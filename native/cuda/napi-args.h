@@ -1,4 +1,4 @@
-// Argument parsing and host-side validation for the N-API glue of longctx_cuda.node (native/cuda/addon.cpp):
+// Argument parsing and host-side validation for the N-API glue of longctx_cuda.node (native/cuda/addon.cpp and cuda-context*):
 // every error names the op and the argument (TypeError: wrong kind of value; RangeError: out of range or a
 // bad index), plus the exact host-side IEEE half -> float widening used by download().
 #pragma once
@@ -73,7 +73,7 @@ struct Buffer {
   uint32_t parent = 0;
 };
 
-float widenF16Host(uint16_t h) {  // exact IEEE half -> float (subnormals, inf, NaN)
+inline float widenF16Host(uint16_t h) {  // exact IEEE half -> float (subnormals, inf, NaN)
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
   const uint32_t exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu;
   float f;

@@ -1,4 +1,4 @@
-// N-API side of CudaContext.sampleRows (native/cuda/addon.cpp forwards to it): checks every row parameter
+// N-API side of CudaContext.sampleRows (CudaContext::sampleRows in cuda-context-ops.cpp forwards to it): checks every row parameter
 // and penalty entry (TypeError: wrong kind of value; RangeError: out of range, a repeated (row, id) entry),
 // packs the rows, uploads them and the entries (in fixed chunks through the pinned staging), launches the
 // kernels of ops/sampling.cu and copies back one int32 per row. JS signature: src/runtime/cuda-addon.ts.

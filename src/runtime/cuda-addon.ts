@@ -1,4 +1,4 @@
-// The native surface of build/Release/longctx_cuda.node (native/cuda/addon.cpp) and its loader. Invariant:
+// The native surface of build/Release/longctx_cuda.node (native/cuda/addon.cpp and cuda-context*) and its loader. Invariant:
 // every function the addon exports is described here with its argument order; nothing else imports the
 // .node file. Loading never throws: a missing file, a missing libcublas or no GPU is a reason string.
 // Buffers are device allocations (or views: the first bytes of one) named by positive integer ids; ops take
