@@ -58,6 +58,9 @@ class Args {
   ArrayArg<int32_t> i32(size_t i, const char* name) const {
     return array<int32_t, napi_int32_array>(i, name, "Int32Array");
   }
+  ArrayArg<double> f64(size_t i, const char* name) const {
+    return array<double, napi_float64_array>(i, name, "Float64Array");
+  }
   bool isNull(size_t i) const { return info_[i].IsNull() || info_[i].IsUndefined(); }
 
   // An integer in [minValue, 2^31 - 1].

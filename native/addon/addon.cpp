@@ -41,6 +41,7 @@ class CpuContext : public Napi::ObjectWrap<CpuContext> {
                            InstanceMethod<&CpuContext::attention>("attention"),
                            InstanceMethod<&CpuContext::attentionDca>("attentionDca"),
                            InstanceMethod<&CpuContext::attentionDcaSparse>("attentionDcaSparse"),
+                           InstanceMethod<&CpuContext::sampleRows>("sampleRows"),
                        });
   }
 
@@ -183,6 +184,23 @@ class CpuContext : public Napi::ObjectWrap<CpuContext> {
     a.expectLength(out, {ids.length, hidden}, "numIds*hidden");
     a.disjoint(out, ids);
     guarded(info.Env(), [&] { cpu::embedding(p, table, dtype, vocab, hidden, ids.data, ids.length, out.data); });
+  }
+
+  // sampleRows(logits, R, V, params, entries, out): params [R, 8] and entries [E, 3] as packSamplingRows
+  // (src/sampling/sampling-pack.ts) makes them; out [R] gets the sampled ids.
+  void sampleRows(const Napi::CallbackInfo& info) {
+    Args a(info, "sampleRows", 6);
+    ThreadPool& p = pool(info.Env());
+    const auto logits = a.f32(0, "logits");
+    const int64_t R = a.dim(1, "R"), V = a.dim(2, "V", 1);
+    const auto params = a.f64(3, "params");
+    const auto entries = a.i32(4, "entries");
+    const auto out = a.i32(5, "out");
+    a.expectLength(logits, {R, V}, "R*V");
+    a.expectLength(params, {R, 8}, "R*8");
+    if (entries.length % 3 != 0) throw Napi::RangeError::New(info.Env(), a.prefix() + "entries must hold (row, id, code) triples");
+    a.expectLength(out, {R}, "R");
+    guarded(info.Env(), [&] { cpu::sampleRows(p, logits.data, R, V, params.data, entries.data, entries.length / 3, out.data); });
   }
 
   // gatherRows(x, T, H, rows, out)

@@ -198,4 +198,16 @@ void attentionDcaSparse(ThreadPool& pool, const float* q, int64_t T, int64_t num
                         const AttentionBatchView& batch, const int32_t* positions, const DcaView& dca, float scale,
                         const float* rowLogitScale, const SparseDcaView& sparse, float* out);
 
+// ---------------------------------------------------------------------------------------------------
+// sampleRows: out[r] = the host sampler's token (src/sampling/sampler.ts sampleTokenWithUniform) for logits
+// row r [V] f32 with row r's packed parameters params[8r..8r+8) (u, 1/temperature (0: greedy), top-k (0:
+// off), top-p, min-p, repetition, presence, frequency) and its penalty entries (row, id, 2 x output count +
+// [id in prompt ∪ output]; grouped by row, rows ascending, each (row, id) once: src/sampling/sampling-pack.ts).
+// Same steps, order and float64 arithmetic as the host sampler (penalties rounded to f32 as its Float32Array
+// stores do); only std::exp against Math.exp and the top-p summation order can differ, by float64 rounding.
+// NaN, an all -inf row, or +inf in a non-greedy row: std::runtime_error (a JS Error); bad entries or params:
+// OpError. Threads: rows, each with its own buffers.
+void sampleRows(ThreadPool& pool, const float* logits, int64_t R, int64_t V, const double* params, const int32_t* entries,
+                int64_t numEntries, int32_t* out);
+
 }  // namespace longctx::cpu

@@ -34,8 +34,9 @@ export interface EngineOptions {
   /**
    * Sample on the backend (Backend.sampleRows: only the token ids come back, plus the logits of steps where a
    * request wants logprobs) instead of reading every logits row to the host. Same tokens either way (within
-   * the agreement margin of Backend.sampleRows). Default: true on CUDA, false on host backends (whose
-   * sampleRows is the host sampler itself).
+   * the agreement margin of Backend.sampleRows). Default: true on CUDA (the GPU sampler) and the CPU (the
+   * host sampler's steps in C++, rows in parallel), false on the reference backend (whose sampleRows is the
+   * host sampler itself).
    */
   deviceSampling?: boolean;
   /** Threads of the CPU backend (0: all cores). Default 0. */

@@ -145,7 +145,7 @@ export class Engine implements EngineClient {
     }
     const engine = new Engine(model.config, tokenizer, eosIds, idToBytes, runner, model.generationConfig, { ...limits, backend: kind }, dir, opts.modelName);
     engine.devicePlan = cuda;
-    engine.sampleOnBackend = (opts.deviceSampling ?? kind === 'cuda') && runner.canSampleRows;
+    engine.sampleOnBackend = (opts.deviceSampling ?? kind !== 'reference') && runner.canSampleRows;
     return engine;
   }
 

@@ -2,12 +2,13 @@
 // a programming error) and then calls the addon on the tensors' own typed arrays. Host tensors are shared,
 // never copied: upload() returns its argument, and the addon reads and writes the same memory.
 // Must not do math in TypeScript; the kernels live in native/cpu and are documented in native/include.
-// The one exception is sampleRows, which is the host sampler itself (src/sampling/sample-rows.ts).
+// sampleRows runs the host sampler's steps natively (native/cpu/sampling.cpp), rows in parallel.
 import type { AttentionBatch, Backend, DcaParams, KvCacheLayer, SparseDcaParams } from './backend.js';
 import { DTYPE_CODE, loadNativeAddon, type NativeCpuContext } from './native-addon.js';
 import { fmtShape, OpChecks } from './op-checks.js';
 import { hostView, makeTensor, numel, toF32, type DType, type Tensor } from './tensor.js';
-import { sampleRowsOnHost, type SamplingRow } from '../sampling/sample-rows.js';
+import type { SamplingRow } from '../sampling/sample-rows.js';
+import { packSamplingRows } from '../sampling/sampling-pack.js';
 
 export interface CpuBackendOptions {
   /** Threads for the ops, the caller's included. Default (or 0): all hardware threads. */
@@ -177,7 +178,11 @@ export function createCpuBackend(opts: CpuBackendOptions = {}): Backend {
 
     sampleRows(logits: Tensor, rows: readonly SamplingRow[]): Int32Array {
       const [R, V] = rowsAndCols('sampleRows', 'logits', logits);
-      return sampleRowsOnHost('cpu sampleRows', f32Data('sampleRows', 'logits', logits), R, V, rows);
+      if (rows.length !== R) throw new RangeError(`cpu sampleRows: ${rows.length} sampling rows for ${R} logits rows`);
+      const { params, entries } = packSamplingRows('cpu sampleRows', V, rows);
+      const out = new Int32Array(R);
+      ctx.sampleRows(f32Data('sampleRows', 'logits', logits), R, V, params, entries, out);
+      return out;
     },
   };
 }

@@ -71,6 +71,8 @@ export interface NativeCpuContext {
 
   /** out[r] = x[rows[r]]. x [T, H], rows [R] in [0, T), out [R, H]. */
   gatherRows(x: Float32Array, T: number, H: number, rows: Int32Array, out: Float32Array): void;
+  /** Backend.sampleRows on logits [R, V]: params [R, 8] and entries [E, 3] from packSamplingRows; out [R] ids. */
+  sampleRows(logits: Float32Array, R: number, V: number, params: Float64Array, entries: Int32Array, out: Int32Array): void;
 
   /**
    * kCache[slot] = k[t], vCache[slot] = v[t] for slot = slotMapping[t] >= 0 (-1 skips; anything else
