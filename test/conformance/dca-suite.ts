@@ -9,7 +9,7 @@ import { after, before, describe, test } from 'node:test';
 import fs from 'node:fs';
 import type { AttentionBatch, Backend, DcaParams, KvCacheLayer } from '../../src/runtime/backend.js';
 import { makeTensor } from '../../src/runtime/tensor.js';
-import { roundToKv, uploadCache, type KvDtype } from './harness.js';
+import { pagedKv, roundToKv, uploadCache, type KvDtype } from './harness.js';
 import { assertBitsEqual, assertClose, makeRng, randomF32, U } from '../ref/f64.js';
 import { dcaAttentionF64, dcaRotateKeysF64, dcaTolerance, plainRopeAttentionF64, tableAttentionF64, temperatureF64, type DcaShape } from '../ref/dca-f64.js';
 
@@ -225,26 +225,10 @@ export function checkDcaCase(backend: Backend, c: DcaCase, kvDtype: KvDtype = 'f
     v: randomF32(rng, s.contextLen * rowLen),
   }));
 
-  // Paged layout: shuffled physical blocks, 3 never-used blocks, one -1 entry at the end of every table.
-  const blocksPerSeq = c.seqs.map((s) => Math.ceil(s.contextLen / blockSize));
-  const numBlocks = blocksPerSeq.reduce((a, b) => a + b, 0) + 3;
-  const physical = rng.shuffle(Array.from({ length: numBlocks }, (_, i) => i));
-  const maxBlocksPerSeq = Math.max(...blocksPerSeq) + 1;
-  const blockTables = new Int32Array(c.seqs.length * maxBlocksPerSeq).fill(-1);
-  const kCache = new Float32Array(numBlocks * blockSize * rowLen).fill(NaN);
-  const vCache = new Float32Array(numBlocks * blockSize * rowLen).fill(NaN);
-  let next = 0;
-  c.seqs.forEach((s, si) => {
-    for (let b = 0; b < blocksPerSeq[si]; b++) blockTables[si * maxBlocksPerSeq + b] = physical[next++];
-    const kRot = dcaRotateKeysF64(seqs[si].k, shape, params); // cached keys: rotated at j mod L (§2.2)
-    for (let j = 0; j < blocksPerSeq[si] * blockSize; j++) {
-      const at = (blockTables[si * maxBlocksPerSeq + Math.floor(j / blockSize)] * blockSize + (j % blockSize)) * rowLen;
-      for (let e = 0; e < rowLen; e++) {
-        kCache[at + e] = j < s.contextLen ? kRot[j * rowLen + e] : 0;
-        vCache[at + e] = j < s.contextLen ? seqs[si].v[j * rowLen + e] : TAIL_V;
-      }
-    }
-  });
+  // Paged layout: shuffled physical blocks, 3 never-used blocks, one -1 entry at the end of every table;
+  // cached keys rotated at j mod L (§2.2).
+  const { numBlocks, maxBlocksPerSeq, blockTables, kCache, vCache } = pagedKv(
+    rng, c.seqs.map((s, si) => ({ contextLen: s.contextLen, kRot: dcaRotateKeysF64(seqs[si].k, shape, params), v: seqs[si].v })), blockSize, rowLen, 3, TAIL_V);
 
   const numTokens = c.seqs.reduce((a, s) => a + s.numQueries, 0);
   const queryStart = new Int32Array(c.seqs.length + 1);

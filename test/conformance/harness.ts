@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { after, before } from 'node:test';
 import type { Backend } from '../../src/runtime/backend.js';
 import { bf16ToF32, f32ToBf16, fromF32, makeTensor, numel, type Tensor } from '../../src/runtime/tensor.js';
+import type { Rng } from '../ref/f64.js';
 
 /** Creates the backend before the enclosing describe's tests and disposes it after them. */
 export function useBackend(makeBackend: () => Backend): () => Backend {
@@ -78,4 +79,47 @@ export function grid<T extends Record<string, readonly unknown[]>>(axes: T): { [
     rows = rows.flatMap((row) => values.map((value) => ({ ...row, [key]: value })));
   }
   return rows as { [K in keyof T]: T[K][number] }[];
+}
+
+/** A paged KV layout of the attention suites (PagedKv.kCache/vCache are [numBlocks, blockSize, rowLen] host values). */
+export interface PagedKv {
+  numBlocks: number;
+  maxBlocksPerSeq: number;
+  blockTables: Int32Array; // [numSeqs, maxBlocksPerSeq], -1 past each table
+  kCache: Float32Array;
+  vCache: Float32Array;
+}
+
+/**
+ * The sequences' keys (already rotated as cached) and values in shuffled physical blocks, `spareBlocks` more
+ * blocks never used, one -1 entry past every table; in a sequence's last block, slots past its context hold
+ * k = 0 and v = tailV (any weight on them shows); never-used blocks are NaN. Consumes one rng.shuffle.
+ */
+export function pagedKv(
+  rng: Rng,
+  seqs: readonly { contextLen: number; kRot: ArrayLike<number>; v: ArrayLike<number> }[],
+  blockSize: number,
+  rowLen: number,
+  spareBlocks: number,
+  tailV: number,
+): PagedKv {
+  const blocksPerSeq = seqs.map((s) => Math.ceil(s.contextLen / blockSize));
+  const numBlocks = blocksPerSeq.reduce((a, b) => a + b, 0) + spareBlocks;
+  const physical = rng.shuffle(Array.from({ length: numBlocks }, (_, i) => i));
+  const maxBlocksPerSeq = Math.max(...blocksPerSeq) + 1;
+  const blockTables = new Int32Array(seqs.length * maxBlocksPerSeq).fill(-1);
+  const kCache = new Float32Array(numBlocks * blockSize * rowLen).fill(NaN);
+  const vCache = new Float32Array(numBlocks * blockSize * rowLen).fill(NaN);
+  let next = 0;
+  seqs.forEach((s, si) => {
+    for (let b = 0; b < blocksPerSeq[si]; b++) blockTables[si * maxBlocksPerSeq + b] = physical[next++];
+    for (let j = 0; j < blocksPerSeq[si] * blockSize; j++) {
+      const at = (blockTables[si * maxBlocksPerSeq + Math.floor(j / blockSize)] * blockSize + (j % blockSize)) * rowLen;
+      for (let e = 0; e < rowLen; e++) {
+        kCache[at + e] = j < s.contextLen ? s.kRot[j * rowLen + e] : 0;
+        vCache[at + e] = j < s.contextLen ? s.v[j * rowLen + e] : tailV;
+      }
+    }
+  });
+  return { numBlocks, maxBlocksPerSeq, blockTables, kCache, vCache };
 }

@@ -13,6 +13,7 @@ import { makeTensor } from '../../src/runtime/tensor.js';
 import { dcaAttentionF64, dcaRotateKeysF64, dcaTolerance, type DcaShape } from '../ref/dca-f64.js';
 import { assertBitsEqual, assertClose, makeRng, randomF32, U } from '../ref/f64.js';
 import { cutMargin, sparseDcaAttentionF64, sparseSelectionF64, type SparseF64Params } from '../ref/sparse-f64.js';
+import { pagedKv } from './harness.js';
 import { SPARSE_CASES, type SparseCase } from './sparse-cases.js';
 
 const TAIL_V = 1e3; // values past a sequence's context in its last block: any weight on them shows
@@ -46,25 +47,8 @@ function build(c: SparseCase): Built {
     v: randomF32(rng, s.contextLen * rowLen),
     rowScale: typeof s.logitScale === 'number' ? new Array<number>(s.numQueries).fill(s.logitScale) : [...s.logitScale],
   }));
-  const blocksPerSeq = c.seqs.map((s) => Math.ceil(s.contextLen / blockSize));
-  const numBlocks = blocksPerSeq.reduce((a, b) => a + b, 0) + 2;
-  const physical = rng.shuffle(Array.from({ length: numBlocks }, (_, i) => i));
-  const maxBlocksPerSeq = Math.max(...blocksPerSeq) + 1;
-  const blockTables = new Int32Array(c.seqs.length * maxBlocksPerSeq).fill(-1);
-  const kCache = new Float32Array(numBlocks * blockSize * rowLen).fill(NaN);
-  const vCache = new Float32Array(numBlocks * blockSize * rowLen).fill(NaN);
-  let next = 0;
-  c.seqs.forEach((s, si) => {
-    for (let b = 0; b < blocksPerSeq[si]; b++) blockTables[si * maxBlocksPerSeq + b] = physical[next++];
-    const kRot = dcaRotateKeysF64(seqs[si].k, shape, params);
-    for (let j = 0; j < blocksPerSeq[si] * blockSize; j++) {
-      const at = (blockTables[si * maxBlocksPerSeq + Math.floor(j / blockSize)] * blockSize + (j % blockSize)) * rowLen;
-      for (let e = 0; e < rowLen; e++) {
-        kCache[at + e] = j < s.contextLen ? kRot[j * rowLen + e] : 0;
-        vCache[at + e] = j < s.contextLen ? seqs[si].v[j * rowLen + e] : TAIL_V;
-      }
-    }
-  });
+  const { numBlocks, maxBlocksPerSeq, blockTables, kCache, vCache } = pagedKv(
+    rng, c.seqs.map((s, si) => ({ contextLen: s.contextLen, kRot: dcaRotateKeysF64(seqs[si].k, shape, params), v: seqs[si].v })), blockSize, rowLen, 2, TAIL_V);
   const queryStart = new Int32Array(c.seqs.length + 1);
   c.seqs.forEach((s, si) => (queryStart[si + 1] = queryStart[si] + s.numQueries));
   const T = queryStart[c.seqs.length];
