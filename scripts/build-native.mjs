@@ -145,6 +145,7 @@ async function buildCuda() {
     CMAKE_LIBRARY_OUTPUT_DIRECTORY: path.dirname(cudaAddon), // next to longctx_cpu.node, not build/cuda/Release
     CMAKE_CUDA_COMPILER: cuda.nvcc,
     CUDAToolkit_ROOT: cuda.root,
+    LONGCTX_CUDA_SM90A_ONLY: process.env.LONGCTX_CUDA_SM90A_ONLY === '1' ? 'ON' : 'OFF',
   });
   try {
     await cudaBuild.build();
