@@ -164,17 +164,19 @@ Napi::Value CudaContext::alloc(const Napi::CallbackInfo& cb) {
 }
 
 Napi::Value CudaContext::view(const Napi::CallbackInfo& cb) {
-  Args a(cb, "view", 2);
+  Args a(cb, "view", cb.Length() == 2 ? 2 : 3);  // (id, bytes) or (id, bytes, byteOffset)
   enter(cb.Env());
   const uint32_t baseId = static_cast<uint32_t>(a.dim(0, "id", 1));
   const Buffer base = lookup(a, 0);  // a copy: the insertion below may rehash the table
   const size_t bytes = bytesArg(a, cb, 1);
-  if (bytes > base.bytes)
-    throw a.range("a view of " + std::to_string(bytes) + " bytes does not fit in a buffer of " +
-                  std::to_string(base.bytes));
+  const size_t offset = cb.Length() == 3 ? bytesArg(a, cb, 2) : 0;
+  if (offset > base.bytes || bytes > base.bytes - offset)
+    throw a.range("a view of " + std::to_string(bytes) + " bytes at byte " + std::to_string(offset) +
+                  " does not fit in a buffer of " + std::to_string(base.bytes));
+  if (offset % 16 != 0) throw a.range("a view's byte offset must be a multiple of 16, got " + std::to_string(offset));
   const uint32_t owner = base.parent != 0 ? base.parent : baseId;
   const uint32_t id = nextId_++;
-  bufs_[id] = Buffer{base.ptr, bytes, owner};
+  bufs_[id] = Buffer{bytes > 0 ? static_cast<char*>(base.ptr) + offset : base.ptr, bytes, owner};
   views_[owner].insert(id);
   return Napi::Number::New(cb.Env(), id);
 }

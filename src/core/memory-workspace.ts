@@ -3,7 +3,7 @@
 // count is an exact integer computed from shapes; the only estimates are the named reserves (CUDA context,
 // NCCL), which say so in their formula. Must not: decide fit or policy (memory-plan.ts), do I/O.
 import type { ModelConfig } from '../model/config-types.js';
-import { stepBufferLayout } from '../model/step-buffers.js';
+import { mlpRows, stepBufferLayout } from '../model/step-buffers.js';
 import { UserError } from '../errors.js';
 import { CUDA_SCRATCH_CONSTANTS, cudaScratchBytes, type CudaScratchBytes } from '../runtime/cuda-scratch.js';
 
@@ -161,7 +161,7 @@ export function workspaceItems(config: ModelConfig, shape: DeviceShape, p: Works
   // step activations: one f32 buffer each, allocated once (the graph runs every step on prefix views)
   const layout = stepBufferLayout({ hiddenSize: H, numHeads: h, numKvHeads: g, headDim: D, intermediateSize: I, vocabSize: Vd });
   for (const b of Object.values(layout)) {
-    const rows: [string, number] = b.rows === 'T' ? ['T', T] : ['R', R];
+    const rows: [string, number] = b.rows === 'T' ? ['T', T] : b.rows === 'R' ? ['R', R] : ['M', mlpRows(T)];
     items.push(tensor(b.what, 'arena', [rows, ['cols', b.cols]], 'fp32'));
   }
   if (shape.tp > 1) items.push(tensor('gathered logits', 'arena', [['R', R], ['V', V]], 'fp32', 'planned for tensor parallelism'));

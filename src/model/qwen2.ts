@@ -13,8 +13,8 @@ import { reshape, type DType, type Tensor } from '../runtime/tensor.js';
 import type { ModelConfig } from './config-types.js';
 import { stepRowLogitScales, toDcaParams } from './dca.js';
 import { sparseParamsOfLayer, sparseRowsOfStep } from './sparse-config.js';
-import type { ModelWeights } from './weights-types.js';
-import { StepBuffers, type StepCapacity } from './step-buffers.js';
+import type { LayerWeights, ModelWeights } from './weights-types.js';
+import { MLP_CHUNK_ROWS, StepBuffers, type StepCapacity } from './step-buffers.js';
 
 /** Everything one forward step needs; T = number of tokens in the step. */
 export interface StepInputs {
@@ -51,6 +51,7 @@ export class Qwen2Graph {
     readonly config: ModelConfig,
     readonly weights: ModelWeights, // already uploaded to `backend`
     capacity: StepCapacity | null = null,
+    mlpChunkRows: number = MLP_CHUNK_ROWS, // the MLP runs over row ranges of at most this many tokens
   ) {
     this.numLayers = config.numLayers;
     if (weights.layers.length !== config.numLayers) {
@@ -60,7 +61,7 @@ export class Qwen2Graph {
     if (sparseLayers !== undefined && sparseLayers !== config.numLayers) {
       throw new Error(`sparse attention budgets cover ${sparseLayers} layers, config says ${config.numLayers}`);
     }
-    this.buffers = new StepBuffers(backend, config, capacity);
+    this.buffers = new StepBuffers(backend, config, capacity, mlpChunkRows);
   }
 
   /** Allocates one paged KV cache per layer: K and V [numBlocks, blockSize, numKvHeads, headDim] of `dtype`. */
@@ -130,9 +131,7 @@ export class Qwen2Graph {
       be.matmul(attn, w.o, null, proj); // proj [T, H]
       be.add(x, proj, x);
       be.rmsnorm(x, w.postNorm, cfg.rmsNormEps, h);
-      be.matmul(h, w.gateUp, null, gateUp); // gateUp [T, 2I]
-      be.siluMul(gateUp, act); // act [T, I]
-      be.matmul(act, w.down, null, proj); // proj [T, H]
+      this.mlp(h, w, gateUp, act, proj);
       be.add(x, proj, x);
     }
 
@@ -141,6 +140,35 @@ export class Qwen2Graph {
     be.matmul(lastNormed, this.weights.lmHead, null, logits); // logits [R, vocab]
     for (const t of [x, h, q, k, v, attn, proj, gateUp, act, last, lastNormed]) be.free(t);
     return logits;
+  }
+
+  /**
+   * proj = down(silu(gate(h)) * up(h)) row by row, over ranges of M = gateUp's rows (every op of the MLP is
+   * row-wise, so the ranges only bound the memory of its two widest buffers). h, proj [T, H]; gateUp [M, 2I];
+   * act [M, I]. One range (M = T, every step up to MLP_CHUNK_ROWS tokens) uses the buffers themselves.
+   */
+  private mlp(h: Tensor, w: LayerWeights, gateUp: Tensor, act: Tensor, proj: Tensor): void {
+    const be = this.backend;
+    const T = h.shape[0];
+    const H = h.shape[1];
+    const M = gateUp.shape[0];
+    if (M >= T) {
+      be.matmul(h, w.gateUp, null, gateUp); // gateUp [T, 2I]
+      be.siluMul(gateUp, act); // act [T, I]
+      be.matmul(act, w.down, null, proj); // proj [T, H]
+      return;
+    }
+    for (let r0 = 0; r0 < T; r0 += M) {
+      const m = Math.min(M, T - r0);
+      const hr = be.view(h, [m, H], r0 * H);
+      const pr = be.view(proj, [m, H], r0 * H);
+      const gu = m === M ? gateUp : be.view(gateUp, [m, gateUp.shape[1]]);
+      const a = m === M ? act : be.view(act, [m, act.shape[1]]);
+      be.matmul(hr, w.gateUp, null, gu);
+      be.siluMul(gu, a);
+      be.matmul(a, w.down, null, pr);
+      for (const t of m === M ? [hr, pr] : [hr, pr, gu, a]) be.free(t);
+    }
   }
 
   /** null for plain-RoPE models; else the step's DCA inputs (throws if the backend lacks attentionDca). */

@@ -1,7 +1,9 @@
 // The activation buffers of one Qwen2 forward step, allocated once at the step capacity (the most tokens and
 // sampled rows a step may have) and used through prefix views of the step's size, so a step allocates nothing
 // and the memory plan can list them exactly (stepBufferItems is the one formula both use).
-// Invariant: every buffer is f32 and row-major [rows, cols]; rows are T (tokens) or R (sampled rows).
+// Invariant: every buffer is f32 and row-major [rows, cols]; rows are T (tokens), R (sampled rows) or M (the
+// MLP's rows: the graph runs gate/up, SiLU x mul and down over row ranges of at most M tokens, so the two
+// widest buffers do not grow with long prefill chunks).
 // Must not: hold KV caches or weights.
 import type { Backend } from '../runtime/backend.js';
 import type { Tensor } from '../runtime/tensor.js';
@@ -12,10 +14,24 @@ export interface StepCapacity {
   readonly rows: number; // R: sampled rows, min(max_num_seqs, T)
 }
 
+/**
+ * Rows of one MLP pass (M): a step of T tokens runs its MLP in ceil(T / M) row ranges of M = min(T, this)
+ * tokens. Large enough that the GEMMs stay at full rate (cuBLAS bf16 reaches its ceiling by ~4K rows), a
+ * multiple of 4 so every range starts 16-byte aligned; the memory plan uses the same number.
+ */
+export const MLP_CHUNK_ROWS = 16384;
+
+/** M for a step (or capacity) of T tokens: min(T, chunkRows). */
+export function mlpRows(T: number, chunkRows: number = MLP_CHUNK_ROWS): number {
+  return Math.min(T, chunkRows);
+}
+
 export type StepBufferName = 'x' | 'h' | 'q' | 'k' | 'v' | 'attn' | 'proj' | 'gateUp' | 'act' | 'last' | 'lastNormed' | 'logits';
 
-/** Each buffer's row kind and width: [T or R, cols], f32. */
-export function stepBufferLayout(c: Pick<ModelConfig, 'hiddenSize' | 'numHeads' | 'numKvHeads' | 'headDim' | 'intermediateSize' | 'vocabSize'>): Record<StepBufferName, { rows: 'T' | 'R'; cols: number; what: string }> {
+export type StepRowKind = 'T' | 'R' | 'M';
+
+/** Each buffer's row kind and width: [T, R or M rows, cols], f32. */
+export function stepBufferLayout(c: Pick<ModelConfig, 'hiddenSize' | 'numHeads' | 'numKvHeads' | 'headDim' | 'intermediateSize' | 'vocabSize'>): Record<StepBufferName, { rows: StepRowKind; cols: number; what: string }> {
   const H = c.hiddenSize;
   const qDim = c.numHeads * c.headDim;
   const kvDim = c.numKvHeads * c.headDim;
@@ -28,18 +44,23 @@ export function stepBufferLayout(c: Pick<ModelConfig, 'hiddenSize' | 'numHeads' 
     v: { rows: 'T', cols: kvDim, what: 'v projection' },
     attn: { rows: 'T', cols: qDim, what: 'attention output' },
     proj: { rows: 'T', cols: H, what: 'o_proj / down_proj output' },
-    gateUp: { rows: 'T', cols: 2 * I, what: 'MLP gate/up output' },
-    act: { rows: 'T', cols: I, what: 'MLP activation' },
+    gateUp: { rows: 'M', cols: 2 * I, what: 'MLP gate/up output' },
+    act: { rows: 'M', cols: I, what: 'MLP activation' },
     last: { rows: 'R', cols: H, what: 'sampled hidden rows' },
     lastNormed: { rows: 'R', cols: H, what: 'sampled rows, normed' },
     logits: { rows: 'R', cols: c.vocabSize, what: 'logits of the sampled rows' },
   };
 }
 
+/** Rows of a buffer of kind `kind` for T tokens, R sampled rows and MLP chunks of chunkRows. */
+export function stepRows(kind: StepRowKind, T: number, R: number, chunkRows: number = MLP_CHUNK_ROWS): number {
+  return kind === 'T' ? T : kind === 'R' ? R : mlpRows(T, chunkRows);
+}
+
 /** Bytes of all step buffers at a capacity (f32). */
-export function stepBufferBytes(c: Parameters<typeof stepBufferLayout>[0], cap: StepCapacity): number {
+export function stepBufferBytes(c: Parameters<typeof stepBufferLayout>[0], cap: StepCapacity, chunkRows: number = MLP_CHUNK_ROWS): number {
   let n = 0;
-  for (const b of Object.values(stepBufferLayout(c))) n += (b.rows === 'T' ? cap.tokens : cap.rows) * b.cols * 4;
+  for (const b of Object.values(stepBufferLayout(c))) n += stepRows(b.rows, cap.tokens, cap.rows, chunkRows) * b.cols * 4;
   return n;
 }
 
@@ -64,7 +85,12 @@ export class StepBuffers {
     private readonly backend: Backend,
     config: ModelConfig,
     capacity: StepCapacity | null,
+    /** M's bound (MLP_CHUNK_ROWS unless a test asks for small ranges); a positive multiple of 4. */
+    readonly mlpChunkRows: number = MLP_CHUNK_ROWS,
   ) {
+    if (!Number.isSafeInteger(mlpChunkRows) || mlpChunkRows < 4 || mlpChunkRows % 4 !== 0) {
+      throw new Error(`MLP chunk rows must be a positive multiple of 4, got ${mlpChunkRows}`);
+    }
     this.layout = stepBufferLayout(config);
     this.fixed = capacity !== null;
     if (capacity !== null) {
@@ -81,13 +107,13 @@ export class StepBuffers {
     this.release();
     const out = {} as Record<StepBufferName, Tensor>;
     for (const [name, b] of Object.entries(this.layout) as [StepBufferName, (typeof this.layout)[StepBufferName]][]) {
-      out[name] = this.backend.zeros([b.rows === 'T' ? cap.tokens : cap.rows, b.cols]);
+      out[name] = this.backend.zeros([stepRows(b.rows, cap.tokens, cap.rows, this.mlpChunkRows), b.cols]);
     }
     this.bufs = out;
     this.cap = cap;
   }
 
-  /** Views of every buffer for a step of T tokens and R sampled rows. */
+  /** Views of every buffer for a step of T tokens and R sampled rows (gateUp and act: M = min(T, chunk) rows). */
   views(T: number, R: number): Record<StepBufferName, Tensor> {
     if (this.cap === null || T > this.cap.tokens || R > this.cap.rows) {
       if (this.fixed && this.cap !== null) {
@@ -98,7 +124,7 @@ export class StepBuffers {
     const bufs = this.bufs!;
     const out = {} as Record<StepBufferName, Tensor>;
     for (const [name, b] of Object.entries(this.layout) as [StepBufferName, (typeof this.layout)[StepBufferName]][]) {
-      out[name] = this.backend.view(bufs[name], [b.rows === 'T' ? T : R, b.cols]);
+      out[name] = this.backend.view(bufs[name], [stepRows(b.rows, T, R, this.mlpChunkRows), b.cols]);
     }
     return out;
   }

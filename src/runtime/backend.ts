@@ -117,12 +117,13 @@ export interface Backend {
   /** A zero-filled tensor, f32 unless `dtype` says otherwise (bf16 zeros are for KV caches). */
   zeros(shape: readonly number[], dtype?: DType): Tensor;
   /**
-   * A tensor of t's dtype aliasing the FIRST numel(shape) elements of t's storage (numel(shape) <= numel(t)):
+   * A tensor of t's dtype aliasing numel(shape) elements of t's storage from element `offset` (default 0;
+   * offset + numel(shape) <= numel(t); device backends need offset·elementBytes to be a multiple of 16):
    * writes through either show in both. Cheap (no allocation, no device sync). free(view) releases nothing;
    * a view must not be used after its base is freed. The graph runs each step on views of buffers allocated
-   * once at the largest step size.
+   * once at the largest step size, and its MLP on row ranges of them.
    */
-  view(t: Tensor, shape: readonly number[]): Tensor;
+  view(t: Tensor, shape: readonly number[], offset?: number): Tensor;
   /** The values of `t` as f32 on the host (a copy). */
   read(t: Tensor): Float32Array;
   /** Overwrite the f32 tensor `t` with host values (length must match). */

@@ -47,10 +47,11 @@ export interface NativeCudaContext {
   /** A new buffer of `bytes` bytes (cudaMalloc; contents undefined). */
   alloc(bytes: number): number;
   /**
-   * A view: a new id for the first `bytes` (<= the buffer's) bytes of buffer `id`; no allocation, no sync.
-   * free(view) releases nothing and does not wait; free of the owned buffer removes its views (RangeError after).
+   * A view: a new id for `bytes` bytes of buffer `id` from byte `byteOffset` (default 0; a multiple of 16,
+   * offset + bytes <= the buffer's bytes); no allocation, no sync. free(view) releases nothing and does not
+   * wait; free of the owned buffer removes its views (RangeError after).
    */
-  view(id: number, bytes: number): number;
+  view(id: number, bytes: number, byteOffset?: number): number;
   /** Fills the buffer with zero bytes. */
   zero(id: number): void;
   /** Frees the buffer (after the queued work; a view: at once, no wait); a second free is a RangeError. */

@@ -254,15 +254,20 @@ export function createCudaBackend(opts: CudaBackendOptions = {}): CudaBackend {
       return wrap(dtype, shape, bufferId);
     },
 
-    view(t: Tensor, shape: readonly number[]): Tensor {
+    view(t: Tensor, shape: readonly number[], offset = 0): Tensor {
       const bufferId = id('view', 't', t, null);
       const rec = records.get(t.data)!;
       if (shape.some((d) => !Number.isSafeInteger(d) || d < 0) || !Number.isSafeInteger(numel(shape))) {
         fail('view', `bad shape ${fmt(shape)}`);
       }
+      if (!Number.isSafeInteger(offset) || offset < 0) fail('view', `bad offset ${offset}`);
       const n = numel(shape);
-      if (n > rec.numel) fail('view', `a view of shape ${fmt(shape)} (${n} elements) does not fit in t ${fmt(t.shape)} (${rec.numel})`);
-      const viewId = ctx.view(bufferId, n * elementBytes(rec.dtype));
+      if (offset + n > rec.numel) {
+        fail('view', `a view of shape ${fmt(shape)} (${n} elements) at element ${offset} does not fit in t ${fmt(t.shape)} (${rec.numel})`);
+      }
+      const eb = elementBytes(rec.dtype);
+      if ((offset * eb) % 16 !== 0) fail('view', `offset ${offset} is ${offset * eb} bytes: device views start at a multiple of 16 bytes`);
+      const viewId = ctx.view(bufferId, n * eb, offset * eb);
       return wrap(rec.dtype, shape, viewId, rec.base ?? t.data);
     },
 

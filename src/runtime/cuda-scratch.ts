@@ -7,6 +7,7 @@
 // context throws on a request beyond them (a planning bug).
 import type { DType } from './tensor.js';
 import { cudaSamplingScratchBytes } from './cuda-sampling.js';
+import { mlpRows } from '../model/step-buffers.js';
 
 /** Bytes of each scratch buffer of a CUDA context (CudaBackendOptions.scratch, CudaBackend.scratchBytes()). */
 export interface CudaScratchBytes {
@@ -180,10 +181,11 @@ export function cudaScratchBytes(shape: CudaScratchShape, limits: CudaScratchLim
   // (writeKv) or R <= T sampled rows (gatherRows), each op on its own: 4·T bytes.
   const staging = 4 * T;
 
-  // activations16: bf16 weights, more rows than the GEMV takes, no exactMatmul: x [rows, K] as bf16. Rows <= T,
-  // K in {hidden, numHeads·headDim, intermediate}: 2·T·max(K).
+  // activations16: bf16 weights, more rows than the GEMV takes, no exactMatmul: x [rows, K] as bf16. Rows <= T
+  // for K in {hidden, numHeads·headDim}; the down projection (K = intermediate) sees one MLP range of
+  // M = min(T, MLP_CHUNK_ROWS) rows (the graph's MLP ranges, step-buffers.ts): 2·max(T·max(H, nH·D), M·I).
   const bf16Gemm = !limits.exactMatmul && (wd === undefined || wd === 'bf16');
-  const activations16 = bf16Gemm ? 2 * T * Math.max(H, nH * D, I) : 0;
+  const activations16 = bf16Gemm ? 2 * Math.max(T * Math.max(H, nH * D), mlpRows(T) * I) : 0;
 
   // widened: 16-bit weights on the SGEMM path (f16 always, bf16 with exactMatmul) widen
   // rowsPerChunk = min(N, max(1, floor(widenChunkElems / K))) rows of K per call: 4·K·rowsPerChunk floats,

@@ -16,6 +16,8 @@ export interface RunnerOptions {
   kvCacheDtype?: DType; // default f32; bf16 where backend.kvCacheDtypes has it
   /** Step activations allocated once at this size (a larger step throws); absent: grown on demand. */
   stepCapacity?: StepCapacity;
+  /** Rows per MLP range (default MLP_CHUNK_ROWS; tests use small ones to cross range boundaries). */
+  mlpChunkRows?: number;
 }
 
 /** Uploads every weight tensor to the backend (host backends keep the arrays; tied lm_head stays shared). */
@@ -55,7 +57,7 @@ export class ModelRunner {
     readonly options: RunnerOptions,
   ) {
     if (config.dca !== null) validateDca(config.dca, options.blockSize); // UserError: L % blockSize != 0
-    this.graph = new Qwen2Graph(backend, config, uploadWeights(backend, weights), options.stepCapacity ?? null);
+    this.graph = new Qwen2Graph(backend, config, uploadWeights(backend, weights), options.stepCapacity ?? null, options.mlpChunkRows);
     this.caches = this.graph.allocateKvCache(options.numBlocks, options.blockSize, options.kvCacheDtype ?? 'f32');
   }
 

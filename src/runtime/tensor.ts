@@ -27,12 +27,13 @@ export function makeTensor(dtype: DType, shape: readonly number[], data?: HostDa
 }
 
 /** A host tensor aliasing the first numel(shape) elements of t (Backend.view for host backends). */
-export function hostView(t: Tensor, shape: readonly number[]): Tensor {
+export function hostView(t: Tensor, shape: readonly number[], offset = 0): Tensor {
   const n = numel(shape);
-  if (!Number.isSafeInteger(n) || shape.some((d) => !Number.isSafeInteger(d) || d < 0) || n > t.data.length) {
-    throw new Error(`view: shape [${shape.join(', ')}] does not fit in a tensor of ${t.data.length} elements`);
+  if (!Number.isSafeInteger(offset) || offset < 0) throw new Error(`view: bad offset ${offset}`);
+  if (!Number.isSafeInteger(n) || shape.some((d) => !Number.isSafeInteger(d) || d < 0) || offset + n > t.data.length) {
+    throw new Error(`view: shape [${shape.join(', ')}] at element ${offset} does not fit in a tensor of ${t.data.length} elements`);
   }
-  return { dtype: t.dtype, shape: [...shape], data: t.data.subarray(0, n) };
+  return { dtype: t.dtype, shape: [...shape], data: t.data.subarray(offset, offset + n) };
 }
 
 // --- 16-bit float conversions (round-to-nearest-even for bf16, IEEE half for f16) ---

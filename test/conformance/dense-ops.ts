@@ -64,6 +64,28 @@ export function registerMemoryTests(be: () => Backend): void {
       assert.throws(() => be().view(base, [5, 6]), /view/);
       be().free(base);
     });
+    test('view at an offset: rows r0.. of a tensor; a matmul writes only those rows; out-of-range offsets throw', () => {
+      const base = be().zeros([6, 8]); // rows of 32 bytes: every row offset is 16-byte aligned
+      const values = randomF32(makeRng(4), 48);
+      be().write(base, values);
+      const mid = be().view(base, [3, 8], 16); // rows 2..4
+      assertBitsEqual(be().read(mid), values.subarray(16, 40), 'read(view at row 2)', [3, 8]);
+      const wv = randomF32(makeRng(5), 8 * 8);
+      const w = be().upload({ dtype: 'f32', shape: [8, 8], data: wv });
+      const out = be().zeros([6, 8]);
+      const outMid = be().view(out, [3, 8], 16);
+      be().matmul(mid, w, null, outMid);
+      const got = be().read(out);
+      // rows 2..4 equal the matmul of those rows alone; the others stay zero
+      const alone = be().upload({ dtype: 'f32', shape: [3, 8], data: values.slice(16, 40) });
+      const ref = be().zeros([3, 8]);
+      be().matmul(alone, w, null, ref);
+      assertBitsEqual(got.subarray(16, 40), be().read(ref), 'matmul through offset views', [3, 8]);
+      assertBitsEqual(Float32Array.of(...got.subarray(0, 16), ...got.subarray(40)), new Float32Array(24), 'rows outside the view', [3, 8]);
+      assert.throws(() => be().view(base, [4, 8], 24), /view/);
+      assert.throws(() => be().view(base, [1, 8], -8), /view/);
+      for (const t of [outMid, mid, ref, alone, out, w, base]) be().free(t);
+    });
   });
 }
 

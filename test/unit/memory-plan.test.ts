@@ -230,15 +230,17 @@ test('(a) weights alone exceed the cap: 14B on an RTX 4090', () => {
 });
 
 test('(c) workspace does not fit: a huge max_num_batched_tokens', () => {
-  const p = plan(QWEN_7B, H200, { maxNumBatchedTokens: 1_048_576 });
+  // ~84 KB of activations per token (the MLP's widest buffers hold M = 16,384 rows, not T), so it takes
+  // millions of tokens per step to overflow an H200
+  const p = plan(QWEN_7B, H200, { maxNumBatchedTokens: 4_194_304 });
   assert.equal(p.failure?.kind, 'workspace');
   assert.equal(
     errorOf(p),
-    'workspace for --max-num-batched-tokens 1,048,576 and --max-num-seqs 256 needs 334.5 GiB per GPU; 109.1 GiB is available after weights ' +
-      'and margin at utilization 0.90: use --max-num-batched-tokens 168960 or less',
+    'workspace for --max-num-batched-tokens 4,194,304 and --max-num-seqs 256 needs 329.0 GiB per GPU; 109.1 GiB is available after weights ' +
+      'and margin at utilization 0.90: use --max-num-batched-tokens 649216 or less',
   );
-  assert.equal(plan(QWEN_7B, H200, { maxNumBatchedTokens: 168_960 }).fits, true);
-  assert.equal(plan(QWEN_7B, H200, { maxNumBatchedTokens: 168_960 + 8192 }).fits, false);
+  assert.equal(plan(QWEN_7B, H200, { maxNumBatchedTokens: 649_216 }).fits, true);
+  assert.equal(plan(QWEN_7B, H200, { maxNumBatchedTokens: 649_216 + 8192 }).fits, false);
 });
 
 test('auto picks the largest max_model_len that fits; one block more does not fit', () => {
@@ -355,7 +357,7 @@ test('CLI: longctx plan --json from a config.json alone; exit 0 when it fits, 2 
     assert.equal(d.weights_bytes, 15_231_899_648);
     assert.equal(d.weights_bytes + d.workspace_bytes + d.margin_bytes + d.kv_cache_bytes + d.free_bytes, d.cap_bytes);
     for (const k of ['weights_bytes', 'kv_cache_bytes', 'workspace_bytes', 'margin_bytes', 'free_bytes', 'total_bytes']) assert.ok(Number.isSafeInteger(d[k]), k);
-    assert.ok(d.workspace.some((it: { name: string; formula: string }) => it.name === 'MLP gate/up output' && it.formula.startsWith('[T=8192, cols=37888] fp32')));
+    assert.ok(d.workspace.some((it: { name: string; formula: string }) => it.name === 'MLP gate/up output' && it.formula.startsWith('[M=8192, cols=37888] fp32')));
 
     const fp8 = JSON.parse(run('--gpu', 'H200', '--json', '--kv-cache-dtype', 'fp8', '--tensor-parallel-size', '2').stdout);
     assert.equal(fp8.kv_cache_bytes_per_token, 28_672);

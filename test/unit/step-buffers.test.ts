@@ -59,3 +59,16 @@ test('without a capacity the buffers are allocated at the first step and regrown
   assert.deepEqual(bufs.capacity, { tokens: 9, rows: 2 });
   assert.throws(() => new StepBuffers(c.be, config, { tokens: 2, rows: 3 }), /rows <= tokens/);
 });
+
+test('the MLP buffers have M = min(T, chunk rows) rows: a capacity above the chunk allocates M, not T, of them', () => {
+  const c = counting();
+  const cap = { tokens: 13, rows: 5 };
+  const bufs = new StepBuffers(c.be, config, cap, 8);
+  // 3H + 2·qDim + 2·kvDim per token (T = 13), 3I per MLP row (M = 8), 2H + V per sampled row
+  const bytes = 4 * (13 * (3 * 24 + 2 * 24 + 2 * 8) + 8 * 3 * 40 + 5 * (2 * 24 + 97));
+  assert.equal(stepBufferBytes(config, cap, 8), bytes);
+  assert.equal(c.bytes(), bytes);
+  assert.deepEqual([...bufs.views(13, 5).gateUp.shape], [8, 80]);
+  assert.deepEqual([...bufs.views(6, 1).act.shape], [6, 40], 'a step under the chunk takes T rows');
+  assert.throws(() => new StepBuffers(c.be, config, cap, 6), /multiple of 4/);
+});
