@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The issue-6 table in one GPU call, in priority order so a cut-off run still returns the first results:
+#   1. build both addons (sm_90a only unless FULL_BUILD=1);
+#   2. the CUDA tests named in $TESTS (default: memory, sampling, sparse, golden, attention-tc, decode files);
+#   3. transformers + SDPA at $PEER_LENGTHS (default 131072) and `longctx bench` of the 7B-1M shape, sparse prefill,
+#      at $LENGTHS (default 131072,524288,1000000) with $CHUNK-token steps (default 131072, Qwen's recommended
+#      max_num_batched_tokens for the 1M models), 16 decode tokens; one table with ratios;
+#   4. 128K again with 16,384-token steps, and its per-op GPU times (--op-times);
+#   5. the memory a 524,288-token context needs (KV pool of exactly that many tokens) at $MEM_CHUNK-token steps.
+# Carry [".gpu"] (see plan-check.sh for what it holds). Logs and JSON lines under $OUT.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+out=${OUT:-/tmp/longctx-gpu-out}
+mkdir -p "$out"
+t0=$(date +%s)
+stamp() { echo "[final +$(( $(date +%s) - t0 ))s] $*"; }
+mkdir -p .gpu/bin && xz -dc .gpu/node.xz > .gpu/bin/node && chmod +x .gpu/bin/node && export PATH=$PWD/.gpu/bin:$PATH
+[ -e node_modules ] || ln -s .gpu/node_modules node_modules
+[ "${FULL_BUILD:-0}" = 1 ] || export LONGCTX_CUDA_SM90A_ONLY=1
+node scripts/build-native.mjs > "$out/build.log" 2>&1; grep '^longctx:' "$out/build.log"
+[ -f build/Release/longctx_cuda.node ] || { echo "final-check: no CUDA addon"; grep -E 'error' "$out/build.log" | head -20; exit 3; }
+stamp built
+export TMPDIR=/tmp/longctx-tmp && mkdir -p "$TMPDIR"
+node --import tsx scripts/gpu/make-tiny-model.mts > /dev/null
+tests=${TESTS:-$(ls test/native/cuda-memory.test.ts test/native/cuda-sampling.test.ts test/native/cuda-sparse.test.ts test/native/cuda-golden.test.ts \
+  test/native/cuda-attention-tc.test.ts test/native/cuda-decode*.test.ts 2>/dev/null | tr '\n' ' ')}
+timeout "${TEST_LIMIT:-200}" node --import tsx --test --test-concurrency=1 --test-reporter=spec $tests > "$out/tests.log" 2>&1
+echo "tests rc $?: $(grep -E '^ℹ (tests|pass|fail|skipped)' "$out/tests.log" | tr '\n' ' ')"
+grep -E '✖' "$out/tests.log" | head -20
+stamp tested
+bench() { node --import tsx scripts/gpu/bench-entry.ts bench --preset qwen2.5-7b-1m --device cuda "$@"; }
+python3 bench/gpu/e2e_transformers.py --lengths "${PEER_LENGTHS:-131072}" --decode 16 > "$out/peer.jsonl" 2> "$out/peer-err.txt"
+grep -E '"e2e"|"error"' "$out/peer.jsonl"
+stamp peer
+bench --lengths "${LENGTHS:-131072,524288,1000000}" --max-num-batched-tokens "${CHUNK:-131072}" --decode-tokens 16 --json | tee "$out/bench.jsonl"
+python3 scripts/gpu/bench-table.py "$out/bench.jsonl" "$out/peer.jsonl" | tee "$out/table.txt"
+stamp bench
+bench --lengths 131072 --max-num-batched-tokens 16384 --decode-tokens 16 --json | grep '"length"' | tee "$out/bench-chunk16k.jsonl"
+bench --lengths 131072 --max-num-batched-tokens "${CHUNK:-131072}" --decode-tokens 4 --op-times --json | grep '"op_times"\|"length"' > "$out/bench-ops.jsonl"
+stamp ops
+bench --max-model-len 524320 --kv-cache-memory-bytes $((524320 * 57344)) --max-num-batched-tokens "${MEM_CHUNK:-16384}" \
+  --lengths 32768 --decode-tokens 8 --json | grep '"plan"\|"length"' | tee "$out/bench-mem512.jsonl"
+stamp done
