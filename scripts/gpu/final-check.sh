@@ -2,8 +2,8 @@
 # The issue-6 table in one GPU call, in priority order so a cut-off run still returns the first results:
 #   1. build both addons (sm_90a only unless FULL_BUILD=1);
 #   2. the CUDA tests named in $TESTS (default: memory, sampling, sparse, golden, attention-tc, decode files);
-#   3. transformers + SDPA at $PEER_LENGTHS (default 131072) and `longctx bench` of the 7B-1M shape, sparse prefill,
-#      at $LENGTHS (default 131072,524288,1000000) with $CHUNK-token steps (default 131072, Qwen's recommended
+#   3. transformers + SDPA at $PEER_LENGTHS (default 32768,131072,262144) and `longctx bench` of the 7B-1M shape, sparse prefill,
+#      at $LENGTHS (default 32768,131072,262144,524288,1000000) with $CHUNK-token steps (default 131072, Qwen's recommended
 #      max_num_batched_tokens for the 1M models), 16 decode tokens; one table with ratios;
 #   4. 128K again with 16,384-token steps, and its per-op GPU times (--op-times);
 #   5. the memory a 524,288-token context needs (KV pool of exactly that many tokens) at $MEM_CHUNK-token steps.
@@ -29,10 +29,10 @@ echo "tests rc $?: $(grep -E '^ℹ (tests|pass|fail|skipped)' "$out/tests.log" |
 grep -E '✖' "$out/tests.log" | head -20
 stamp tested
 bench() { node --import tsx scripts/gpu/bench-entry.ts bench --preset qwen2.5-7b-1m --device cuda "$@"; }
-python3 bench/gpu/e2e_transformers.py --lengths "${PEER_LENGTHS:-131072}" --decode 16 > "$out/peer.jsonl" 2> "$out/peer-err.txt"
+python3 bench/gpu/e2e_transformers.py --lengths "${PEER_LENGTHS:-32768,131072,262144}" --decode 16 > "$out/peer.jsonl" 2> "$out/peer-err.txt"
 grep -E '"e2e"|"error"' "$out/peer.jsonl"
 stamp peer
-bench --lengths "${LENGTHS:-131072,524288,1000000}" --max-num-batched-tokens "${CHUNK:-131072}" --decode-tokens 16 --json | tee "$out/bench.jsonl"
+bench --lengths "${LENGTHS:-32768,131072,262144,524288,1000000}" --max-num-batched-tokens "${CHUNK:-131072}" --decode-tokens 16 --json | tee "$out/bench.jsonl"
 python3 scripts/gpu/bench-table.py "$out/bench.jsonl" "$out/peer.jsonl" | tee "$out/table.txt"
 stamp bench
 bench --lengths 131072 --max-num-batched-tokens 16384 --decode-tokens 16 --json | grep '"length"' | tee "$out/bench-chunk16k.jsonl"
