@@ -10,7 +10,7 @@
 // instead of the stream kernel; --gemv: the T = 1 GEMM rows only, plus the decode rows with --decode-only, and the
 // GEMV's v2 launch policy as "gemv bf16w v2"; --versions: each stream decode row also on the v3 kernel
 // (VARIANT-v3) and on v4 at 2 CTAs per SM (VARIANT-v5); --tc-versions: each plain bf16-cache tensor-core
-// prefill row on the v4 kernel and again on v3 (VARIANT-v3)).
+// prefill row on the v4 kernel, on v5 (v4 with the flush-to-zero exp2: VARIANT-v5) and on v3 (VARIANT-v3)).
 // Profiling: scripts/gpu/profile-attn.sh
 #include <cuda_bf16.h>
 
@@ -101,8 +101,8 @@ bool selected(const std::string& only, const char* name) {
 
 // Decode kernel versions timed per stream decode row (--versions: v4 default, v3, v5 = v4 at 2 CTAs per SM).
 std::vector<int> gDecodeVersions = {4};
-// Tensor-core prefill kernel versions timed per plain bf16-cache row (--tc-versions: v4 default, then v3 as
-// VARIANT-v3; DCA and the f32 cache always run v3).
+// Tensor-core prefill kernel versions timed per plain bf16-cache row (--tc-versions: v4 default, then v5 and
+// v3 as VARIANT-v5 / VARIANT-v3; DCA and the f32 cache always run v3).
 std::vector<int> gTcVersions = {4};
 
 void benchAttention(cudaStream_t s, int numSms, int L, bool tcOnly, const std::string& only, bool decodeOnly) {
@@ -249,7 +249,7 @@ int main(int argc, char** argv) {
       else if (a == "--decode-only") decodeOnly = true;
       else if (a == "--gemv") gemvOnly = true;
       else if (a == "--versions") gDecodeVersions = {4, 3, 5};
-      else if (a == "--tc-versions") gTcVersions = {4, 3};
+      else if (a == "--tc-versions") gTcVersions = {4, 5, 3};
       else lens.push_back(std::atoi(argv[i]));
     }
     if (lens.empty()) lens = {4096, 16384, 65536};

@@ -445,7 +445,17 @@ struct SmemV4 {
   static constexpr size_t kBytes = 2 * (static_cast<size_t>(kTcVectors) * kLd + 4 * kKeys * kLd);
 };
 
-template <int D>
+// 2^x on the SFU alone (ex2.approx.ftz: a result below 2^-126 flushes to 0, which the tests' bound allows;
+// exp2f adds a range check and two multiplies around the same instruction to keep subnormal results).
+__device__ __forceinline__ float exp2Ftz(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// FTZ (v5): the softmax weights through exp2Ftz instead of exp2f; otherwise v4. Equal to v4 bit for bit
+// unless some weight of a row is below 2^-126 (a logit 87 below the row max).
+template <int D, bool FTZ>
 __global__ void __launch_bounds__(kV4Threads, 2) tensorCoreAttentionV4(Params p) {
   constexpr int kLd = Smem<D>::kLd, D4 = D / 4, NT = D / 8;
   constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
@@ -563,14 +573,15 @@ __global__ void __launch_bounds__(kV4Threads, 2) tensorCoreAttentionV4(Params p)
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
         const float mNew = fmaxf(m[b][r], mx * c2);
         const float mUse = mNew == -INFINITY ? 0.f : mNew;
-        const float alpha = m[b][r] == mNew ? 1.f : exp2f(m[b][r] - mUse);
+        const float alpha = m[b][r] == mNew ? 1.f : FTZ ? exp2Ftz(m[b][r] - mUse) : exp2f(m[b][r] - mUse);
         const float negM = -mUse;
         float part[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
         for (int j = 0; j < kKeys / 8; ++j)
 #pragma unroll
           for (int e = 0; e < 2; ++e) {
-            const float pj = exp2f(fmaf(s[b][j][2 * r + e], c2, negM));
+            const float arg = fmaf(s[b][j][2 * r + e], c2, negM);
+            const float pj = FTZ ? exp2Ftz(arg) : exp2f(arg);
             s[b][j][2 * r + e] = pj;
             part[(2 * j + e) & 3] += pj;
           }
@@ -640,10 +651,10 @@ __global__ void __launch_bounds__(kV4Threads, 2) tensorCoreAttentionV4(Params p)
     }
 }
 
-template <int D>
+template <int D, bool FTZ>
 void launchV4(cudaStream_t s, const Params& p, unsigned numTiles) {
   constexpr size_t smem = SmemV4<D>::kBytes;
-  auto kernel = tensorCoreAttentionV4<D>;
+  auto kernel = tensorCoreAttentionV4<D, FTZ>;
   LCUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
   // the whole unified L1/shared memory as shared, so two CTAs' 2 x 102 KB fit on one SM
   LCUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared));
@@ -652,13 +663,16 @@ void launchV4(cudaStream_t s, const Params& p, unsigned numTiles) {
   LCUDA_LAUNCHED("tensorCoreAttentionV4", s);
 }
 
-// Which kernel the plain bf16-cache path runs: 4 (default) or 3; LONGCTX_PREFILL_TC=3 at the first launch
-// selects v3 (benchmarks and side-by-side checks), setTensorCorePrefillVersion overrides it.
+// Which kernel the plain bf16-cache path runs: 4 (default), 5 (v4 with exp2Ftz) or 3; LONGCTX_PREFILL_TC
+// at the first launch selects one (benchmarks and side-by-side checks), setTensorCorePrefillVersion
+// overrides it.
+constexpr int kTcDefaultVersion = 4;
 int gTcVersion = 0;
+int tcVersionOf(int v) { return v == 3 || v == 4 || v == 5 ? v : kTcDefaultVersion; }
 int tcVersion() {
   if (gTcVersion == 0) {
     const char* e = std::getenv("LONGCTX_PREFILL_TC");
-    gTcVersion = e != nullptr && std::atoi(e) == 3 ? 3 : 4;
+    gTcVersion = tcVersionOf(e != nullptr ? std::atoi(e) : 0);
   }
   return gTcVersion;
 }
@@ -675,20 +689,20 @@ void launch(cudaStream_t s, const Params& p, unsigned numTiles) {
 
 template <int D>
 void launchForDtype(cudaStream_t s, const Params& p, unsigned numTiles, bool dca, bool bf16Kv) {
-  if (bf16Kv && !dca && tcVersion() == 4) launchV4<D>(s, p, numTiles);
+  if (bf16Kv && !dca && tcVersion() != 3) tcVersion() == 5 ? launchV4<D, true>(s, p, numTiles) : launchV4<D, false>(s, p, numTiles);
   else if (bf16Kv) dca ? launch<D, true, true>(s, p, numTiles) : launch<D, false, true>(s, p, numTiles);
   else dca ? launch<D, true, false>(s, p, numTiles) : launch<D, false, false>(s, p, numTiles);
 }
 
 }  // namespace
 
-void setTensorCorePrefillVersion(int version) { gTcVersion = version == 3 ? 3 : 4; }
+void setTensorCorePrefillVersion(int version) { gTcVersion = tcVersionOf(version); }
 
 // Resident CTAs per SM of the plain bf16-cache kernel of `version` at headDim 128 (benchmark diagnostics).
 int tensorCorePrefillCtasPerSm(int version) {
   int n = 0;
-  if (version == 4) {
-    auto kernel = tensorCoreAttentionV4<128>;
+  if (version != 3) {
+    auto kernel = tensorCoreAttentionV4<128, false>;
     LCUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(SmemV4<128>::kBytes)));
     LCUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared));
     LCUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, kV4Threads, SmemV4<128>::kBytes));
