@@ -196,8 +196,8 @@ if (unavailable !== null) {
         seqs: [{ contextLen: 191, numQueries: 191 }, { contextLen: 257, numQueries: 33 }, { contextLen: 1, numQueries: 1 }] },
       { label: 'v4 edges, MHA (GQA 1) 4 heads, headDim 128, block 16: 200 rows, a 127-row chunk after 129 keys', numHeads: 4, numKvHeads: 4, headDim: 128, blockSize: 16, seed: 13,
         seqs: [{ contextLen: 200, numQueries: 200 }, { contextLen: 256, numQueries: 127 }] },
-      { label: 'v4 edges, GQA 7 headDim 64 (14/2 heads), block 5: 640 rows (10 key tiles, 5-key blocks)', numHeads: 14, numKvHeads: 2, headDim: 64, blockSize: 5, seed: 14,
-        seqs: [{ contextLen: 640, numQueries: 640 }] },
+      { label: 'v4 edges, GQA 7 headDim 64 (14/2 heads), block 5: 448 rows (7 key tiles, 5-key blocks)', numHeads: 14, numKvHeads: 2, headDim: 64, blockSize: 5, seed: 14,
+        seqs: [{ contextLen: 448, numQueries: 448 }] },
     ];
     for (const c of edges) {
       for (const [name, get] of [['', be], [', no key splits', split]] as const) {
