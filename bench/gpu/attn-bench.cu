@@ -9,7 +9,8 @@
 // --decode-only: only the decode rows; VARIANT-tiled for fp32/dca-fp32(-kvbf16): decode on the tiled kernel
 // instead of the stream kernel; --gemv: the T = 1 GEMM rows only, plus the decode rows with --decode-only, and the
 // GEMV's v2 launch policy as "gemv bf16w v2"; --versions: each stream decode row also on the v3 kernel
-// (VARIANT-v3) and on v4 at 2 CTAs per SM (VARIANT-v5)).
+// (VARIANT-v3) and on v4 at 2 CTAs per SM (VARIANT-v5); --tc-versions: each plain bf16-cache tensor-core
+// prefill row on the v4 kernel, on v5 (v4 with the flush-to-zero exp2: VARIANT-v5) and on v3 (VARIANT-v3)).
 // Profiling: scripts/gpu/profile-attn.sh
 #include <cuda_bf16.h>
 
@@ -28,6 +29,8 @@ namespace lcuda {
 void setGemvVersion(int version);
 namespace attn {
 void setStreamDecodeVersion(int version);
+void setTensorCorePrefillVersion(int version);
+int tensorCorePrefillCtasPerSm(int version);
 }
 }  // namespace lcuda
 
@@ -98,6 +101,9 @@ bool selected(const std::string& only, const char* name) {
 
 // Decode kernel versions timed per stream decode row (--versions: v4 default, v3, v5 = v4 at 2 CTAs per SM).
 std::vector<int> gDecodeVersions = {4};
+// Tensor-core prefill kernel versions timed per plain bf16-cache row (--tc-versions: v4 default, then v5 and
+// v3 as VARIANT-v5 / VARIANT-v3; DCA and the f32 cache always run v3).
+std::vector<int> gTcVersions = {4};
 
 void benchAttention(cudaStream_t s, int numSms, int L, bool tcOnly, const std::string& only, bool decodeOnly) {
   const int nH = 28, nKv = 4, D = 128, bs = 16;
@@ -149,13 +155,15 @@ void benchAttention(cudaStream_t s, int numSms, int L, bool tcOnly, const std::s
       DcaArgs d = dca;
       d.rowLogitScale = scales.data();
       const bool streamRow = nq == 1 && !var.tiled;
-      for (const int version : streamRow ? gDecodeVersions : std::vector<int>{4}) {
-        attn::setStreamDecodeVersion(version);
+      const bool tcRow = nq == L && var.tc && var.kv16 && !var.dca;
+      for (const int version : streamRow ? gDecodeVersions : tcRow ? gTcVersions : std::vector<int>{4}) {
+        if (streamRow) attn::setStreamDecodeVersion(version);
+        if (tcRow) attn::setTensorCorePrefillVersion(version);
         const double ms = timeMs(s, [&] {
           if (var.kv16) pagedAttention(s, scratch, opt, shape16, q, k16, v16, 1, qs, ctx, table.data(), scale, out, var.dca ? &d : nullptr);
           else pagedAttention(s, scratch, opt, shape32, q, k, v, 1, qs, ctx, table.data(), scale, out, var.dca ? &d : nullptr);
         });
-        const std::string name = std::string(var.name) + (streamRow && version != 4 ? "-v" + std::to_string(version) : "");
+        const std::string name = std::string(var.name) + ((streamRow || tcRow) && version != 4 ? "-v" + std::to_string(version) : "");
         if (nq == L) {
           const double flops = 4.0 * D * nH * (static_cast<double>(L) * (L + 1) / 2);
           std::printf("{\"kind\":\"attention\",\"phase\":\"prefill\",\"variant\":\"%s\",\"L\":%d,\"ms\":%.4f,\"tflops\":%.3f}\n",
@@ -168,6 +176,7 @@ void benchAttention(cudaStream_t s, int numSms, int L, bool tcOnly, const std::s
         std::fflush(stdout);
       }
       attn::setStreamDecodeVersion(4);
+      attn::setTensorCorePrefillVersion(4);
     }
   }
   cudaFree(k); cudaFree(v); cudaFree(q); cudaFree(out); cudaFree(k16); cudaFree(v16);
@@ -240,12 +249,14 @@ int main(int argc, char** argv) {
       else if (a == "--decode-only") decodeOnly = true;
       else if (a == "--gemv") gemvOnly = true;
       else if (a == "--versions") gDecodeVersions = {4, 3, 5};
+      else if (a == "--tc-versions") gTcVersions = {4, 5, 3};
       else lens.push_back(std::atoi(argv[i]));
     }
     if (lens.empty()) lens = {4096, 16384, 65536};
     cudaDeviceProp prop{};
     LCUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
-    std::printf("{\"kind\":\"device\",\"name\":\"%s\",\"sms\":%d}\n", prop.name, prop.multiProcessorCount);
+    std::printf("{\"kind\":\"device\",\"name\":\"%s\",\"sms\":%d,\"tc_prefill_ctas_per_sm\":{\"v4\":%d,\"v3\":%d}}\n",
+                prop.name, prop.multiProcessorCount, attn::tensorCorePrefillCtasPerSm(4), attn::tensorCorePrefillCtasPerSm(3));
     cudaStream_t s;
     LCUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
     if (gemvOnly) benchGemm(s, 1);

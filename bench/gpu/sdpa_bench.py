@@ -2,7 +2,8 @@
 # shapes (28 q / 4 kv heads, headDim 128), full prefill and one decode query, in bf16 (flash attention,
 # what a production engine would run) and fp32 (memory-efficient kernel, K/V expanded per head; the same
 # arithmetic precision as our fp32 kernel). CUDA-event medians after a warm-up, random inputs.
-# Prints one JSON object per line. Usage: python3 sdpa_bench.py [contextLen ...]
+# Prints one JSON object per line. Usage: python3 sdpa_bench.py [--prefill-bf16] [contextLen ...]
+# (--prefill-bf16: the bf16 prefill rows alone)
 import json
 import sys
 
@@ -51,11 +52,13 @@ def run(L, dtype, phase):
 
 
 def main():
-    lens = [int(a) for a in sys.argv[1:]] or [4096, 16384, 65536]
+    args = sys.argv[1:]
+    prefill_bf16 = "--prefill-bf16" in args
+    lens = [int(a) for a in args if not a.startswith("--")] or [4096, 16384, 65536]
     print(json.dumps({"kind": "torch", "version": torch.__version__, "device": torch.cuda.get_device_name()}))
     for L in lens:
-        for dtype in (torch.bfloat16, torch.float32):
-            for phase in ("prefill", "decode"):
+        for dtype in (torch.bfloat16,) if prefill_bf16 else (torch.bfloat16, torch.float32):
+            for phase in ("prefill",) if prefill_bf16 else ("prefill", "decode"):
                 try:
                     print(json.dumps(run(L, dtype, phase)), flush=True)
                 except Exception as e:  # an unsupported kernel/size is reported, not fatal

@@ -22,6 +22,11 @@
 // kernel rounds an f32 cache's K/V to in shared memory, so the same bound applies (ρ unchanged) and the
 // output must equal the f32-cache run bit for bit; both are checked, with and without key splits, and once
 // under a partials budget that leaves room for only a few splits (CudaBackendOptions.scratch).
+// Kernel versions: plain attention over a bf16 cache runs v4 (4 warps x 32 rows per CTA), everything else
+// (f32 cache, DCA) v3; LONGCTX_PREFILL_TC=3 in the environment puts the bf16 plain path on v3 as well. v4
+// does v3's per-row arithmetic in the same order, so "the bits of the f32 cache" below also checks v4
+// against v3 bit for bit. The v4 edge cases (odd lengths, one-token rows, GQA 1/2/7, 64-key tile and
+// block boundaries) run on both caches.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { AttentionBatch, KvCacheLayer } from '../../src/runtime/backend.js';
@@ -176,6 +181,27 @@ if (unavailable !== null) {
     for (const c of [cases[0], cases[1], cases[3], cases[4], cases[5]]) {
       for (const [name, get] of [['', be], [', no key splits', split]] as const) {
         test(`${c.label} (bf16 cache${name}: the bound, and the bits of the f32 cache)`, () => {
+          const b16 = runCase(get(), c, 'bf16');
+          assertBitsEqual(b16, runCase(get(), c, 'f32'), `${c.label}: bf16 cache vs f32 cache${name}`);
+        });
+      }
+    }
+    // v4 edges on a bf16 cache (and the same bits on the f32 cache's v3): lengths at the 64-key tile and
+    // 16-key block edges, one-token rows beside longer ones (so the batch stays on the prefill kernel),
+    // GQA 7 / 2 / 1, tiles whose last warps own no vector.
+    const edges: TcCase[] = [
+      { label: 'v4 edges, 7B heads (GQA 7), block 16: 63, 64, 65 and 129 keys, a one-token row, a 2-row chunk', ...gqa, seed: 11,
+        seqs: [{ contextLen: 63, numQueries: 63 }, { contextLen: 64, numQueries: 64 }, { contextLen: 65, numQueries: 65 }, { contextLen: 129, numQueries: 1 }, { contextLen: 128, numQueries: 2 }] },
+      { label: 'v4 edges, GQA 2, headDim 64, block 32: 191 rows, a 33-row chunk after 224 keys, a one-key sequence', numHeads: 8, numKvHeads: 4, headDim: 64, blockSize: 32, seed: 12,
+        seqs: [{ contextLen: 191, numQueries: 191 }, { contextLen: 257, numQueries: 33 }, { contextLen: 1, numQueries: 1 }] },
+      { label: 'v4 edges, MHA (GQA 1) 4 heads, headDim 128, block 16: 200 rows, a 127-row chunk after 129 keys', numHeads: 4, numKvHeads: 4, headDim: 128, blockSize: 16, seed: 13,
+        seqs: [{ contextLen: 200, numQueries: 200 }, { contextLen: 256, numQueries: 127 }] },
+      { label: 'v4 edges, GQA 7 headDim 64 (14/2 heads), block 5: 448 rows (7 key tiles, 5-key blocks)', numHeads: 14, numKvHeads: 2, headDim: 64, blockSize: 5, seed: 14,
+        seqs: [{ contextLen: 448, numQueries: 448 }] },
+    ];
+    for (const c of edges) {
+      for (const [name, get] of [['', be], [', no key splits', split]] as const) {
+        test(`${c.label} (bf16 cache${name}, and the bits of the f32 cache)`, () => {
           const b16 = runCase(get(), c, 'bf16');
           assertBitsEqual(b16, runCase(get(), c, 'f32'), `${c.label}: bf16 cache vs f32 cache${name}`);
         });

@@ -15,11 +15,15 @@
 //    accumulated in fp32 registers. The split-K partial max goes out in natural units (m·ln 2).
 // DCA: each warp ORs the variants its valid (row, key) pairs need in this tile; usually one, and S is
 // computed once per needed variant and selected per element.
+// v4 (the default for plain attention over a bf16 cache; LONGCTX_PREFILL_TC=3 selects v3): 4 warps x 32
+// vectors per CTA, two MMA row blocks per warp sharing every K/V fragment, 2 CTAs per SM (see launchV4).
+// DCA and the f32 cache stay on v3 (8 warps x 16 vectors).
 // Error: bf16 rounding of q, k, v and p (relative 2^-8 each) on top of fp32 arithmetic; the tolerance the
 // tests derive from that is in test/native/cuda-attention-tc.test.ts.
 #include <cuda_bf16.h>
 
 #include <cfloat>
+#include <cstdlib>
 
 #include "attention-common.cuh"
 
@@ -131,12 +135,13 @@ __device__ __forceinline__ void issueTile(const Params& p, const int32_t* table,
 }
 
 // bf16 cache: start copying keys [k0, k0 + 64) straight into the padded bf16 tiles kv (K rows [64][kLd],
-// then V rows [64][kLd]). Thread t copies the 16 bytes (8 values) c8 = t % D8 of keys k0 + t / D8 + it·kStep.
-template <int D>
+// then V rows [64][kLd]). Thread t (of kThreads) copies the 16 bytes (8 values) c8 = t % D8 of keys
+// k0 + t / D8 + it·kStep.
+template <int D, int kThreads = kWarps * 32>
 __device__ __forceinline__ void issueTileBf16(const Params& p, const int32_t* table, int kvh, int k0, int kStop,
                                               __nv_bfloat16* kv) {
-  constexpr int kLd = Smem<D>::kLd, D8 = D / 8, kStep = kWarps * 32 / D8, kIters = kKeys / kStep;
-  static_assert(kKeys * D8 % (kWarps * 32) == 0 && kWarps * 32 % D8 == 0, "whole iterations");
+  constexpr int kLd = Smem<D>::kLd, D8 = D / 8, kStep = kThreads / D8, kIters = kKeys / kStep;
+  static_assert(kKeys * D8 % kThreads == 0 && kThreads % D8 == 0, "whole iterations");
   const int j0 = threadIdx.x / D8, c8 = threadIdx.x % D8;
   int64_t off[kIters];
   int bytes[kIters];
@@ -423,6 +428,255 @@ __global__ void __launch_bounds__(kWarps * 32, 1) tensorCoreAttentionKernel(Para
   }
 }
 
+// ---- v4: the plain path with a bf16 cache ----
+// A CTA is 4 warps x 32 query vectors of the same 128-vector tile (so the host plan and the scratch sizes
+// do not change): each warp owns two 16-row MMA blocks and uses every K and V fragment it loads for both,
+// so it has twice the independent mma chains of v3 and a third fewer fragment loads per mma. 102 KB of
+// shared memory (Q, two K/V tile pairs) and __launch_bounds__(128, 2) give 2 CTAs (8 warps) per SM: one
+// CTA's barrier and copy issue overlap the other's mma. The per-row arithmetic is v3's operation for
+// operation (same mma order over d and keys, same max tree, same four partial sums, same rescale), so a
+// row's output is v3's bit for bit.
+constexpr int kV4Warps = 4, kV4Threads = kV4Warps * 32, kV4RowsPerWarp = 32;
+static_assert(kV4Warps * kV4RowsPerWarp == kTcVectors, "v4 CTA vectors");
+
+template <int D>
+struct SmemV4 {
+  static constexpr int kLd = Smem<D>::kLd;
+  static constexpr size_t kBytes = 2 * (static_cast<size_t>(kTcVectors) * kLd + 4 * kKeys * kLd);
+};
+
+// 2^x on the SFU alone (ex2.approx.ftz: a result below 2^-126 flushes to 0, which the tests' bound allows;
+// exp2f adds a range check and two multiplies around the same instruction to keep subnormal results).
+__device__ __forceinline__ float exp2Ftz(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// FTZ (v5): the softmax weights through exp2Ftz instead of exp2f; otherwise v4. Equal to v4 bit for bit
+// unless some weight of a row is below 2^-126 (a logit 87 below the row max).
+template <int D, bool FTZ>
+__global__ void __launch_bounds__(kV4Threads, 2) tensorCoreAttentionV4(Params p) {
+  constexpr int kLd = Smem<D>::kLd, D4 = D / 4, NT = D / 8;
+  constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
+  extern __shared__ __align__(16) unsigned char smem[];
+  constexpr int kPair = 2 * kKeys * kLd;
+  __nv_bfloat16* Qs = reinterpret_cast<__nv_bfloat16*>(smem);  // [128][kLd]
+  __nv_bfloat16* Ks = Qs + kTcVectors * kLd;                     // [2 pairs][K 64][kLd], [V 64][kLd]
+
+  const Tile tile = p.tiles[blockIdx.x];
+  const int kvh = blockIdx.y, split = blockIdx.z;
+  const int group = p.numHeads / p.numKvHeads;
+  const int nVec = tile.numRows * tile.numHeads;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tig = lane % 4;
+  const int kEnd = tile.pos0 + tile.numRows;
+  const int kBegin = split * p.splitLen;
+  const int kStop = min(kEnd, kBegin + p.splitLen);
+  const int32_t* table = p.blockTables + static_cast<int64_t>(tile.seq) * p.maxBlocksPerSeq;
+  if (kBegin < kStop) issueTileBf16<D, kV4Threads>(p, table, kvh, kBegin, kStop, Ks);
+
+  {  // q rounded to bf16 with the sign of c (as v3)
+    const float4* q4 = reinterpret_cast<const float4*>(p.q);
+    const float sign = p.scale < 0.f ? -1.f : 1.f;
+    for (int idx = threadIdx.x; idx < kTcVectors * D4; idx += kV4Threads) {
+      const int vi = idx / D4, d4 = idx - vi * D4;
+      float4 x = make_float4(0.f, 0.f, 0.f, 0.f);
+      if (vi < nVec) {
+        const int t = tile.firstRow + vi / tile.numHeads;
+        const int h = kvh * group + tile.headStart + vi % tile.numHeads;
+        x = q4[(static_cast<int64_t>(t) * p.numHeads + h) * D4 + d4];
+      }
+      *reinterpret_cast<uint2*>(Qs + vi * kLd + 4 * d4) =
+          make_uint2(packBf16(sign * x.x, sign * x.y), packBf16(sign * x.z, sign * x.w));
+    }
+  }
+
+  // This thread's four rows: block b (0, 1) of the warp, r (0, 1) -> vector 32w + 16b + g + 8r.
+  int rpos[2][2];
+  float m[2][2], l[2][2];
+  const float c2 = fmaxf(fabsf(p.scale) * kLog2e, FLT_MIN);
+#pragma unroll
+  for (int b = 0; b < 2; ++b)
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int vi = warp * kV4RowsPerWarp + 16 * b + g + 8 * r;
+      rpos[b][r] = vi < nVec ? tile.pos0 + vi / tile.numHeads : -1;
+      m[b][r] = -INFINITY;
+      l[b][r] = 0.f;
+    }
+  float o[2][NT][4];
+#pragma unroll
+  for (int b = 0; b < 2; ++b)
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) o[b][nt][0] = o[b][nt][1] = o[b][nt][2] = o[b][nt][3] = 0.f;
+  const bool active = warp * kV4RowsPerWarp < nVec;  // warp-uniform
+
+  const __nv_bfloat16* qa0 = Qs + (warp * kV4RowsPerWarp + (lane & 15)) * kLd + 8 * (lane >> 4);
+  const __nv_bfloat16* qa1 = qa0 + 16 * kLd;
+  const int kbOff = ((lane & 7) + 8 * (lane >> 4)) * kLd + 8 * ((lane >> 3) & 1);
+  const int vOff = ((lane & 7) + 8 * ((lane >> 3) & 1)) * kLd + 8 * (lane >> 4);
+  int pair = 0;
+  for (int k0 = kBegin; k0 < kStop; k0 += kKeys) {
+    cpAsyncWaitAll();
+    __syncthreads();  // pair `pair` holds keys [k0, k0 + 64); the other pair (previous tile) is consumed
+    const __nv_bfloat16* Kt = Ks + pair * kPair;
+    const __nv_bfloat16* Vt = Kt + kKeys * kLd;
+    if (k0 + kKeys < kStop) issueTileBf16<D, kV4Threads>(p, table, kvh, k0 + kKeys, kStop, Ks + (pair ^ 1) * kPair);
+    pair ^= 1;
+    if (!active) continue;
+
+    // S = Q Kᵀ for both row blocks: one K ldmatrix.x4 feeds four mma.
+    float s[2][kKeys / 8][4];
+#pragma unroll
+    for (int b = 0; b < 2; ++b)
+#pragma unroll
+      for (int j = 0; j < kKeys / 8; ++j) s[b][j][0] = s[b][j][1] = s[b][j][2] = s[b][j][3] = 0.f;
+#pragma unroll
+    for (int ks = 0; ks < D / 16; ++ks) {
+      uint32_t a0[4], a1[4];
+      ldmatrixX4(a0, qa0 + 16 * ks);
+      ldmatrixX4(a1, qa1 + 16 * ks);
+#pragma unroll
+      for (int j = 0; j < kKeys / 8; j += 2) {
+        uint32_t kb[4];
+        ldmatrixX4(kb, Kt + kbOff + 8 * j * kLd + 16 * ks);
+        mma16816(s[0][j], a0[0], a0[1], a0[2], a0[3], kb[0], kb[1]);
+        mma16816(s[1][j], a1[0], a1[1], a1[2], a1[3], kb[0], kb[1]);
+        mma16816(s[0][j + 1], a0[0], a0[1], a0[2], a0[3], kb[2], kb[3]);
+        mma16816(s[1][j + 1], a1[0], a1[1], a1[2], a1[3], kb[2], kb[3]);
+      }
+    }
+
+    // Masks and the online softmax per row, exactly as v3.
+#pragma unroll
+    for (int b = 0; b < 2; ++b)
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        if (k0 + kKeys > kStop || k0 + kKeys - 1 > rpos[b][r]) {
+#pragma unroll
+          for (int j = 0; j < kKeys / 8; ++j)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              const int key = k0 + 8 * j + 2 * tig + e;
+              if (!(key < kStop && key <= rpos[b][r])) s[b][j][2 * r + e] = -INFINITY;
+            }
+        }
+        float t8[kKeys / 8];
+#pragma unroll
+        for (int j = 0; j < kKeys / 8; ++j) t8[j] = fmaxf(s[b][j][2 * r], s[b][j][2 * r + 1]);
+#pragma unroll
+        for (int w = kKeys / 16; w >= 1; w /= 2)
+#pragma unroll
+          for (int j = 0; j < w; ++j) t8[j] = fmaxf(t8[j], t8[j + w]);
+        float mx = t8[0];
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        const float mNew = fmaxf(m[b][r], mx * c2);
+        const float mUse = mNew == -INFINITY ? 0.f : mNew;
+        const float alpha = m[b][r] == mNew ? 1.f : FTZ ? exp2Ftz(m[b][r] - mUse) : exp2f(m[b][r] - mUse);
+        const float negM = -mUse;
+        float part[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+        for (int j = 0; j < kKeys / 8; ++j)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const float arg = fmaf(s[b][j][2 * r + e], c2, negM);
+            const float pj = FTZ ? exp2Ftz(arg) : exp2f(arg);
+            s[b][j][2 * r + e] = pj;
+            part[(2 * j + e) & 3] += pj;
+          }
+        const float sum = (part[0] + part[1]) + (part[2] + part[3]);
+        l[b][r] = l[b][r] * alpha + sum;
+        m[b][r] = mNew;
+        if (alpha != 1.f) {
+#pragma unroll
+          for (int nt = 0; nt < NT; ++nt) {
+            o[b][nt][2 * r] *= alpha;
+            o[b][nt][2 * r + 1] *= alpha;
+          }
+        }
+      }
+
+    // O += P V: P (bf16) from the S registers of both blocks; one V ldmatrix.trans feeds four mma.
+#pragma unroll
+    for (int ks = 0; ks < kKeys / 16; ++ks) {
+      uint32_t pa[2][4];
+#pragma unroll
+      for (int b = 0; b < 2; ++b) {
+        pa[b][0] = packBf16(s[b][2 * ks][0], s[b][2 * ks][1]);
+        pa[b][1] = packBf16(s[b][2 * ks][2], s[b][2 * ks][3]);
+        pa[b][2] = packBf16(s[b][2 * ks + 1][0], s[b][2 * ks + 1][1]);
+        pa[b][3] = packBf16(s[b][2 * ks + 1][2], s[b][2 * ks + 1][3]);
+      }
+#pragma unroll
+      for (int nt = 0; nt < NT; nt += 2) {
+        uint32_t vb[4];
+        ldmatrixX4Trans(vb, Vt + vOff + 16 * ks * kLd + 8 * nt);
+        mma16816(o[0][nt], pa[0][0], pa[0][1], pa[0][2], pa[0][3], vb[0], vb[1]);
+        mma16816(o[1][nt], pa[1][0], pa[1][1], pa[1][2], pa[1][3], vb[0], vb[1]);
+        mma16816(o[0][nt + 1], pa[0][0], pa[0][1], pa[0][2], pa[0][3], vb[2], vb[3]);
+        mma16816(o[1][nt + 1], pa[1][0], pa[1][1], pa[1][2], pa[1][3], vb[2], vb[3]);
+      }
+    }
+  }
+
+  if (!active) return;
+#pragma unroll
+  for (int b = 0; b < 2; ++b)
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      float lr = l[b][r];
+      lr += __shfl_xor_sync(0xffffffffu, lr, 1);
+      lr += __shfl_xor_sync(0xffffffffu, lr, 2);
+      const int vi = warp * kV4RowsPerWarp + 16 * b + g + 8 * r;
+      if (vi >= nVec) continue;
+      const int t = tile.firstRow + vi / tile.numHeads;
+      const int h = kvh * group + tile.headStart + vi % tile.numHeads;
+      const int64_t row = static_cast<int64_t>(t) * p.numHeads + h;
+      if (p.numSplits == 1) {
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt)
+          *reinterpret_cast<float2*>(p.out + row * D + 8 * nt + 2 * tig) =
+              make_float2(o[b][nt][2 * r] / lr, o[b][nt][2 * r + 1] / lr);
+      } else {
+        const int64_t prow = static_cast<int64_t>(split) * p.T * p.numHeads + row;
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt)
+          *reinterpret_cast<float2*>(p.partAcc + prow * D + 8 * nt + 2 * tig) = make_float2(o[b][nt][2 * r], o[b][nt][2 * r + 1]);
+        if (tig == 0) {
+          p.partMl[prow * 2] = m[b][r] * kLn2;
+          p.partMl[prow * 2 + 1] = lr;
+        }
+      }
+    }
+}
+
+template <int D, bool FTZ>
+void launchV4(cudaStream_t s, const Params& p, unsigned numTiles) {
+  constexpr size_t smem = SmemV4<D>::kBytes;
+  auto kernel = tensorCoreAttentionV4<D, FTZ>;
+  LCUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  // the whole unified L1/shared memory as shared, so two CTAs' 2 x 102 KB fit on one SM
+  LCUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared));
+  const dim3 grid(numTiles, static_cast<unsigned>(p.numKvHeads), static_cast<unsigned>(p.numSplits));
+  kernel<<<grid, kV4Threads, smem, s>>>(p);
+  LCUDA_LAUNCHED("tensorCoreAttentionV4", s);
+}
+
+// Which kernel the plain bf16-cache path runs: 4 (default), 5 (v4 with exp2Ftz) or 3; LONGCTX_PREFILL_TC
+// at the first launch selects one (benchmarks and side-by-side checks), setTensorCorePrefillVersion
+// overrides it.
+constexpr int kTcDefaultVersion = 4;
+int gTcVersion = 0;
+int tcVersionOf(int v) { return v == 3 || v == 4 || v == 5 ? v : kTcDefaultVersion; }
+int tcVersion() {
+  if (gTcVersion == 0) {
+    const char* e = std::getenv("LONGCTX_PREFILL_TC");
+    gTcVersion = tcVersionOf(e != nullptr ? std::atoi(e) : 0);
+  }
+  return gTcVersion;
+}
+
 template <int D, bool DCA, bool BF16KV>
 void launch(cudaStream_t s, const Params& p, unsigned numTiles) {
   const size_t smem = Smem<D>::bytes(DCA, BF16KV);
@@ -435,11 +689,31 @@ void launch(cudaStream_t s, const Params& p, unsigned numTiles) {
 
 template <int D>
 void launchForDtype(cudaStream_t s, const Params& p, unsigned numTiles, bool dca, bool bf16Kv) {
-  if (bf16Kv) dca ? launch<D, true, true>(s, p, numTiles) : launch<D, false, true>(s, p, numTiles);
+  if (bf16Kv && !dca && tcVersion() != 3) tcVersion() == 5 ? launchV4<D, true>(s, p, numTiles) : launchV4<D, false>(s, p, numTiles);
+  else if (bf16Kv) dca ? launch<D, true, true>(s, p, numTiles) : launch<D, false, true>(s, p, numTiles);
   else dca ? launch<D, true, false>(s, p, numTiles) : launch<D, false, false>(s, p, numTiles);
 }
 
 }  // namespace
+
+void setTensorCorePrefillVersion(int version) { gTcVersion = tcVersionOf(version); }
+
+// Resident CTAs per SM of the plain bf16-cache kernel of `version` at headDim 128 (benchmark diagnostics).
+int tensorCorePrefillCtasPerSm(int version) {
+  int n = 0;
+  if (version != 3) {
+    auto kernel = tensorCoreAttentionV4<128, false>;
+    LCUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(SmemV4<128>::kBytes)));
+    LCUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared));
+    LCUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, kV4Threads, SmemV4<128>::kBytes));
+  } else {
+    auto kernel = tensorCoreAttentionKernel<128, false, true>;
+    const size_t smem = Smem<128>::bytes(false, true);
+    LCUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    LCUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, kWarps * 32, smem));
+  }
+  return n;
+}
 
 void launchTensorCoreAttention(cudaStream_t s, const Params& p, unsigned numTiles, bool dca, bool bf16Kv) {
   if (p.headDim == 128) launchForDtype<128>(s, p, numTiles, dca, bf16Kv);
