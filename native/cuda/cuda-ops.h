@@ -138,7 +138,9 @@ struct AttentionShape {
 struct AttentionOptions {
   int numSms = 132;   // the grid is split along keys when there are fewer than 8 CTAs per SM
   int maxSplits = 256;  // 1: never split (one pass, no combine kernel)
-  bool tensorCores = false;  // prefill tiles on bf16 tensor cores (attention-tc.cu) where the shape allows
+  // prefill tiles on bf16 tensor cores (attention-tc.cu) where the shape allows; decode tiles over a bf16
+  // cache on the tensor-core decode kernel (attention-decode-tc.cu) at head sizes 64 and 128
+  bool tensorCores = false;
   // decode tiles on the stream kernel (attention-decode.cu) where the head size allows; false: the tiled
   // fp32 kernel of attention.cu (its "small" configuration)
   bool streamDecode = true;

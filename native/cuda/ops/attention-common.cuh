@@ -97,8 +97,15 @@ bool streamDecodeHeadDim(int headDim, bool dca);
 // Key splits are multiples of this (every warp of a CTA gets whole tiles).
 int streamDecodeKeyGranule(int headDim);
 // Resident CTAs per SM (occupancy) of the instantiation; nq: query variants staged (DCA: 1 or 3; plain: 1).
-int streamDecodeCtasPerSm(int headDim, bool dca, bool bf16Kv, int nq);
+// tensorCores: the caller allows bf16 tensor-core attention (AttentionOptions::tensorCores); with a bf16
+// cache and head size 64 or 128 the decode tiles then run on the tensor-core kernel (attention-decode-tc.cu).
+int streamDecodeCtasPerSm(int headDim, bool dca, bool bf16Kv, int nq, bool tensorCores = false);
 // Launches it over numTiles decode tiles (grid: tiles x KV heads x splits).
-void launchStreamDecode(cudaStream_t s, const Params& p, unsigned numTiles, bool dca, bool bf16Kv, int nq);
+void launchStreamDecode(cudaStream_t s, const Params& p, unsigned numTiles, bool dca, bool bf16Kv, int nq,
+                        bool tensorCores = false);
+// ---- tensor-core decode kernel (attention-decode-tc.cu; bf16 cache only), reached through the two above ----
+bool tcDecodeHeadDim(int headDim);
+int tcDecodeCtasPerSm(int headDim, bool dca, int nq);
+void launchTcDecode(cudaStream_t s, const Params& p, unsigned numTiles, bool dca, int nq);
 
 }  // namespace lcuda::attn

@@ -734,15 +734,21 @@ __global__ void __launch_bounds__(kNW * 32, MINB) decodeKernel(Params p, int nq)
 
 }  // namespace v4
 
-// Which kernel a head size runs: v4 up to d = 128, v3 at 256 (v4 would hold 2 x 128 floats per lane there).
-// Benchmarks can pin v3 everywhere (setStreamDecodeVersion, or LONGCTX_DECODE_KERNEL=3 at process start) to
-// time both on the same build; 5 is v4 with the register budget of 2 CTAs per SM at d = 128.
+// Which kernel a head size runs: the tensor-core kernel (attention-decode-tc.cu) where the caller allows bf16
+// tensor-core attention, the cache is bf16 and d is 64 or 128; otherwise v4 up to d = 128, v3 at 256 (v4
+// would hold 2 x 128 floats per lane there). Benchmarks can pin v3 everywhere (setStreamDecodeVersion, or
+// LONGCTX_DECODE_KERNEL=3 at process start) to time both on the same build; 5 is v4 with the register budget
+// of 2 CTAs per SM at d = 128; LONGCTX_DECODE_KERNEL=4 pins v4 (no tensor-core decode). 0: the default.
 int versionFromEnv() {
   const char* e = std::getenv("LONGCTX_DECODE_KERNEL");
-  if (e != nullptr && (e[0] == '3' || e[0] == '5') && e[1] == '\0') return e[0] - '0';
-  return 4;
+  if (e != nullptr && (e[0] == '3' || e[0] == '4' || e[0] == '5') && e[1] == '\0') return e[0] - '0';
+  return 0;
 }
-int gVersion = versionFromEnv();
+const int gEnvVersion = versionFromEnv();
+int gVersion = gEnvVersion;
+bool useTensorCores(int headDim, bool bf16Kv, bool tensorCores) {
+  return tensorCores && bf16Kv && gVersion == 0 && tcDecodeHeadDim(headDim);
+}
 template <int D>
 constexpr bool kHasV4 = D <= 128;
 
@@ -816,7 +822,7 @@ int ctasPerSmV(bool dca, bool bf16Kv, int nq) {
     if (gVersion == 5) return ctasPerSmFor<5, D>(dca, bf16Kv, nq);
   }
   if constexpr (kHasV4<D>) {
-    if (gVersion >= 4) return ctasPerSmFor<4, D>(dca, bf16Kv, nq);
+    if (gVersion != 3) return ctasPerSmFor<4, D>(dca, bf16Kv, nq);
   }
   return ctasPerSmFor<3, D>(dca, bf16Kv, nq);
 }
@@ -827,7 +833,7 @@ void launchV(cudaStream_t s, const Params& p, unsigned numTiles, bool dca, bool 
     if (gVersion == 5) return launchFor<5, D>(s, p, numTiles, dca, bf16Kv, nq);
   }
   if constexpr (kHasV4<D>) {
-    if (gVersion >= 4) return launchFor<4, D>(s, p, numTiles, dca, bf16Kv, nq);
+    if (gVersion != 3) return launchFor<4, D>(s, p, numTiles, dca, bf16Kv, nq);
   }
   launchFor<3, D>(s, p, numTiles, dca, bf16Kv, nq);
 }
@@ -841,7 +847,8 @@ bool streamDecodeHeadDim(int headDim, bool dca) {
 
 int streamDecodeKeyGranule(int headDim) { return headDim >= 16 ? kNW * 16 : kNW * 32; }
 
-int streamDecodeCtasPerSm(int headDim, bool dca, bool bf16Kv, int nq) {
+int streamDecodeCtasPerSm(int headDim, bool dca, bool bf16Kv, int nq, bool tensorCores) {
+  if (useTensorCores(headDim, bf16Kv, tensorCores)) return tcDecodeCtasPerSm(headDim, dca, nq);
   switch (headDim) {
     case 8: return ctasPerSmV<8>(dca, bf16Kv, nq);
     case 16: return ctasPerSmV<16>(dca, bf16Kv, nq);
@@ -852,8 +859,10 @@ int streamDecodeCtasPerSm(int headDim, bool dca, bool bf16Kv, int nq) {
   }
 }
 
-void launchStreamDecode(cudaStream_t s, const Params& p, unsigned numTiles, bool dca, bool bf16Kv, int nq) {
+void launchStreamDecode(cudaStream_t s, const Params& p, unsigned numTiles, bool dca, bool bf16Kv, int nq,
+                        bool tensorCores) {
   if (!streamDecodeHeadDim(p.headDim, dca)) throw CudaError("stream decode attention: unsupported head size");
+  if (useTensorCores(p.headDim, bf16Kv, tensorCores)) return launchTcDecode(s, p, numTiles, dca, nq);
   switch (p.headDim) {
     case 8: launchV<8>(s, p, numTiles, dca, bf16Kv, nq); break;
     case 16: launchV<16>(s, p, numTiles, dca, bf16Kv, nq); break;
@@ -864,8 +873,8 @@ void launchStreamDecode(cudaStream_t s, const Params& p, unsigned numTiles, bool
   }
 }
 
-// Benchmark hook (not in the header): 3 runs every head size on the v3 kernel, 4 (the default) restores v4,
-// 5 is v4 with the register budget of 2 CTAs per SM at d = 128.
-void setStreamDecodeVersion(int version) { gVersion = version == 3 || version == 5 ? version : 4; }
+// Benchmark hook (not in the header): 3 runs every head size on the v3 kernel, 5 is v4 with the register
+// budget of 2 CTAs per SM at d = 128, anything else restores the process default (LONGCTX_DECODE_KERNEL or 0).
+void setStreamDecodeVersion(int version) { gVersion = version == 3 || version == 5 ? version : gEnvVersion; }
 
 }  // namespace lcuda::attn

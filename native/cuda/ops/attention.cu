@@ -387,7 +387,7 @@ int pagedAttention(cudaStream_t s, AttentionScratch& scratch, const AttentionOpt
     nq = maxPos >= dca->chunkLen ? 3 : 1;
   }
   const int64_t target = stream ? static_cast<int64_t>(opt.numSms) *
-                                      attn::streamDecodeCtasPerSm(shape.headDim, dca != nullptr, shape.kvDtype == kBF16, nq)
+                                      attn::streamDecodeCtasPerSm(shape.headDim, dca != nullptr, shape.kvDtype == kBF16, nq, opt.tensorCores)
                                 : kCtasPerSm * static_cast<int64_t>(opt.numSms);
   const int granule = stream ? attn::streamDecodeKeyGranule(shape.headDim) : kKeyTile;
   int numSplits = 1, splitLen = maxKeys;
@@ -459,7 +459,7 @@ int pagedAttention(cudaStream_t s, AttentionScratch& scratch, const AttentionOpt
   if (tc) {
     attn::launchTensorCoreAttention(s, p, numTiles, isDca, bf16Kv);
   } else if (stream) {
-    attn::launchStreamDecode(s, p, numTiles, isDca, bf16Kv, nq);
+    attn::launchStreamDecode(s, p, numTiles, isDca, bf16Kv, nq, opt.tensorCores);
   } else if (small) {
     if (bf16Kv) launchFp32<kSmallNW, kSmallVPW, uint16_t>(s, p, numTiles, isDca);
     else launchFp32<kSmallNW, kSmallVPW, float>(s, p, numTiles, isDca);
