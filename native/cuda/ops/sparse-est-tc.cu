@@ -192,10 +192,11 @@ __device__ __forceinline__ float quadSum(float v) {
 }
 
 // Pass 1: per-row online (max, sum) of the logits over keys [chunk·2048, +2048) ∩ [0, p_i]; grid (heads, chunks).
+// bf16 cache: three tile buffers, tiles issued two ahead (one cp.async group per tile, empty past the end).
 template <int D, bool BF16KV>
 __global__ void __launch_bounds__(kThreads) estStatsTcKernel(SparseParams p) {
   extern __shared__ __align__(16) unsigned char smemRaw[];
-  __nv_bfloat16* buf = reinterpret_cast<__nv_bfloat16*>(smemRaw);  // [2][64][kLd]
+  __nv_bfloat16* buf = reinterpret_cast<__nv_bfloat16*>(smemRaw);  // [3][64][kLd] (f32 cache: hi, lo)
   constexpr int kTile = Est<D>::kTileElems;
   const int h = blockIdx.x, chunk = blockIdx.y, kvh = h / (p.numHeads / p.numKvHeads);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
@@ -215,23 +216,21 @@ __global__ void __launch_bounds__(kThreads) estStatsTcKernel(SparseParams p) {
   uint32_t qh[D / 16][4], ql[D / 16][4];
   int qVar = -1;
   if constexpr (BF16KV) {
-    stageKeys<D, true>(p, kvh, kBeg, buf, nullptr);
-    cpAsyncCommit();
+    for (int u = 0; u < 2; ++u) {
+      if (u < nT) stageKeys<D, true>(p, kvh, kBeg + u * kKeys, buf + u * kTile, nullptr);
+      cpAsyncCommit();
+    }
   }
   for (int it = 0; it < nT; ++it) {
     const int k0 = kBeg + it * kKeys;
     const __nv_bfloat16* Kh;
     const __nv_bfloat16* Kl = buf + kTile;
     if constexpr (BF16KV) {
-      if (it + 1 < nT) {
-        stageKeys<D, true>(p, kvh, k0 + kKeys, buf + ((it + 1) & 1) * kTile, nullptr);
-        cpAsyncCommit();
-        cpAsyncWait<1>();
-      } else {
-        cpAsyncWait<0>();
-      }
-      __syncthreads();
-      Kh = buf + (it & 1) * kTile;
+      if (it + 2 < nT) stageKeys<D, true>(p, kvh, k0 + 2 * kKeys, buf + ((it + 2) % 3) * kTile, nullptr);
+      cpAsyncCommit();
+      cpAsyncWait<2>();  // tile it has landed (this thread's copies)
+      __syncthreads();   // everyone's
+      Kh = buf + (it % 3) * kTile;
     } else {
       stageKeys<D, false>(p, kvh, k0, buf, buf + kTile);
       __syncthreads();
@@ -279,17 +278,20 @@ __global__ void __launch_bounds__(kThreads) estStatsTcKernel(SparseParams p) {
   }
 }
 
-// Pass 2: columns [j0, j0 + 192) of vertical and slash from the probabilities of keys [j0 - 63, j0 + 193);
-// grid (heads, column blocks).
+// Pass 2: per window w of this CTA's kWindows windows (grid (heads, ceil(column blocks / kWindows))), columns
+// [j0, j0 + 192) of vertical and slash from the probabilities of keys [j0 - 63, j0 + 193). The tile stream
+// runs across the windows, so the next window's first tile is in flight during a window's column sums.
+constexpr int kWindows = 8;
 template <int D, bool BF16KV>
 __global__ void __launch_bounds__(kThreads) estScoresTcKernel(SparseParams p) {
   extern __shared__ __align__(16) unsigned char smemRaw[];
-  constexpr int kTile = Est<D>::kTileElems;
+  constexpr int kTile = Est<D>::kTileElems, kPerWin = kScoreWin / kKeys;
   __nv_bfloat16* buf = reinterpret_cast<__nv_bfloat16*>(smemRaw);                  // [2][64][kLd]
   float* Ps = reinterpret_cast<float*>(smemRaw + Est<D>::kKeyBytes);                // [64][kPld]
   const int h = blockIdx.x, kvh = h / (p.numHeads / p.numKvHeads);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
-  const int j0 = blockIdx.y * kScoreCols, kBase = j0 - (kKeys - 1);
+  const int colBlocks = (p.end + kScoreCols - 1) / kScoreCols, w0 = blockIdx.y * kWindows;
+  const int nWin = min(kWindows, colBlocks - w0), nT = nWin * kPerWin;
   const bool active = warp * 16 < p.m;
   int row[2], last[2];
   float ls[2], rm[2], rsum[2];
@@ -304,25 +306,27 @@ __global__ void __launch_bounds__(kThreads) estScoresTcKernel(SparseParams p) {
   }
   uint32_t qh[D / 16][4], ql[D / 16][4];
   int qVar = -1;
-  constexpr int nT = kScoreWin / kKeys;
+  // tile u: window w0 + u / 4, keys from (w0 + u / 4)·192 − 63 + 64·(u % 4)
+  auto tileKey = [&](int u) { return (w0 + u / kPerWin) * kScoreCols - (kKeys - 1) + kKeys * (u % kPerWin); };
   if constexpr (BF16KV) {
-    stageKeys<D, true>(p, kvh, kBase, buf, nullptr);
+    stageKeys<D, true>(p, kvh, tileKey(0), buf, nullptr);
     cpAsyncCommit();
   }
-  for (int it = 0; it < nT; ++it) {
-    const int k0 = kBase + it * kKeys;
+  float* vert = p.scores + static_cast<int64_t>(h) * 2 * p.end;
+  for (int u = 0; u < nT; ++u) {
+    const int k0 = tileKey(u), it = u % kPerWin;
     const __nv_bfloat16* Kh;
     const __nv_bfloat16* Kl = buf + kTile;
     if constexpr (BF16KV) {
-      if (it + 1 < nT) {
-        stageKeys<D, true>(p, kvh, k0 + kKeys, buf + ((it + 1) & 1) * kTile, nullptr);
+      if (u + 1 < nT) {
+        stageKeys<D, true>(p, kvh, tileKey(u + 1), buf + ((u + 1) & 1) * kTile, nullptr);
         cpAsyncCommit();
         cpAsyncWait<1>();
       } else {
         cpAsyncWait<0>();
       }
       __syncthreads();
-      Kh = buf + (it & 1) * kTile;
+      Kh = buf + (u & 1) * kTile;
     } else {
       stageKeys<D, false>(p, kvh, k0, buf, buf + kTile);
       __syncthreads();
@@ -344,23 +348,26 @@ __global__ void __launch_bounds__(kThreads) estScoresTcKernel(SparseParams p) {
         }
       }
     }
-    __syncthreads();
-  }
-  float* vert = p.scores + static_cast<int64_t>(h) * 2 * p.end;
-  for (int c = threadIdx.x; c < kScoreCols; c += kThreads) {
-    const int j = j0 + c;
-    if (j >= p.end) break;
-    float v = 0.f, sl = 0.f;
-    for (int i = 0; i < p.m; ++i) v += Ps[i * kPld + c + kKeys - 1];
-    for (int i = 0; i < p.m; ++i) sl += Ps[i * kPld + c + kKeys - p.m + i];
-    vert[j] = j < kSinkColumns ? INFINITY : v;
-    vert[p.end + j] = j >= p.end - kLocalDiagonals ? INFINITY : sl;
+    __syncthreads();  // the tile buffer is refilled next; at a window's end, Ps is complete
+    if (it == kPerWin - 1) {
+      const int j0 = (w0 + u / kPerWin) * kScoreCols;
+      for (int c = threadIdx.x; c < kScoreCols; c += kThreads) {
+        const int j = j0 + c;
+        if (j >= p.end) break;
+        float v = 0.f, sl = 0.f;
+        for (int i = 0; i < p.m; ++i) v += Ps[i * kPld + c + kKeys - 1];
+        for (int i = 0; i < p.m; ++i) sl += Ps[i * kPld + c + kKeys - p.m + i];
+        vert[j] = j < kSinkColumns ? INFINITY : v;
+        vert[p.end + j] = j >= p.end - kLocalDiagonals ? INFINITY : sl;
+      }
+      __syncthreads();  // Ps is rewritten by the next window
+    }
   }
 }
 
 template <int D, bool BF16KV>
 void launchStats(cudaStream_t s, const SparseParams& p) {
-  const size_t smem = Est<D>::kKeyBytes;
+  const size_t smem = BF16KV ? 3 * Est<D>::kTileElems * sizeof(__nv_bfloat16) : Est<D>::kKeyBytes;
   auto kernel = estStatsTcKernel<D, BF16KV>;
   LCUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
   kernel<<<dim3(p.numHeads, p.numChunks), kThreads, smem, s>>>(p);
@@ -372,7 +379,7 @@ void launchScores(cudaStream_t s, const SparseParams& p) {
   auto kernel = estScoresTcKernel<D, BF16KV>;
   LCUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
   const unsigned colBlocks = static_cast<unsigned>((p.end + kScoreCols - 1) / kScoreCols);
-  kernel<<<dim3(p.numHeads, colBlocks), kThreads, smem, s>>>(p);
+  kernel<<<dim3(p.numHeads, (colBlocks + kWindows - 1) / kWindows), kThreads, smem, s>>>(p);
   LCUDA_LAUNCHED("estScoresTcKernel", s);
 }
 
