@@ -6,8 +6,10 @@
 // table cycling through them (so a 1M context repeats a 128K-token cache 8 times; every key is still read
 // from memory at its own slot address). Per N: the median GPU time of each phase (estimate, select, index,
 // attention) over --repeat calls, the dense time, and the fraction of key-row pairs the sparse blocks load
-// vs dense causal attention. Usage: node --import tsx bench/gpu/sparse-bench.ts [--contexts 131072,524288,
-// 1048576 --rows 8192 --budget 1000:6096 --repeat 3 --period 131072 --exact]; one JSON line per N.
+// vs dense causal attention. Each N runs two variants: the fp32 estimation with the serial index (the
+// kernels before) and the defaults (tensor-core estimation, warp index); one JSON line per N and variant.
+// Usage: node --import tsx bench/gpu/sparse-bench.ts [--contexts 131072,524288,1048576 --rows 8192
+// --budget 1000:6096 --repeat 3 --period 131072 --exact].
 import type { AttentionBatch, DcaParams, KvCacheLayer, SparseDcaParams } from '../../src/runtime/backend.js';
 import { createCudaBackend } from '../../src/runtime/cuda-backend.js';
 import { makeTensor } from '../../src/runtime/tensor.js';
@@ -22,6 +24,13 @@ const [vBudget, sBudget] = arg('budget', '1000:6096').split(':').map(Number);
 const repeat = Number(arg('repeat', '3'));
 const period = Number(arg('period', '131072'));
 const exact = process.argv.includes('--exact');
+// Per context, the estimation / index variants side by side (environment read by the native side per call):
+// "fp32 est, serial index" (the kernels before the tensor-core estimation) and the defaults ("tc est, warp
+// index" with tensor-core attention; with --exact the default estimation is fp32, so the first row repeats it).
+const variants: [string, Record<string, string | undefined>][] = [
+  ['fp32 est, serial index', { LONGCTX_SPARSE_EST: 'fp32', LONGCTX_SPARSE_INDEX: 'serial' }],
+  [exact ? 'default (fp32 est), warp index' : 'tc est, warp index', { LONGCTX_SPARSE_EST: undefined, LONGCTX_SPARSE_INDEX: undefined }],
+];
 const numHeads = 28, numKvHeads = 4, headDim = 128, blockSize = 16;
 const dca: DcaParams = { chunkLen: 262144 - 8192, chunkSize: 262144, ropeTheta: 1e7, rotaryDim: headDim };
 
@@ -74,34 +83,44 @@ for (const N of contexts) {
   const scale = 1 / Math.sqrt(headDim);
   const sparseCall = () => be.attentionDcaSparse(q, cache, batch, positions, dca, scale, rowLogitScale, sparse, out);
   const denseCall = () => be.attentionDca(q, cache, batch, positions, dca, scale, rowLogitScale, out);
-  sparseCall(); // warm-up: module load, scratch growth
-  denseCall();
-  be.synchronize();
-  be.setOpTiming(true);
-  be.opTimes();
-  const phases: Record<string, number[]> = {};
-  let keys = { loaded: 0, dense: 0 };
-  for (let r = 0; r < repeat; r++) {
-    sparseCall();
-    keys = be.lastSparseKeys();
-    for (const [label, t] of Object.entries(be.opTimes())) (phases[label] ??= []).push(t.gpuMs);
+  let denseMs = 0;
+  for (const [name, env] of variants) {
+    for (const [k, v] of Object.entries(env)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+    sparseCall(); // warm-up: module load, scratch growth
+    if (denseMs === 0) denseCall();
+    be.synchronize();
+    be.setOpTiming(true);
+    be.opTimes();
+    const phases: Record<string, number[]> = {};
+    let keys = { loaded: 0, dense: 0 };
+    for (let r = 0; r < repeat; r++) {
+      sparseCall();
+      keys = be.lastSparseKeys();
+      for (const [label, t] of Object.entries(be.opTimes())) (phases[label] ??= []).push(t.gpuMs);
+    }
+    if (denseMs === 0) {
+      const dense: number[] = [];
+      for (let r = 0; r < repeat; r++) {
+        denseCall();
+        dense.push(Object.entries(be.opTimes()).filter(([l]) => l.startsWith('attentionDca prefill')).reduce((s, [, t]) => s + t.gpuMs, 0));
+      }
+      denseMs = Number(median(dense).toFixed(2));
+    }
+    be.setOpTiming(false);
+    const ms = (label: string) => Number(median(phases[`attentionDcaSparse ${label}`] ?? [0]).toFixed(2));
+    console.log(JSON.stringify({
+      context: N, rows, budget: `${vBudget}:${sBudget}`, attention: exact ? 'fp32' : 'tensor cores', variant: name,
+      estimateMs: ms('estimate'), selectMs: ms('select'), indexMs: ms('index'), attentionMs: ms('attention'),
+      sparseTotalMs: Number((ms('estimate') + ms('select') + ms('index') + ms('attention')).toFixed(2)),
+      // op total with the per-sub-range key count (a device-to-host copy and a sync) of the diagnostic
+      sparseOpMs: Number(median(phases.attentionDcaSparse ?? [0]).toFixed(2)),
+      denseMs,
+      keyFraction: Number((keys.loaded / keys.dense).toFixed(4)),
+    }));
   }
-  const dense: number[] = [];
-  for (let r = 0; r < repeat; r++) {
-    denseCall();
-    dense.push(Object.entries(be.opTimes()).filter(([l]) => l.startsWith('attentionDca prefill')).reduce((s, [, t]) => s + t.gpuMs, 0));
-  }
-  be.setOpTiming(false);
-  const ms = (label: string) => Number(median(phases[`attentionDcaSparse ${label}`] ?? [0]).toFixed(2));
-  console.log(JSON.stringify({
-    context: N, rows, budget: `${vBudget}:${sBudget}`, attention: exact ? 'fp32' : 'tensor cores',
-    estimateMs: ms('estimate'), selectMs: ms('select'), indexMs: ms('index'), attentionMs: ms('attention'),
-    sparseTotalMs: ms('estimate') + ms('select') + ms('index') + ms('attention'),
-    // op total with the per-sub-range key count (a device-to-host copy and a sync) of the diagnostic
-    sparseOpMs: Number(median(phases.attentionDcaSparse ?? [0]).toFixed(2)),
-    denseMs: Number(median(dense).toFixed(2)),
-    keyFraction: Number((keys.loaded / keys.dense).toFixed(4)),
-  }));
 }
 for (const t of [q, out, cache.k, cache.v]) be.free(t);
 be.dispose();

@@ -243,6 +243,38 @@ Napi::Value CudaContext::lastSparseKeys(const Napi::CallbackInfo& cb) {
   return o;
 }
 
+Napi::Value CudaContext::lastSparseRecords(const Napi::CallbackInfo& cb) {
+  enter(cb.Env());
+  const auto& l = sparse_.last;
+  if (l.numHeads == 0 || sparse_.buf.data() == nullptr) return cb.Env().Null();
+  const int32_t* base = static_cast<const int32_t*>(sparse_.buf.data());
+  LCUDA_CHECK(cudaStreamSynchronize(stream_));
+  auto words = [&](int64_t at, int64_t n, void* dst) {
+    if (n > 0) LCUDA_CHECK(cudaMemcpy(dst, base + at, static_cast<size_t>(n) * 4, cudaMemcpyDeviceToHost));
+  };
+  Napi::Env env = cb.Env();
+  Napi::Object o = Napi::Object::New(env);
+  for (const auto& [name, v] : {std::pair<const char*, int64_t>{"end", l.end}, {"nBlocks", l.nBlocks}, {"numHeads", l.numHeads},
+                                {"sumT", l.sumT}, {"sumC", l.sumC}})
+    o.Set(name, Napi::Number::New(env, static_cast<double>(v)));
+  Napi::Int32Array heads = Napi::Int32Array::New(env, static_cast<size_t>(l.numHeads * 8));
+  words(l.heads, l.numHeads * 8, heads.Data());
+  Napi::Float32Array scores = Napi::Float32Array::New(env, static_cast<size_t>(l.numHeads * 2 * l.end));
+  words(l.scores, l.numHeads * 2 * l.end, scores.Data());
+  Napi::Int32Array tiles = Napi::Int32Array::New(env, static_cast<size_t>(l.nBlocks * l.sumT * 2));
+  words(l.tiles, l.nBlocks * l.sumT * 2, tiles.Data());
+  Napi::Int32Array cols = Napi::Int32Array::New(env, static_cast<size_t>(l.nBlocks * l.sumC));
+  words(l.cols, l.nBlocks * l.sumC, cols.Data());
+  Napi::Int32Array counts = Napi::Int32Array::New(env, static_cast<size_t>(l.nBlocks * l.numHeads * 3));
+  words(l.counts, l.nBlocks * l.numHeads * 3, counts.Data());
+  o.Set("heads", heads);
+  o.Set("scores", scores);
+  o.Set("tiles", tiles);
+  o.Set("cols", cols);
+  o.Set("counts", counts);
+  return o;
+}
+
 void CudaContext::markPhase(void* user, int phase) {
   static const char* const kNames[] = {"attentionDcaSparse dense rows", "attentionDcaSparse estimate",
                                        "attentionDcaSparse select", "attentionDcaSparse index",

@@ -36,6 +36,7 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
                            InstanceAccessor<&CudaContext::lastSparseKeys>("lastSparseKeys"),
                            InstanceMethod<&CudaContext::guarded<&CudaContext::resetPeak>>("resetPeak"),
                            InstanceMethod<&CudaContext::guardedValue<&CudaContext::memInfo>>("memInfo"),
+                           InstanceMethod<&CudaContext::guardedValue<&CudaContext::lastSparseRecords>>("lastSparseRecords"),
                            InstanceMethod<&CudaContext::guarded<&CudaContext::dispose>>("dispose"),
                            InstanceMethod<&CudaContext::guardedValue<&CudaContext::alloc>>("alloc"),
                            InstanceMethod<&CudaContext::guardedValue<&CudaContext::view>>("view"),
@@ -277,6 +278,9 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
   // Diagnostic: { loaded, dense } key-row pairs of the last attentionDcaSparse call with op timing on (the
   // keys each 64-row block loads x its rows, and Σ (position + 1) over the sparse rows; per head, summed).
   Napi::Value lastSparseKeys(const Napi::CallbackInfo& cb);
+  // Diagnostic: lastSparseRecords() -> the last sparse sub-range's records still in the sparse scratch
+  // ({ end, nBlocks, numHeads, sumT, sumC, heads, scores, tiles, cols, counts }; null before any), for tests.
+  Napi::Value lastSparseRecords(const Napi::CallbackInfo& cb);
   // Timing of the sparse phases: one record per phase, from the previous mark (or the op start) to now.
   static void markPhase(void* user, int phase);
   // gatherRows(x, T, H, rows, out)

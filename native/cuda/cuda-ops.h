@@ -200,6 +200,12 @@ struct SparseScratch {
   // Diagnostic, when set (syncs after every sub-range): [0] += Σ over (head, 64-row block) of the keys the
   // block loads x its rows, [1] += Σ over (head, sparse row) of the row's dense key count (position + 1).
   double* stats = nullptr;
+  // Diagnostic: where the last sub-range's records lie in buf (4-byte words; they stay until the next call):
+  // heads [numHeads] HeadInfo (8 words), scores [numHeads][2][end], tiles [nBlocks][sumT] int2, cols
+  // [nBlocks][sumC], counts [nBlocks][numHeads][3]; numHeads 0 before the first sparse sub-range.
+  struct Last {
+    int64_t heads, scores, tiles, cols, counts, end, nBlocks, numHeads, sumT, sumC;
+  } last{};
 };
 // attentionDca with sparse prefill rows: the dense rows through pagedAttention (skipRows = numSparseRows),
 // each sub-range of sparse rows estimated, selected, indexed and attended on the stream (tensor cores when

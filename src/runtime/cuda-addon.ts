@@ -14,6 +14,25 @@ import { findPackageRoot, type DTypeCode } from './native-addon.js';
 
 declare const cudaContextBrand: unique symbol;
 
+/**
+ * The last sparse sub-range's records (attentionDcaSparse on CUDA): end keys, nBlocks 64-row blocks; heads
+ * [numHeads][8] (vk, sk, vOff, sOff, tOff, cOff, 0, 0), scores [numHeads][2][end] (vertical, slash), tiles
+ * [nBlocks][sumT][2] (x, count << 3 | isColumn << 2 | variant), cols [nBlocks][sumC], counts [nBlocks][numHeads][3]
+ * (tiles, columns, keys); entries past a (block, head)'s counts are stale.
+ */
+export interface CudaSparseRecords {
+  end: number;
+  nBlocks: number;
+  numHeads: number;
+  sumT: number;
+  sumC: number;
+  heads: Int32Array;
+  scores: Float32Array;
+  tiles: Int32Array;
+  cols: Int32Array;
+  counts: Int32Array;
+}
+
 export interface CudaDeviceInfo {
   readonly device: number;
   readonly name: string;
@@ -41,6 +60,8 @@ export interface NativeCudaContext {
   resetPeak(): void;
   /** cudaMemGetInfo: free and total device bytes (all processes and contexts). */
   memInfo(): { free: number; total: number };
+  /** Diagnostic (tests): the last sparse sub-range's records in the sparse scratch; null before any. */
+  lastSparseRecords(): CudaSparseRecords | null;
   /** Waits for the stream, frees every buffer and the handles. Idempotent; later calls throw. */
   dispose(): void;
 

@@ -10,7 +10,7 @@
 // also only until its base is freed); one never freed gives its device memory back when garbage-collected
 // (or at dispose()); a live view keeps its base from being collected.
 import type { AttentionBatch, Backend, DcaParams, KvCacheLayer, SparseDcaParams } from './backend.js';
-import { tryLoadCudaAddon, type CudaDeviceInfo, type CudaOpTime, type NativeCudaContext } from './cuda-addon.js';
+import { tryLoadCudaAddon, type CudaDeviceInfo, type CudaOpTime, type CudaSparseRecords, type NativeCudaContext } from './cuda-addon.js';
 import type { CudaScratchBytes } from './cuda-scratch.js';
 import { cudaSampleRows } from './cuda-sampling.js';
 import { DTYPE_CODE, type DTypeCode } from './native-addon.js';
@@ -92,6 +92,8 @@ export interface CudaBackend extends Backend {
   lastAttentionSplits(): number;
   /** cudaMemGetInfo of the device: free and total bytes (all processes). */
   memInfo(): { free: number; total: number };
+  /** Diagnostic (tests): the last sparse sub-range's estimation scores and index, as left in the scratch. */
+  lastSparseRecords(): CudaSparseRecords | null;
   /** Diagnostic: per-op GPU/host times since the last call (empty unless setOpTiming(true) came first). */
   opTimes(): Record<string, CudaOpTime>;
   /** Diagnostic: CUDA events around every op from now on (true) or not (false, the default). */
@@ -227,6 +229,7 @@ export function createCudaBackend(opts: CudaBackendOptions = {}): CudaBackend {
     lastAttentionSplits: () => ctx.lastAttentionSplits,
     lastSparseKeys: () => ({ ...ctx.lastSparseKeys }),
     memInfo: () => ctx.memInfo(),
+    lastSparseRecords: () => ctx.lastSparseRecords(),
     opTimes: () => ctx.opTimes(),
     setOpTiming: (on: boolean) => ctx.setOpTiming(on),
 

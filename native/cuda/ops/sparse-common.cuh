@@ -89,4 +89,10 @@ SparseLayout layoutWords(int numHeads, int headDim, int m, int64_t end, int n, i
 // The tensor-core attention over the index (sparse-tc.cu); headDim 64 or 128.
 void launchSparseTensorCore(cudaStream_t s, const SparseParams& p, bool bf16Kv);
 
+// The estimation's two passes on the tensor cores (sparse-est-tc.cu: split-bf16 products, fp32 accumulate):
+// pass 1 writes part (as estStatsKernel), pass 2 scores (as estScoresKernel, from rowStats); headDim 64 or 128.
+bool tensorCoreEstimationHeadDim(int headDim);
+void launchEstimationTcStats(cudaStream_t s, const SparseParams& p, bool bf16Kv);
+void launchEstimationTcScores(cudaStream_t s, const SparseParams& p, bool bf16Kv);
+
 }  // namespace lcuda::sparse

@@ -6,13 +6,16 @@
 //     positions (estQueryKernel); pass 1 (estStatsKernel) keeps per-row online (max, sum) over key chunks of
 //     2048, merged in chunk order (estCombineKernel); pass 2 (estScoresKernel) recomputes the logits of a
 //     window of 256 keys for 192 output columns and writes vertical[j] = Σ_i P(i, j) and slash[j] =
-//     Σ_i P(i, j - (m - 1 - i)), rows summed in ascending order (no atomics), forced entries +inf.
+//     Σ_i P(i, j - (m - 1 - i)), rows summed in ascending order (no atomics), forced entries +inf. With
+//     tensorCoreAttention (headDim 64/128) both passes run on the tensor cores instead (sparse-est-tc.cu:
+//     split-bf16 products, fp32 accumulate); LONGCTX_SPARSE_EST=fp32 / tc overrides the choice.
 //  2. selection (selectKernel, one CTA per head and list): radix select of the k-th largest score on the
 //     float bits (scores >= 0), then an index-ordered compaction that takes the ties by the contract's rule
 //     (verticals: smaller index first; slashes: larger index first). The lists come out ascending.
 //  3. stages (stageKernel): each stage's verticals and slashes are contiguous slices of the ascending lists
 //     (binary search), or the 5-evenly-spaced fallback.
-//  4. index (indexKernel, a thread per (head, 64-row block)): the contract's slash-window scan per stage,
+//  4. index (indexWarpKernel, a warp per (head, 64-row block); indexKernel, a thread per (head, block), gives
+//     the same bits and runs with LONGCTX_SPARSE_INDEX=serial): the contract's slash-window scan per stage,
 //     emitted as key tiles of <= 64 contiguous keys, then the stage's columns (its verticals outside every
 //     range) in column tiles of <= 64; every tile carries its stage's DCA variant.
 //  5. attention (sparseAttentionKernel fp32 SIMT, or the bf16 tensor-core kernel of sparse-tc.cu): one CTA
@@ -22,6 +25,7 @@
 // key splits as attentionDca on the whole batch, so their bits are attentionDca's).
 #include <algorithm>
 #include <climits>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -492,6 +496,152 @@ __global__ void indexKernel(SparseParams p) {
   p.counts[idx * 3 + 2] = keys;  // keys the block loads (diagnostic)
 }
 
+// The index of indexKernel, a warp per (head, 64-row block) (4 per CTA), the same tiles, columns and counts bit
+// for bit. Ranges: the slash offsets are read 32 at a time (a lane each); x = base + e - delta is
+// non-decreasing in the offset order, so the offsets with x <= 0 are a prefix and the rest are contiguous.
+// The serial scan keeps one open range [rs, re) with re = rs + 64·ceil((x_max - rs) / 64) (x_max: the largest
+// x taken so far; induction over its three cases), and closes it exactly when the next x exceeds re + 64;
+// since re >= x_max, an x at most 64 past its predecessor never closes it. So only the lanes whose x is more
+// than 64 past the previous x (ballot) are visited, in order, warp-uniformly: each closes the range (emitting
+// its tiles, a lane per tile) or extends it. Columns: the stage's verticals 32 at a time; each lane finds the
+// first range tile ending past its key in a 32-tile window of the stage's tiles (shared memory, binary
+// search), windows advancing monotonically as the serial pointer does; the uncovered keys are compacted by
+// ballot in order, then the column tiles.
+constexpr int kIndexWarps = 4;
+__global__ void __launch_bounds__(kIndexWarps * 32) indexWarpKernel(SparseParams p) {
+  __shared__ int winStart[kIndexWarps][32], winEnd[kIndexWarps][32];
+  constexpr unsigned kAll = 0xffffffffu;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int idx = blockIdx.x * kIndexWarps + warp;
+  if (idx >= p.numHeads * p.nBlocks) return;  // warp-uniform
+  const int h = idx % p.numHeads, b = idx / p.numHeads;
+  const HeadInfo hi = p.heads[h];
+  const int32_t* V = p.V + hi.vOff;
+  const int32_t* S = p.S + hi.sOff;
+  int2* tiles = p.tiles + static_cast<int64_t>(b) * p.sumTCap + hi.tOff;
+  int32_t* cols = p.cols + static_cast<int64_t>(b) * p.sumCCap + hi.cOff;
+  const int e = kSparseBlock * (b + 1), rLast = min(p.n, e) - 1;
+  const unsigned below = (1u << lane) - 1u;
+  int tc = 0, cc = 0, keys = 0;
+  for (int slot = 0; slot < p.numStages; ++slot) {
+    const StageInfo st = p.stages[h * p.numStages + slot];
+    const int limit = st.causal ? min(st.kvLen, st.base + rLast + 1) : st.kvLen;
+    const int tileStart = tc;
+    auto emit = [&](int rs, int re) {  // warp-uniform arguments
+      const int a = max(rs, 0), z = min(min(re, st.kvLen), limit);
+      if (z <= a) return;
+      const int nt = (z - a + kSparseBlock - 1) / kSparseBlock;
+      for (int l = lane; l < nt; l += 32) {
+        const int t0 = a + kSparseBlock * l;
+        tiles[tc + l] = make_int2(st.key0 + t0, (min(kSparseBlock, z - t0) << 3) | st.var);
+      }
+      tc += nt;
+      keys += z - a;
+    };
+    const int ns = st.sCnt < 0 ? fallbackCount(st.kvLen) : st.sCnt;
+    bool open = false;
+    int rs = 0, xLast = 0;  // the open range's start, the last x taken
+    for (int q0 = 0; q0 < ns; q0 += 32) {
+      const int q = q0 + lane;
+      int x = 0;
+      bool valid = false;
+      if (q < ns) {
+        const int delta = st.sCnt < 0 ? fallbackOffset(st.kvLen, ns - 1 - q) : st.sConst - S[st.sBeg + q];
+        x = st.base + e - delta;
+        valid = x > 0;
+        x = max(x, kSparseBlock);
+      }
+      const unsigned vmask = __ballot_sync(kAll, valid);
+      if (vmask == 0) continue;
+      const int first = __ffs(vmask) - 1, lastLane = 31 - __clz(vmask);
+      const int up = __shfl_up_sync(kAll, x, 1);
+      const int prev = lane > first ? up : xLast;
+      const bool hasPrev = lane > first || open;
+      unsigned cand = __ballot_sync(kAll, valid && (!hasPrev || x - prev > kSparseBlock));
+      while (cand != 0) {
+        const int c = __ffs(cand) - 1;
+        cand &= cand - 1;
+        const int xc = __shfl_sync(kAll, x, c), pc = __shfl_sync(kAll, prev, c);
+        if (!open) {
+          open = true;
+          rs = xc - kSparseBlock;
+        } else {
+          const int re = rs + kSparseBlock * ((pc - rs + kSparseBlock - 1) / kSparseBlock);
+          if (xc > re + kSparseBlock) {
+            emit(rs, re);
+            rs = xc - kSparseBlock;
+          }
+        }
+      }
+      xLast = __shfl_sync(kAll, x, lastLane);
+    }
+    if (open) emit(rs, rs + kSparseBlock * ((xLast - rs + kSparseBlock - 1) / kSparseBlock));
+    __syncwarp();  // the range tiles are visible to every lane
+    const int nv = st.vCnt < 0 ? fallbackCount(st.kvLen) : st.vCnt;
+    const int colStart = cc;
+    int ti = tileStart;  // the serial pointer: no key still to place lies in a tile before ti
+    for (int q0 = 0; q0 < nv; q0 += 32) {
+      const int q = q0 + lane;
+      int key = 0;
+      bool in = false;
+      if (q < nv) {
+        const int c = st.vCnt < 0 ? fallbackOffset(st.kvLen, q) : V[st.vBeg + q] - st.key0;
+        in = c < limit;
+        key = st.key0 + c;
+      }
+      const bool pastLimit = __ballot_sync(kAll, q < nv && !in) != 0;
+      bool resolved = !in, covered = false;
+      while (__any_sync(kAll, !resolved)) {
+        const int w = ti + lane;
+        int ws = INT_MAX, we = INT_MAX;
+        if (w < tc) {
+          const int2 t = tiles[w];
+          ws = t.x, we = t.x + (t.y >> 3);
+        }
+        winStart[warp][lane] = ws;
+        winEnd[warp][lane] = we;
+        __syncwarp();
+        int pos = 32;
+        bool now = false;
+        if (!resolved) {
+          int lo = 0, hi2 = 32;  // the first window tile ending past key (ends ascend; INT_MAX past tc)
+          while (lo < hi2) {
+            const int mid = (lo + hi2) / 2;
+            if (winEnd[warp][mid] <= key) lo = mid + 1;
+            else hi2 = mid;
+          }
+          pos = lo;
+          if (pos < 32) {
+            resolved = now = true;
+            covered = ti + pos < tc && winStart[warp][pos] <= key;
+          }
+        }
+        const bool more = __any_sync(kAll, !resolved);
+        const int adv = __reduce_max_sync(kAll, now ? static_cast<unsigned>(pos) : 0u);
+        ti += more ? 32 : adv;
+        __syncwarp();  // the window is rewritten next round
+      }
+      const unsigned take = __ballot_sync(kAll, in && !covered);
+      if (in && !covered) cols[cc + __popc(take & below)] = key;
+      cc += __popc(take);
+      if (pastLimit) break;
+    }
+    __syncwarp();
+    const int nct = (cc - colStart + kSparseBlock - 1) / kSparseBlock;
+    for (int l = lane; l < nct; l += 32) {
+      const int c0 = colStart + kSparseBlock * l;
+      tiles[tc + l] = make_int2(c0, (min(kSparseBlock, cc - c0) << 3) | 4 | st.var);
+    }
+    tc += nct;
+    keys += cc - colStart;
+  }
+  if (lane == 0) {
+    p.counts[idx * 3] = tc;
+    p.counts[idx * 3 + 1] = cc;
+    p.counts[idx * 3 + 2] = keys;
+  }
+}
+
 // fp32 attention over the tile stream of one (64-row block, head): 8 warps x 8 rows, keys in chunks of 32
 // (a lane per key; a tile is two chunks), the online softmax and float4 K/V staging of attention.cu's kernel.
 template <int DC, typename KV>
@@ -716,6 +866,15 @@ void sparseDcaAttention(cudaStream_t s, AttentionScratch& attnScratch, SparseScr
   if (sc.mark != nullptr) sc.mark(sc.user, 0);
   const bool bf16Kv = shape.kvDtype == kBF16;
   const bool tc = opt.tensorCores && attn::tensorCoreHeadDim(D);
+  // Estimation: on the tensor cores (split-bf16 products) with tensorCoreAttention, the fp32 SIMT passes
+  // otherwise (the exact path); LONGCTX_SPARSE_EST=fp32 / tc overrides (tc where headDim is 64 or 128).
+  // LONGCTX_SPARSE_INDEX=serial: the thread-per-(head, block) index kernel (same index; for comparison).
+  const char* estEnv = std::getenv("LONGCTX_SPARSE_EST");
+  const char* indexEnv = std::getenv("LONGCTX_SPARSE_INDEX");
+  const bool estFp32 = estEnv != nullptr && std::strcmp(estEnv, "fp32") == 0;
+  const bool estTc = estEnv != nullptr && std::strcmp(estEnv, "tc") == 0;
+  const bool tcEst = tensorCoreEstimationHeadDim(D) && !estFp32 && (estTc || opt.tensorCores);
+  const bool serialIndex = indexEnv != nullptr && std::strcmp(indexEnv, "serial") == 0;
   const int64_t L = dca.chunkLen;
   for (int sq = 0; sq < numSeqs; ++sq) {
     const int nq = queryStart[sq + 1] - queryStart[sq];
@@ -772,16 +931,29 @@ void sparseDcaAttention(cudaStream_t s, AttentionScratch& attnScratch, SparseScr
 
       estQueryKernel<<<nH, kThreads, 0, s>>>(p);
       LCUDA_LAUNCHED("estQueryKernel", s);
-      if (bf16Kv) launchEstimation<uint16_t>(s, p);
-      else launchEstimation<float>(s, p);
+      if (tcEst) {
+        launchEstimationTcStats(s, p, bf16Kv);
+        estCombineKernel<<<p.numHeads, kSparseBlock, 0, s>>>(p);
+        LCUDA_LAUNCHED("estCombineKernel", s);
+        launchEstimationTcScores(s, p, bf16Kv);
+      } else if (bf16Kv) {
+        launchEstimation<uint16_t>(s, p);
+      } else {
+        launchEstimation<float>(s, p);
+      }
       if (sc.mark != nullptr) sc.mark(sc.user, 1);
       selectKernel<<<dim3(nH, 2), kSelectThreads, 0, s>>>(p);
       LCUDA_LAUNCHED("selectKernel", s);
       stageKernel<<<(nH * p.numStages + 127) / 128, 128, 0, s>>>(p);
       LCUDA_LAUNCHED("stageKernel", s);
       if (sc.mark != nullptr) sc.mark(sc.user, 2);
-      indexKernel<<<(nH * p.nBlocks + 63) / 64, 64, 0, s>>>(p);
-      LCUDA_LAUNCHED("indexKernel", s);
+      if (serialIndex) {
+        indexKernel<<<(nH * p.nBlocks + 63) / 64, 64, 0, s>>>(p);
+        LCUDA_LAUNCHED("indexKernel", s);
+      } else {
+        indexWarpKernel<<<(nH * p.nBlocks + kIndexWarps - 1) / kIndexWarps, kIndexWarps * 32, 0, s>>>(p);
+        LCUDA_LAUNCHED("indexWarpKernel", s);
+      }
       if (sc.mark != nullptr) sc.mark(sc.user, 3);
       if (tc) {
         sparse::launchSparseTensorCore(s, p, bf16Kv);
@@ -791,6 +963,8 @@ void sparseDcaAttention(cudaStream_t s, AttentionScratch& attnScratch, SparseScr
         launchSparseFp32ForHeadDim<float>(s, p);
       }
       if (sc.mark != nullptr) sc.mark(sc.user, 4);
+      sc.last = SparseScratch::Last{lay.meta + shape.maxBlocksPerSeq + n, lay.scores, lay.tiles, lay.cols, lay.counts,
+                                    end, p.nBlocks, nH, lay.sumT, lay.sumC};
       if (sc.stats != nullptr) {  // diagnostic: keys loaded per (head, block) x the block's rows, vs dense
         std::vector<int32_t> counts(static_cast<size_t>(p.nBlocks) * nH * 3);
         LCUDA_CHECK(cudaMemcpyAsync(counts.data(), p.counts, counts.size() * 4, cudaMemcpyDeviceToHost, s));
