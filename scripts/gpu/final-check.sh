@@ -3,10 +3,11 @@
 #   1. build both addons (sm_90a only unless FULL_BUILD=1);
 #   2. the CUDA tests named in $TESTS (default: every test/native/cuda-*.test.ts, $TEST_JOBS files at a time);
 #   3. transformers + SDPA at $PEER_LENGTHS (default 32768,131072) and `longctx bench` of the 7B-1M shape, sparse prefill,
-#      at $LENGTHS (default 32768,131072,262144,524288,1000000) with $CHUNK-token steps (default 131072, Qwen's recommended
-#      max_num_batched_tokens for the 1M models), 16 decode tokens; one table with ratios;
+#      at $LENGTHS (default 32768,131072,262144,524288) with $CHUNK-token steps (default 131072, Qwen's recommended
+#      max_num_batched_tokens for the 1M models), 16 decode tokens;
 #   4. 128K again with 16,384-token steps, and its per-op GPU times (--op-times);
-#   5. the memory a 524,288-token context needs (KV pool of exactly that many tokens) at $MEM_CHUNK-token steps.
+#   5. the memory a 524,288-token context needs (KV pool of exactly that many tokens) at $MEM_CHUNK-token steps;
+#   6. $LONGEST (default 1,000,000) tokens, then one table with ratios.
 # Carry [".gpu"] (see plan-check.sh for what it holds). Logs and JSON lines under $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -32,12 +33,15 @@ bench() { node --import tsx scripts/gpu/bench-entry.ts bench --preset qwen2.5-7b
 python3 bench/gpu/e2e_transformers.py --lengths "${PEER_LENGTHS:-32768,131072}" --decode 16 > "$out/peer.jsonl" 2> "$out/peer-err.txt"
 grep -E '"e2e"|"error"' "$out/peer.jsonl"
 stamp peer
-bench --lengths "${LENGTHS:-32768,131072,262144,524288,1000000}" --max-num-batched-tokens "${CHUNK:-131072}" --decode-tokens 16 --json | tee "$out/bench.jsonl"
-python3 scripts/gpu/bench-table.py "$out/bench.jsonl" "$out/peer.jsonl" | tee "$out/table.txt"
+bench --lengths "${LENGTHS:-32768,131072,262144,524288}" --max-num-batched-tokens "${CHUNK:-131072}" --decode-tokens 16 --json | tee "$out/bench.jsonl"
 stamp bench
 bench --lengths 131072 --max-num-batched-tokens 16384 --decode-tokens 16 --json | grep '"length"' | tee "$out/bench-chunk16k.jsonl"
 bench --lengths 131072 --max-num-batched-tokens "${CHUNK:-131072}" --decode-tokens 4 --op-times --json | grep '"op_times"\|"length"' > "$out/bench-ops.jsonl"
 stamp ops
 bench --max-model-len 524320 --kv-cache-memory-bytes $((524320 * 57344)) --max-num-batched-tokens "${MEM_CHUNK:-16384}" \
   --lengths 32768 --decode-tokens 8 --json | grep '"plan"\|"length"' | tee "$out/bench-mem512.jsonl"
+stamp mem512
+# the longest last, so a cut-off call still has everything above
+bench --lengths "${LONGEST:-1000000}" --max-num-batched-tokens "${CHUNK:-131072}" --decode-tokens 16 --json | grep '"length"\|"error"' | tee "$out/bench-1m.jsonl"
+python3 scripts/gpu/bench-table.py "$out/bench.jsonl" "$out/bench-1m.jsonl" "$out/peer.jsonl" | tee "$out/table.txt"
 stamp done
