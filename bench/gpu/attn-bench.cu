@@ -101,7 +101,7 @@ bool selected(const std::string& only, const char* name) {
 
 // Decode kernel versions timed per stream decode row (--versions: v4 default, v3, v5 = v4 at 2 CTAs per SM).
 std::vector<int> gDecodeVersions = {4};
-// Tensor-core prefill kernel versions timed per plain bf16-cache row (--tc-versions: v4 default, then v5 and
+// Tensor-core prefill kernel versions timed per plain bf16-cache row (--tc-versions: v4 in the unlabeled row, then v5 and
 // v3 as VARIANT-v5 / VARIANT-v3; DCA and the f32 cache always run v3).
 std::vector<int> gTcVersions = {4};
 

@@ -22,11 +22,11 @@
 // kernel rounds an f32 cache's K/V to in shared memory, so the same bound applies (ρ unchanged) and the
 // output must equal the f32-cache run bit for bit; both are checked, with and without key splits, and once
 // under a partials budget that leaves room for only a few splits (CudaBackendOptions.scratch).
-// Kernel versions: plain attention over a bf16 cache runs v4 (4 warps x 32 rows per CTA), everything else
-// (f32 cache, DCA) v3; LONGCTX_PREFILL_TC=3 in the environment puts the bf16 plain path on v3 as well. v4
-// does v3's per-row arithmetic in the same order, so "the bits of the f32 cache" below also checks v4
-// against v3 bit for bit. The v4 edge cases (odd lengths, one-token rows, GQA 1/2/7, 64-key tile and
-// block boundaries) run on both caches.
+// Kernel versions: every path runs v3 by default; LONGCTX_PREFILL_TC=4 (or 5) in the environment puts
+// plain attention over a bf16 cache on v4 (4 warps x 32 rows per CTA). v4 does v3's per-row arithmetic in
+// the same order, so under LONGCTX_PREFILL_TC=4 "the bits of the f32 cache" below checks v4 against v3 bit
+// for bit. The v4 edge cases (odd lengths, one-token rows, GQA 1/2/7, 64-key tile and block boundaries)
+// run on both caches. The file takes minutes on a GPU (float64 references of 7B-head cases).
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { AttentionBatch, KvCacheLayer } from '../../src/runtime/backend.js';
