@@ -86,6 +86,11 @@ struct SparseLayout {
 SparseLayout layoutWords(int numHeads, int headDim, int m, int64_t end, int n, int maxBlocksPerSeq, int64_t sumV,
                          int64_t sumS);
 
+// Steps 3 and 4 (sparse-index.cu): the stages of every head, then the index (serial: the thread-per-block
+// kernel, the warp kernel's reference).
+void launchStages(cudaStream_t s, const SparseParams& p);
+void launchIndex(cudaStream_t s, const SparseParams& p, bool serial);
+
 // The tensor-core attention over the index (sparse-tc.cu); headDim 64 or 128.
 void launchSparseTensorCore(cudaStream_t s, const SparseParams& p, bool bf16Kv);
 
