@@ -8,7 +8,8 @@
 #   4. 128K again with 16,384-token steps, and its per-op GPU times (--op-times);
 #   5. the memory a 524,288-token context needs (KV pool of exactly that many tokens) at $MEM_CHUNK-token steps;
 #   6. $LONGEST (default 1,000,000) tokens, then one table with ratios.
-# Carry [".gpu"] (see plan-check.sh for what it holds). Logs and JSON lines under $OUT.
+# Carry [".gpu"] (see plan-check.sh for what it holds). Six files under $OUT (the device returns at most 8): build.log,
+# tests.log, peer.jsonl, bench.jsonl, extra.jsonl (the 16K-step, op-time and 512K-memory rows, tagged "variant"), table.txt.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out=${OUT:-/tmp/longctx-gpu-out}
@@ -30,18 +31,18 @@ echo "tests rc $?: $(grep -E '^ℹ (tests|pass|fail|skipped)' "$out/tests.log" |
 grep -E '✖' "$out/tests.log" | head -20
 stamp tested
 bench() { node --import tsx scripts/gpu/bench-entry.ts bench --preset qwen2.5-7b-1m --device cuda "$@"; }
-python3 bench/gpu/e2e_transformers.py --lengths "${PEER_LENGTHS:-32768,131072}" --decode 16 > "$out/peer.jsonl" 2> "$out/peer-err.txt"
+python3 bench/gpu/e2e_transformers.py --lengths "${PEER_LENGTHS:-32768,131072}" --decode 16 > "$out/peer.jsonl" 2>&1
 grep -E '"e2e"|"error"' "$out/peer.jsonl"
 stamp peer
 bench --lengths "${LENGTHS:-32768,131072,262144,524288}" --max-num-batched-tokens "${CHUNK:-131072}" --decode-tokens 16 --json | tee "$out/bench.jsonl"
 stamp bench
-bench --lengths 131072 --max-num-batched-tokens 16384 --decode-tokens 16 --json | grep '"length"' | tee "$out/bench-chunk16k.jsonl"
-bench --lengths 131072 --max-num-batched-tokens "${CHUNK:-131072}" --decode-tokens 4 --op-times --json | grep '"op_times"\|"length"' > "$out/bench-ops.jsonl"
+bench --lengths 131072 --max-num-batched-tokens 16384 --decode-tokens 16 --json | grep '"length"' | sed 's/^{/{"variant":"chunk16k",/' | tee -a "$out/extra.jsonl"
+bench --lengths 131072 --max-num-batched-tokens "${CHUNK:-131072}" --decode-tokens 4 --op-times --json | grep '"op_times"\|"length"' | sed 's/^{/{"variant":"op-times",/' >> "$out/extra.jsonl"
 stamp ops
 bench --max-model-len 524320 --kv-cache-memory-bytes $((524320 * 57344)) --max-num-batched-tokens "${MEM_CHUNK:-16384}" \
-  --lengths 32768 --decode-tokens 8 --json | grep '"plan"\|"length"' | tee "$out/bench-mem512.jsonl"
+  --lengths 32768 --decode-tokens 8 --json | grep '"plan"\|"length"' | sed 's/^{/{"variant":"mem512",/' | tee -a "$out/extra.jsonl"
 stamp mem512
 # the longest last, so a cut-off call still has everything above
-bench --lengths "${LONGEST:-1000000}" --max-num-batched-tokens "${CHUNK:-131072}" --decode-tokens 16 --json | grep '"length"\|"error"' | tee "$out/bench-1m.jsonl"
-python3 scripts/gpu/bench-table.py "$out/bench.jsonl" "$out/bench-1m.jsonl" "$out/peer.jsonl" | tee "$out/table.txt"
+bench --lengths "${LONGEST:-1000000}" --max-num-batched-tokens "${CHUNK:-131072}" --decode-tokens 16 --json | grep '"length"\|"error"' | tee -a "$out/bench.jsonl"
+python3 scripts/gpu/bench-table.py "$out/bench.jsonl" "$out/peer.jsonl" | tee "$out/table.txt"
 stamp done

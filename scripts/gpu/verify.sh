@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Every CUDA test file on the GPU machine, in groups whose results are printed as each group ends (a cut-off
+# call keeps the groups before it): 1. cuda-attention-tc.test.ts on the default kernels; 2. the same file's
+# bf16-cache cases with LONGCTX_PREFILL_TC=4 (the v4 prefill kernel), then =5; 3. conformance, golden, memory and
+# bf16-GEMM files; 4. the decode, sparse and sampling files. Each group runs its files $JOBS at a time (default 4)
+# under $GROUP_LIMIT seconds (default 240). Carry [".gpu"]. Two files come back: build.log and tests.log (the
+# device returns at most 8).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+out=${OUT:-/tmp/longctx-gpu-out}
+mkdir -p "$out"
+t0=$(date +%s)
+mkdir -p .gpu/bin && xz -dc .gpu/node.xz > .gpu/bin/node && chmod +x .gpu/bin/node && export PATH=$PWD/.gpu/bin:$PATH
+[ -e node_modules ] || ln -s .gpu/node_modules node_modules
+[ "${FULL_BUILD:-0}" = 1 ] || export LONGCTX_CUDA_SM90A_ONLY=1
+node scripts/build-native.mjs > "$out/build.log" 2>&1; grep '^longctx:' "$out/build.log"
+[ -f build/Release/longctx_cuda.node ] || { echo "verify: no CUDA addon"; grep -E 'error' "$out/build.log" | head -20; exit 3; }
+export TMPDIR=/tmp/longctx-tmp && mkdir -p "$TMPDIR"
+node --import tsx scripts/gpu/make-tiny-model.mts > /dev/null
+group() { # name, env assignment or -, then test arguments
+  local name=$1 envs=$2; shift 2
+  echo "=== $name" >> "$out/tests.log"
+  local g0=$(date +%s)
+  if [ "$envs" = - ]; then envs=; fi
+  env $envs timeout "${GROUP_LIMIT:-240}" node --import tsx --test --test-concurrency="${JOBS:-4}" --test-reporter=spec "$@" >> "$out/tests.log" 2>&1
+  local rc=$?
+  echo "[verify +$(( $(date +%s) - t0 ))s] $name: rc $rc in $(( $(date +%s) - g0 )) s; $(tail -9 "$out/tests.log" | grep -E '^ℹ (tests|pass|fail|cancelled)' | tr '\n' ' ')"
+  tail -400 "$out/tests.log" | grep -E '✖' | head -8
+}
+group "tc prefill (default kernels)" - test/native/cuda-attention-tc.test.ts
+group "tc prefill, v4" LONGCTX_PREFILL_TC=4 --test-name-pattern "bf16 cache" test/native/cuda-attention-tc.test.ts
+group "tc prefill, v5" LONGCTX_PREFILL_TC=5 --test-name-pattern "bf16 cache" test/native/cuda-attention-tc.test.ts
+group "conformance, golden, memory, GEMM" - test/native/cuda-conformance.test.ts test/native/cuda-golden.test.ts test/native/cuda-memory.test.ts test/native/cuda-matmul-bf16.test.ts
+group "decode, sparse, sampling" - test/native/cuda-decode-tc.test.ts test/native/cuda-sparse.test.ts test/native/cuda-sampling.test.ts
