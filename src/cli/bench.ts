@@ -19,6 +19,7 @@ import { limitsFromPlan, resolveEngineLimits, type EngineOptions } from '../engi
 import type { CudaOpTime } from '../runtime/cuda-addon.js';
 import type { CudaBackend } from '../runtime/cuda-backend.js';
 import { ModelRunner, singleSequenceStep } from '../runtime/model-runner.js';
+import type { SamplingRow } from '../runtime/backend.js';
 
 interface BenchOptions {
   preset?: string;
@@ -34,8 +35,16 @@ interface BenchOptions {
   dense?: boolean;
   attentionPattern?: AttentionPattern;
   opTimes?: boolean;
+  hostSampling?: boolean;
   json: boolean;
 }
+
+/** Greedy decoding as the engine samples a temperature-0 request on the backend (no draw, no penalties). */
+const GREEDY_ROW: SamplingRow = {
+  params: { temperature: 0, topP: 1, topK: -1, minP: 0, repetitionPenalty: 1, presencePenalty: 0, frequencyPenalty: 0 },
+  u: 0,
+  history: null,
+};
 
 const int = (min: number) => (v: string): number => {
   const s = v.replace(/[,_]/g, '');
@@ -170,9 +179,18 @@ export async function runBench(o: BenchOptions, print: (line: string) => void = 
       const t1 = performance.now();
       const prefillOps = o.opTimes ? dev!.opTimes() : null;
       let token = argmax(logits);
+      // decode as the engine does (deviceSampling: the backend samples, one id crosses per step), or with the
+      // logits read back and argmax on the host (--host-sampling, or a backend without sampleRows)
+      const onBackend = !o.hostSampling && runner.canSampleRows;
       for (let k = 0; k < o.decodeTokens; k++) {
-        logits = runner.step(singleSequenceStep([token], P + k, limits.blockSize, limits.numKvBlocks, P));
-        token = argmax(logits);
+        const inputs = singleSequenceStep([token], P + k, limits.blockSize, limits.numKvBlocks, P);
+        if (onBackend) {
+          token = runner.stepSampled(inputs, [GREEDY_ROW], false).tokenIds[0];
+          if (!(token >= 0 && token < config.vocabSize)) throw new Error(`the backend sampled token ${token} at prompt length ${P} (vocab ${config.vocabSize})`);
+        } else {
+          logits = runner.step(inputs);
+          token = argmax(logits);
+        }
       }
       const t2 = performance.now();
       if (o.opTimes) {
@@ -191,6 +209,7 @@ export async function runBench(o: BenchOptions, print: (line: string) => void = 
         ttft_s: +ttft.toFixed(3),
         prefill_tok_s: Math.round(P / ttft),
         decode_tok_s: decodeTps === null ? null : +decodeTps.toFixed(1),
+        decode_sampling: onBackend ? 'backend' : 'host',
         peak_bytes: peak,
         planned_bytes: planned,
         peak_over_plan: peak !== null && planned !== null ? +(peak / planned).toFixed(4) : null,
@@ -232,6 +251,7 @@ export function registerBench(program: Command): void {
     .option('--dense', 'ignore the sparse-prefill budgets (a preset\'s, or the directory\'s sparse_attention_config.json): dense DCA prefill', false)
     .addOption(new Option('--attention-pattern <p>', 'synthetic attention: local (a q/k bias on one rotary frequency: attention on the last few thousand keys, as in real checkpoints) or random (no positional structure: sparse picks scatter)').choices(['local', 'random']).default('local'))
     .option('--op-times', 'CUDA: per-op GPU times (CUDA events) of each prefill and decode, after its row (the times of that row include the timing cost)', false)
+    .option('--host-sampling', 'decode with the logits read back and argmax on the host (default: the backend samples, as the engine does)', false)
     .option('--json', 'one JSON object per line', false)
     .action(async (o: BenchOptions) => {
       await runBench(o);

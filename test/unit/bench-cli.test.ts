@@ -22,6 +22,14 @@ test('bench on the CPU: a row per length, chunked prefill and decode measured', 
   assert.equal(lines.length, 3);
 });
 
+test('bench decodes with the backend sampling (as the engine does) unless --host-sampling', async () => {
+  for (const hostSampling of [false, true]) {
+    const rows = await runBench({ preset: 'tiny', lengths: [30], decodeTokens: 4, device: 'cpu', hostSampling, json: true }, () => {});
+    assert.equal(rows[0].decode_sampling, hostSampling ? 'host' : 'backend');
+    assert.ok((rows[0].decode_tok_s as number) > 0);
+  }
+});
+
 test('bench refuses a length the limits cannot hold, in one line', async () => {
   await assert.rejects(
     runBench({ preset: 'tiny', lengths: [5000], decodeTokens: 1, device: 'cpu', maxModelLen: 1024, json: true }, () => {}),
