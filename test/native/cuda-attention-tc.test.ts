@@ -33,7 +33,7 @@ import type { AttentionBatch, KvCacheLayer } from '../../src/runtime/backend.js'
 import { createCudaBackend, cudaUnavailableReason, type CudaBackend } from '../../src/runtime/cuda-backend.js';
 import { poisonedOut, uploadCache, uploadF32, useBackend, type KvDtype } from '../conformance/harness.js';
 import { dcaAttentionF64, dcaRotateKeysF64 } from '../ref/dca-f64.js';
-import { assertBitsEqual, assertClose, decodeBf16, denseAttentionF64, makeRng, randomF32, U, type Rng } from '../ref/f64.js';
+import { assertBitsEqual, assertClose, bf16Values, denseAttentionF64, l2Norm, makeRng, randomF32, runningKeyMaxima, U, type Rng } from '../ref/f64.js';
 
 const unavailable = cudaUnavailableReason();
 const u = 2 ** -8;
@@ -51,34 +51,11 @@ interface TcCase {
   dca?: { chunkLen: number; chunkSize: number; theta: number };
 }
 
-function toBf16Values(x: Float32Array): Float32Array {
-  const bits = new Uint32Array(Float32Array.from(x).buffer);
-  return Float32Array.from(bits, (b) => decodeBf16((b + 0x7fff + ((b >>> 16) & 1)) >>> 16));
-}
-
-const norm = (a: ArrayLike<number>, from: number, len: number) => {
-  let s = 0;
-  for (let i = from; i < from + len; i++) s += a[i] * a[i];
-  return Math.sqrt(s);
-};
-
 /** The bound of the header for every element of one sequence's output. */
 function bf16Tolerance(q: Float32Array, k: Float32Array, v: Float32Array, c: TcCase, numQueries: number, scale: number, rho: number): Float64Array {
   const { numHeads, numKvHeads, headDim: D } = c;
   const numKeys = k.length / (numKvHeads * D);
-  // running maxima over keys 0..j of |k_j|₂ and max|v_j| per KV head: query i sees keys 0..n-1
-  const maxKTo = new Float64Array(numKeys * numKvHeads);
-  const maxVTo = new Float64Array(numKeys * numKvHeads);
-  for (let kvh = 0; kvh < numKvHeads; kvh++) {
-    let maxK = 0;
-    let maxV = 0;
-    for (let j = 0; j < numKeys; j++) {
-      maxK = Math.max(maxK, norm(k, (j * numKvHeads + kvh) * D, D));
-      for (let d = 0; d < D; d++) maxV = Math.max(maxV, Math.abs(v[(j * numKvHeads + kvh) * D + d]));
-      maxKTo[j * numKvHeads + kvh] = maxK;
-      maxVTo[j * numKvHeads + kvh] = maxV;
-    }
-  }
+  const { maxK: maxKTo, maxV: maxVTo } = runningKeyMaxima(k, v, numKvHeads, D);
   const atol = new Float64Array(q.length);
   for (let i = 0; i < numQueries; i++) {
     const n = numKeys - numQueries + i + 1;
@@ -86,7 +63,7 @@ function bf16Tolerance(q: Float32Array, k: Float32Array, v: Float32Array, c: TcC
       const kvh = Math.floor(h / (numHeads / numKvHeads));
       const maxK = maxKTo[(n - 1) * numKvHeads + kvh];
       const maxV = maxVTo[(n - 1) * numKvHeads + kvh];
-      const delta = Math.abs(scale) * ((2 * rho + rho * rho) + D * 2 ** -23 * (1 + rho) ** 2 + 8 * U) * norm(q, (i * numHeads + h) * D, D) * maxK + 4 * U;
+      const delta = Math.abs(scale) * ((2 * rho + rho * rho) + D * 2 ** -23 * (1 + rho) ** 2 + 8 * U) * l2Norm(q, (i * numHeads + h) * D, D) * maxK + 4 * U;
       const bound = 2 * maxV * (Math.exp(2 * delta) * (1 + u) * (1 + rho) * (1 + n * 2 ** -22 + 4 * U) - 1);
       atol.fill(bound, (i * numHeads + h) * D, (i * numHeads + h + 1) * D);
     }
@@ -106,7 +83,7 @@ function runCase(be: CudaBackend, c: TcCase, kv: KvDtype = 'f32'): Float32Array 
   const { numHeads, numKvHeads, headDim: D, blockSize } = c;
   const rowLen = numKvHeads * D;
   const bf16Inputs = c.dca === undefined; // plain: q, k, v are bf16 values, so only P and fp32 errors remain
-  const gen = (n: number) => (bf16Inputs ? toBf16Values(randomF32(rng, n)) : randomF32(rng, n));
+  const gen = (n: number) => (bf16Inputs ? bf16Values(randomF32(rng, n)) : randomF32(rng, n));
   const seqs = c.seqs.map((s) => ({ q: gen(s.numQueries * numHeads * D), k: gen(s.contextLen * rowLen), v: gen(s.contextLen * rowLen) }));
   const blocks = c.seqs.map((s) => Math.ceil(s.contextLen / blockSize));
   const numBlocks = blocks.reduce((a, b) => a + b, 0) + 2;
@@ -167,7 +144,7 @@ function runCase(be: CudaBackend, c: TcCase, kv: KvDtype = 'f32'): Float32Array 
     assertClose(part, ref, { atol, rtol: 0 }, label, [s.numQueries, numHeads, D]);
     let err = 0;
     for (let i = 0; i < ref.length; i++) err += (part[i] - ref[i]) ** 2;
-    const rel = Math.sqrt(err) / norm(ref, 0, ref.length);
+    const rel = Math.sqrt(err) / l2Norm(ref, 0, ref.length);
     assert.ok(rel <= 2 ** -5, `${label}: relative error ${rel} > 2^-5`);
   });
   for (const t of [q, out, cache.k, cache.v]) be.free(t);

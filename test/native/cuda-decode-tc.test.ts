@@ -30,7 +30,7 @@ import type { AttentionBatch, KvCacheLayer } from '../../src/runtime/backend.js'
 import { createCudaBackend, cudaUnavailableReason, type CudaBackend } from '../../src/runtime/cuda-backend.js';
 import { poisonedOut, uploadCache, uploadF32, useBackend } from '../conformance/harness.js';
 import { dcaAttentionF64, dcaRotateKeysF64 } from '../ref/dca-f64.js';
-import { assertClose, decodeBf16, denseAttentionF64, makeRng, randomF32, U, type Rng } from '../ref/f64.js';
+import { assertClose, bf16Values, denseAttentionF64, l2Norm, makeRng, randomF32, runningKeyMaxima, U, type Rng } from '../ref/f64.js';
 
 const unavailable = cudaUnavailableReason();
 const u = 2 ** -8;
@@ -47,33 +47,19 @@ interface DecodeCase {
   dca?: { chunkLen: number; chunkSize: number; theta: number };
 }
 
-function toBf16Values(x: ArrayLike<number>): Float32Array {
-  const bits = new Uint32Array(Float32Array.from(x).buffer);
-  return Float32Array.from(bits, (b) => decodeBf16((b + 0x7fff + ((b >>> 16) & 1)) >>> 16));
-}
-
-const norm = (a: ArrayLike<number>, from: number, len: number) => {
-  let s = 0;
-  for (let i = from; i < from + len; i++) s += a[i] * a[i];
-  return Math.sqrt(s);
-};
-
 /** The header's bound for every element of one sequence's output (k: the keys as cached). */
 function tolerance(q: Float32Array, k: ArrayLike<number>, v: Float32Array, c: DecodeCase, numQueries: number, scale: number, rho: number): Float64Array {
   const { numHeads, numKvHeads, headDim: D } = c;
   const numKeys = v.length / (numKvHeads * D);
   const atol = new Float64Array(q.length);
+  const maxima = runningKeyMaxima(k, v, numKvHeads, D);
   for (let i = 0; i < numQueries; i++) {
     const n = numKeys - numQueries + i + 1;
     for (let h = 0; h < numHeads; h++) {
       const kvh = Math.floor(h / (numHeads / numKvHeads));
-      let maxK = 0;
-      let maxV = 0;
-      for (let j = 0; j < n; j++) {
-        maxK = Math.max(maxK, norm(k, (j * numKvHeads + kvh) * D, D));
-        for (let d = 0; d < D; d++) maxV = Math.max(maxV, Math.abs(v[(j * numKvHeads + kvh) * D + d]));
-      }
-      const delta = Math.abs(scale) * ((2 * rho + rho * rho) + D * 2 ** -23 * (1 + rho) ** 2 + 8 * U) * norm(q, (i * numHeads + h) * D, D) * maxK + 8 * U;
+      const maxK = maxima.maxK[(n - 1) * numKvHeads + kvh];
+      const maxV = maxima.maxV[(n - 1) * numKvHeads + kvh];
+      const delta = Math.abs(scale) * ((2 * rho + rho * rho) + D * 2 ** -23 * (1 + rho) ** 2 + 8 * U) * l2Norm(q, (i * numHeads + h) * D, D) * maxK + 8 * U;
       const bound = 2 * maxV * (Math.exp(2 * delta) * (1 + u) * (1 + n * 2 ** -22 + 4 * U) - 1);
       atol.fill(bound, (i * numHeads + h) * D, (i * numHeads + h + 1) * D);
     }
@@ -90,9 +76,9 @@ function runCase(be: CudaBackend, c: DecodeCase): Float32Array {
   const nq = (s: DecodeCase['seqs'][number]) => s.numQueries ?? 1;
   const seqs = c.seqs.map((s) => {
     const q = randomF32(rng, nq(s) * numHeads * D);
-    const k = toBf16Values(randomF32(rng, s.contextLen * rowLen));
-    const v = toBf16Values(randomF32(rng, s.contextLen * rowLen));
-    return { q: plainQ ? toBf16Values(q) : q, k, v };
+    const k = bf16Values(randomF32(rng, s.contextLen * rowLen));
+    const v = bf16Values(randomF32(rng, s.contextLen * rowLen));
+    return { q: plainQ ? bf16Values(q) : q, k, v };
   });
   const blocks = c.seqs.map((s) => Math.ceil(s.contextLen / blockSize));
   const numBlocks = blocks.reduce((a, b) => a + b, 0) + 2;
@@ -106,7 +92,7 @@ function runCase(be: CudaBackend, c: DecodeCase): Float32Array {
   // reference un-rotates nothing, so it gets keys whose rotation is the cached value (rotating bf16 values
   // in float64 and rounding gives the cache; the reference's keys are the un-rounded rotation of k, so the
   // cached rounding is part of ρ = u + 2U).
-  const kCachedOf = seqs.map((s) => (dcaP ? toBf16Values(dcaRotateKeysF64(s.k, { numHeads, numKvHeads, headDim: D }, dcaP)) : s.k));
+  const kCachedOf = seqs.map((s) => (dcaP ? bf16Values(dcaRotateKeysF64(s.k, { numHeads, numKvHeads, headDim: D }, dcaP)) : s.k));
   c.seqs.forEach((s, si) => {
     const table = ids.splice(0, blocks[si]);
     blockTables.set(table, si * maxBlocksPerSeq);
@@ -150,7 +136,7 @@ function runCase(be: CudaBackend, c: DecodeCase): Float32Array {
     assertClose(part, ref, { atol, rtol: 0 }, label, [nq(s), numHeads, D]);
     let err = 0;
     for (let i = 0; i < ref.length; i++) err += (part[i] - ref[i]) ** 2;
-    const rel = Math.sqrt(err) / norm(ref, 0, ref.length);
+    const rel = Math.sqrt(err) / l2Norm(ref, 0, ref.length);
     assert.ok(rel <= 2 ** -5, `${label}: relative error ${rel} > 2^-5`);
   });
   for (const t of [q, out, cache.k, cache.v]) be.free(t);

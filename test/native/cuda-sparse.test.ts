@@ -31,7 +31,7 @@ import { cudaScratchBytes, cudaScratchTotal, cudaSparseLayoutBytes } from '../..
 import { poisonedOut, uploadCache, uploadF32, type KvDtype } from '../conformance/harness.js';
 import { runSparseConformance } from '../conformance/sparse-suite.js';
 import { dcaRotateKeysF64, dcaTolerance } from '../ref/dca-f64.js';
-import { assertBitsEqual, assertClose, decodeBf16, makeRng, randomF32, U } from '../ref/f64.js';
+import { assertBitsEqual, assertClose, bf16Values, l2Norm, makeRng, randomF32, runningKeyMaxima, U } from '../ref/f64.js';
 
 const unavailable = cudaUnavailableReason();
 const u = 2 ** -8;
@@ -42,11 +42,6 @@ if (unavailable !== null) {
   runSparseConformance('cuda', () => createCudaBackend(), 'f32');
 }
 
-function toBf16Values(x: ArrayLike<number>): Float32Array {
-  const f = Float32Array.from(x);
-  const bits = new Uint32Array(f.buffer);
-  return Float32Array.from(bits, (b) => decodeBf16((b + 0x7fff + ((b >>> 16) & 1)) >>> 16));
-}
 
 interface SeqSpec {
   contextLen: number;
@@ -92,7 +87,7 @@ function build(c: Spec) {
   const rowLen = numKvHeads * D;
   const signs = c.plant ? Array.from({ length: D }, () => (rng.next() < 0.5 ? -1 : 1)) : [];
   const seqs = c.seqs.map((s, si) => {
-    const k = toBf16Values(randomF32(rng, s.contextLen * rowLen));
+    const k = bf16Values(randomF32(rng, s.contextLen * rowLen));
     const q = randomF32(rng, s.numQueries * numHeads * D, c.qScale);
     if (c.plant && si === 0) {
       for (const j of c.plant.keys) for (let e = j * rowLen; e < (j + 1) * rowLen; e++) if (e % D >= rotaryDim) k[e] = signs[e % D];
@@ -102,10 +97,10 @@ function build(c: Spec) {
     return {
       q,
       k,
-      kRot: c.kExact ? kr : toBf16Values(kr),
+      kRot: c.kExact ? kr : bf16Values(kr),
       v: c.vCode
         ? Float32Array.from({ length: s.contextLen * rowLen }, (_, e) => (((Math.floor(e / rowLen) >> (e % 16)) & 1) === 1 ? 1 : -1))
-        : toBf16Values(randomF32(rng, s.contextLen * rowLen)),
+        : bf16Values(randomF32(rng, s.contextLen * rowLen)),
     };
   });
   const blocksPerSeq = c.seqs.map((s) => Math.ceil(s.contextLen / blockSize));
@@ -172,23 +167,7 @@ function tcTolerance(c: Spec, b: Built, si: number): Float64Array {
   const rho = u + 2 * U;
   const cAbs = Math.abs(b.scale * s.logitScale);
   const atol = new Float64Array(q.length);
-  const norm = (a: Float32Array, from: number) => {
-    let t = 0;
-    for (let d = 0; d < D; d++) t += a[from + d] * a[from + d];
-    return Math.sqrt(t);
-  };
-  const maxKUpTo = new Float64Array(s.contextLen * numKvHeads);
-  const maxVUpTo = new Float64Array(s.contextLen * numKvHeads);
-  for (let j = 0; j < s.contextLen; j++) {
-    for (let g = 0; g < numKvHeads; g++) {
-      let mk = j > 0 ? maxKUpTo[(j - 1) * numKvHeads + g] : 0;
-      let mv = j > 0 ? maxVUpTo[(j - 1) * numKvHeads + g] : 0;
-      mk = Math.max(mk, norm(kRot, (j * numKvHeads + g) * D));
-      for (let d = 0; d < D; d++) mv = Math.max(mv, Math.abs(v[(j * numKvHeads + g) * D + d]));
-      maxKUpTo[j * numKvHeads + g] = mk;
-      maxVUpTo[j * numKvHeads + g] = mv;
-    }
-  }
+  const { maxK: maxKUpTo, maxV: maxVUpTo } = runningKeyMaxima(kRot, v, numKvHeads, D);
   const exact = dcaTolerance(q, b.seqs[si].k, v, b.shape, D, b.scale * s.logitScale).atol as Float64Array;
   for (let i = 0; i < s.numQueries; i++) {
     const pos = s.contextLen - s.numQueries + i;
@@ -196,7 +175,7 @@ function tcTolerance(c: Spec, b: Built, si: number): Float64Array {
       const g = Math.floor(h / (numHeads / numKvHeads));
       const maxK = maxKUpTo[pos * numKvHeads + g];
       const maxV = maxVUpTo[pos * numKvHeads + g];
-      const delta = cAbs * (rho + D * 2 ** -23 * (1 + rho) + 8 * U) * norm(q, (i * numHeads + h) * D) * maxK + 4 * U;
+      const delta = cAbs * (rho + D * 2 ** -23 * (1 + rho) + 8 * U) * l2Norm(q, (i * numHeads + h) * D, D) * maxK + 4 * U;
       const bound = 2 * maxV * (Math.exp(2 * delta) * (1 + u) * (1 + (pos + 1) * 2 ** -22 + 4 * U) - 1);
       for (let d = 0; d < D; d++) atol[(i * numHeads + h) * D + d] = bound + exact[(i * numHeads + h) * D + d];
     }

@@ -58,6 +58,12 @@ export function decodeBf16(bits: number): number {
   return bitsF32[0];
 }
 
+/** bf16(x) of each value, widened back: x rounded to f32, then to the nearest bf16 (ties to even). Finite inputs. */
+export function bf16Values(x: ArrayLike<number>): Float32Array {
+  const bits = new Uint32Array(Float32Array.from(x).buffer);
+  return Float32Array.from(bits, (b) => decodeBf16((b + 0x7fff + ((b >>> 16) & 1)) >>> 16));
+}
+
 export function decodeF16(bits: number): number {
   const sign = bits & 0x8000 ? -1 : 1;
   const exponent = (bits >> 10) & 0x1f;
@@ -252,6 +258,36 @@ export function gatherRowsF64(x: Float64Array, hidden: number, rows: Int32Array)
 // compared against their exact decoded values, so the same fp32 bounds apply to every weight dtype.
 
 export const U = 2 ** -24;
+
+/** |a[from, from + len)|₂, summed in float64 in index order. */
+export function l2Norm(a: ArrayLike<number>, from: number, len: number): number {
+  let s = 0;
+  for (let i = from; i < from + len; i++) s += a[i] * a[i];
+  return Math.sqrt(s);
+}
+
+/**
+ * Running maxima over keys 0..j of one sequence's K and V ([numKeys, numKvHeads, headDim] row-major), per KV
+ * head g at index j·numKvHeads + g: maxK the largest |k|₂, maxV the largest |v| element. The attention bounds'
+ * key and value scales for a query that sees keys 0..j.
+ */
+export function runningKeyMaxima(k: ArrayLike<number>, v: ArrayLike<number>, numKvHeads: number, headDim: number): { maxK: Float64Array; maxV: Float64Array } {
+  const numKeys = v.length / (numKvHeads * headDim);
+  const maxK = new Float64Array(numKeys * numKvHeads);
+  const maxV = new Float64Array(numKeys * numKvHeads);
+  for (let g = 0; g < numKvHeads; g++) {
+    let mk = 0;
+    let mv = 0;
+    for (let j = 0; j < numKeys; j++) {
+      const at = (j * numKvHeads + g) * headDim;
+      mk = Math.max(mk, l2Norm(k, at, headDim));
+      for (let d = 0; d < headDim; d++) mv = Math.max(mv, Math.abs(v[at + d]));
+      maxK[j * numKvHeads + g] = mk;
+      maxV[j * numKvHeads + g] = mv;
+    }
+  }
+  return { maxK, maxV };
+}
 
 export interface Tolerance {
   readonly atol: number | Float64Array;
