@@ -12,18 +12,7 @@
 # tests.log, peer.jsonl, bench.jsonl, extra.jsonl (the 16K-step, op-time and 512K-memory rows, tagged "variant"), table.txt.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-out=${OUT:-/tmp/longctx-gpu-out}
-mkdir -p "$out"
-t0=$(date +%s)
-stamp() { echo "[final +$(( $(date +%s) - t0 ))s] $*"; }
-mkdir -p .gpu/bin && xz -dc .gpu/node.xz > .gpu/bin/node && chmod +x .gpu/bin/node && export PATH=$PWD/.gpu/bin:$PATH
-[ -e node_modules ] || ln -s .gpu/node_modules node_modules
-[ "${FULL_BUILD:-0}" = 1 ] || export LONGCTX_CUDA_SM90A_ONLY=1
-node scripts/build-native.mjs > "$out/build.log" 2>&1; grep '^longctx:' "$out/build.log"
-[ -f build/Release/longctx_cuda.node ] || { echo "final-check: no CUDA addon"; grep -E 'error' "$out/build.log" | head -20; exit 3; }
-stamp built
-export TMPDIR=/tmp/longctx-tmp && mkdir -p "$TMPDIR"
-node --import tsx scripts/gpu/make-tiny-model.mts > /dev/null
+source scripts/gpu/prepare.sh final
 tests=${TESTS:-$(ls test/native/cuda-*.test.ts | tr '\n' ' ')}
 # files in parallel (their float64 references are host-bound; the GPU has room for several contexts)
 timeout "${TEST_LIMIT:-200}" node --import tsx --test --test-concurrency="${TEST_JOBS:-6}" --test-timeout=150000 --test-reporter=spec $tests > "$out/tests.log" 2>&1

@@ -6,17 +6,7 @@
 # plan-check.sh for what it holds). Logs and JSON lines under $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-out=${OUT:-/tmp/longctx-gpu-out}
-mkdir -p "$out"
-t0=$(date +%s)
-stamp() { echo "[quick +$(( $(date +%s) - t0 ))s] $*"; }
-mkdir -p .gpu/bin && xz -dc .gpu/node.xz > .gpu/bin/node && chmod +x .gpu/bin/node && export PATH=$PWD/.gpu/bin:$PATH
-[ -e node_modules ] || ln -s .gpu/node_modules node_modules
-node scripts/build-native.mjs > "$out/build.log" 2>&1; grep '^longctx:' "$out/build.log"
-[ -f build/Release/longctx_cuda.node ] || { echo "quick-check: no CUDA addon"; grep -E 'error' "$out/build.log" | head -20; exit 3; }
-stamp built
-export TMPDIR=/tmp/longctx-tmp && mkdir -p "$TMPDIR"
-node --import tsx scripts/gpu/make-tiny-model.mts > /dev/null
+source scripts/gpu/prepare.sh quick
 node --import tsx --test --test-concurrency=1 --test-reporter=spec test/native/cuda-memory.test.ts test/native/cuda-sampling.test.ts \
   test/native/cuda-sparse.test.ts test/native/cuda-golden.test.ts > "$out/tests.log" 2>&1
 echo "tests rc $?: $(grep -E '^ℹ (tests|pass|fail|skipped)' "$out/tests.log" | tr '\n' ' ')"

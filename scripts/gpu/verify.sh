@@ -7,16 +7,7 @@
 # device returns at most 8).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-out=${OUT:-/tmp/longctx-gpu-out}
-mkdir -p "$out"
-t0=$(date +%s)
-mkdir -p .gpu/bin && xz -dc .gpu/node.xz > .gpu/bin/node && chmod +x .gpu/bin/node && export PATH=$PWD/.gpu/bin:$PATH
-[ -e node_modules ] || ln -s .gpu/node_modules node_modules
-[ "${FULL_BUILD:-0}" = 1 ] || export LONGCTX_CUDA_SM90A_ONLY=1
-node scripts/build-native.mjs > "$out/build.log" 2>&1; grep '^longctx:' "$out/build.log"
-[ -f build/Release/longctx_cuda.node ] || { echo "verify: no CUDA addon"; grep -E 'error' "$out/build.log" | head -20; exit 3; }
-export TMPDIR=/tmp/longctx-tmp && mkdir -p "$TMPDIR"
-node --import tsx scripts/gpu/make-tiny-model.mts > /dev/null
+source scripts/gpu/prepare.sh verify
 group() { # name, env assignment or -, then test arguments
   local name=$1 envs=$2; shift 2
   echo "=== $name" >> "$out/tests.log"
