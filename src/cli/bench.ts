@@ -19,7 +19,7 @@ import { limitsFromPlan, resolveEngineLimits, type EngineOptions } from '../engi
 import type { CudaOpTime } from '../runtime/cuda-addon.js';
 import type { CudaBackend } from '../runtime/cuda-backend.js';
 import { ModelRunner, singleSequenceStep } from '../runtime/model-runner.js';
-import type { SamplingRow } from '../runtime/backend.js';
+import { GREEDY_SAMPLING_ROW } from '../sampling/sample-rows.js';
 
 interface BenchOptions {
   preset?: string;
@@ -39,12 +39,6 @@ interface BenchOptions {
   json: boolean;
 }
 
-/** Greedy decoding as the engine samples a temperature-0 request on the backend (no draw, no penalties). */
-const GREEDY_ROW: SamplingRow = {
-  params: { temperature: 0, topP: 1, topK: -1, minP: 0, repetitionPenalty: 1, presencePenalty: 0, frequencyPenalty: 0 },
-  u: 0,
-  history: null,
-};
 
 const int = (min: number) => (v: string): number => {
   const s = v.replace(/[,_]/g, '');
@@ -185,7 +179,7 @@ export async function runBench(o: BenchOptions, print: (line: string) => void = 
       for (let k = 0; k < o.decodeTokens; k++) {
         const inputs = singleSequenceStep([token], P + k, limits.blockSize, limits.numKvBlocks, P);
         if (onBackend) {
-          token = runner.stepSampled(inputs, [GREEDY_ROW], false).tokenIds[0];
+          token = runner.stepSampled(inputs, [GREEDY_SAMPLING_ROW], false).tokenIds[0];
           if (!(token >= 0 && token < config.vocabSize)) throw new Error(`the backend sampled token ${token} at prompt length ${P} (vocab ${config.vocabSize})`);
         } else {
           logits = runner.step(inputs);

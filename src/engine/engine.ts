@@ -19,7 +19,7 @@ import { checkPlannedWeights, createHostBackend, createPlannedCudaBackend, planC
 import { formatPlanSummary } from '../core/memory-plan-format.js';
 import { RequestRng, TokenHistory } from '../sampling/sampler.js';
 import type { SamplingParams } from '../sampling/sampling-params.js';
-import type { SamplingRow } from '../sampling/sample-rows.js';
+import { GREEDY_SAMPLING_ROW, type SamplingRow } from '../sampling/sample-rows.js';
 import { IdToBytes } from '../tokenizer/detokenizer.js';
 import { TextTokenizer, TOKENIZER_FILE } from '../tokenizer/tokenizer.js';
 import { ChoiceState } from './choice.js';
@@ -53,11 +53,7 @@ interface RequestState {
 const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 /** The sampling row of a sampled row whose sequence has ended meanwhile: greedy, no draw, id unused. */
-const PLACEHOLDER_ROW: SamplingRow = {
-  params: { temperature: 0, topP: 1, topK: -1, minP: 0, repetitionPenalty: 1, presencePenalty: 0, frequencyPenalty: 0 },
-  u: 0,
-  history: null,
-};
+const PLACEHOLDER_ROW: SamplingRow = GREEDY_SAMPLING_ROW;
 
 export class Engine implements EngineClient {
   readonly modelName: string;

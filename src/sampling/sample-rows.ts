@@ -14,6 +14,13 @@ export interface SamplingRow {
   readonly history: PenaltyHistory | null;
 }
 
+/** A greedy row: argmax, no draw (u = 0), no penalties. */
+export const GREEDY_SAMPLING_ROW: SamplingRow = {
+  params: { temperature: 0, topP: 1, topK: -1, minP: 0, repetitionPenalty: 1, presencePenalty: 0, frequencyPenalty: 0 },
+  u: 0,
+  history: null,
+};
+
 /** Most bits of the integer mass scale of a device sampler (a warp's sum of 32 masses stays exact). */
 export const SAMPLING_MAX_MASS_SHIFT = 45;
 
