@@ -15,7 +15,8 @@ export interface BadCase {
   param?: string | null;
 }
 
-function nested(depth: number): unknown {
+/** A JSON value nested `depth` objects deep. */
+export function nested(depth: number): unknown {
   let v: unknown = 1;
   for (let i = 0; i < depth; i++) v = { a: v };
   return v;

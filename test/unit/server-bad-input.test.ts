@@ -5,30 +5,16 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { FakeEngine } from '../../src/engine/fake-engine.js';
 import { createApp } from '../../src/server/app.js';
+import { nested, type BadCase } from '../e2e/serve-bad-inputs.js';
 
 type Json = any; // eslint-disable-line @typescript-eslint/no-explicit-any
 
-interface Case {
-  name: string;
-  path?: string; // default /v1/chat/completions
-  method?: string; // default POST
-  body?: unknown; // JSON-encoded unless `raw`
-  raw?: string | Blob;
-  headers?: Record<string, string>;
-  status: number;
-  code: string;
-  param?: string | null;
-}
+type Case = Omit<BadCase, 'noAuth'>;
 
 const msgs = [{ role: 'user', content: 'hi' }];
 const chat = (extra: Record<string, unknown>) => ({ messages: msgs, ...extra });
 const C = '/v1/completions';
 
-function nested(depth: number): unknown {
-  let v: unknown = 1;
-  for (let i = 0; i < depth; i++) v = { a: v };
-  return v;
-}
 
 const CASES: Case[] = [
   { name: 'truncated JSON', raw: '{"messages": [', status: 400, code: 'invalid_json' },
