@@ -20,6 +20,7 @@ import type { CudaOpTime } from '../runtime/cuda-addon.js';
 import type { CudaBackend } from '../runtime/cuda-backend.js';
 import { ModelRunner, singleSequenceStep } from '../runtime/model-runner.js';
 import { GREEDY_SAMPLING_ROW } from '../sampling/sample-rows.js';
+import { argmax } from '../sampling/sampler.js';
 
 interface BenchOptions {
   preset?: string;
@@ -78,12 +79,6 @@ function configOf(o: BenchOptions): ModelConfig {
 export function promptIds(n: number, vocab: number, seed: number): Int32Array {
   const next = xorshift(seed);
   return Int32Array.from({ length: n }, () => Math.floor(next() * vocab));
-}
-
-function argmax(row: Float32Array): number {
-  let best = 0;
-  for (let i = 1; i < row.length; i++) if (row[i] > row[best]) best = i;
-  return best;
 }
 
 const GiB = 2 ** 30;
@@ -172,6 +167,7 @@ export async function runBench(o: BenchOptions, print: (line: string) => void = 
       }
       const t1 = performance.now();
       const prefillOps = o.opTimes ? dev!.opTimes() : null;
+      if (!logits.every(Number.isFinite)) throw new Error(`non-finite logits at prompt length ${P}`);
       let token = argmax(logits);
       // decode as the engine does (deviceSampling: the backend samples, one id crosses per step), or with the
       // logits read back and argmax on the host (--host-sampling, or a backend without sampleRows)
@@ -192,7 +188,6 @@ export async function runBench(o: BenchOptions, print: (line: string) => void = 
         dev!.setOpTiming(false);
         for (const [phase, ops] of [['prefill', prefillOps!], ['decode', decodeOps]] as const) print(formatOpTimes(P, phase, ops, o.json));
       }
-      if (!logits.every(Number.isFinite)) throw new Error(`non-finite logits at prompt length ${P}`);
       const ttft = (t1 - t0) / 1000;
       const decodeTps = o.decodeTokens > 0 ? o.decodeTokens / ((t2 - t1) / 1000) : null;
       const peak = dev ? dev.peakBytes() : null;
