@@ -13,10 +13,9 @@ void CudaContext::embedding(const Napi::CallbackInfo& cb) {
   const int64_t T = static_cast<int64_t>(ids.ElementLength());
   const void* table = buf(a, 0, "table", static_cast<size_t>(mul(a, {vocab, hidden})) * lcuda::dtypeBytes(dtype));
   float* out = f32(a, 5, "out", mul(a, {T, hidden}));
-  checkIndices(a, ids, "ids", 0, vocab, false);
   const int t0 = opBegin();
-  const auto dev = stage({ids});
-  lcuda::embedding(stream_, table, dtype, hidden, dev[0], T, out);
+  const int32_t* dev = stageIndices(a, ids, "ids", 0, vocab, false);
+  lcuda::embedding(stream_, table, dtype, hidden, dev, T, out);
   opEnd(t0, "embedding");
 }
 
@@ -85,10 +84,9 @@ void CudaContext::rope(const Napi::CallbackInfo& cb) {
   if (!(theta > 0)) throw a.range("theta must be > 0");
   if (static_cast<int64_t>(pos.ElementLength()) != T) throw a.range("positions must have T entries");
   float* x = f32(a, 0, "x", mul(a, {T, nH, D}));
-  checkIndices(a, pos, "positions", 0, kMaxDim, false);
   const int t0 = opBegin();
-  const auto dev = stage({pos});
-  lcuda::rope(stream_, x, T, nH, D, dev[0], theta, rd);
+  const int32_t* dev = stageIndices(a, pos, "positions", 0, kMaxDim, false);
+  lcuda::rope(stream_, x, T, nH, D, dev, theta, rd);
   opEnd(t0, "rope");
 }
 
@@ -107,10 +105,9 @@ void CudaContext::writeKv(const Napi::CallbackInfo& cb) {
   void* kc = buf(a, 4, "kCache", cacheBytes);
   void* vc = buf(a, 5, "vCache", cacheBytes);
   if (kc == vc && cacheElems > 0) throw a.range("kCache and vCache must be different buffers");
-  checkIndices(a, slots, "slotMapping", 0, numBlocks * bs, true);
   const int t0 = opBegin();
-  const auto dev = stage({slots});
-  lcuda::writeKv(stream_, k, v, T, dev[0], kc, vc, kvDtype, rowLen);
+  const int32_t* dev = stageIndices(a, slots, "slotMapping", 0, numBlocks * bs, true);
+  lcuda::writeKv(stream_, k, v, T, dev, kc, vc, kvDtype, rowLen);
   opEnd(t0, "writeKv");
 }
 
@@ -167,6 +164,7 @@ void CudaContext::attend(const Napi::CallbackInfo& cb, bool isDca, bool isSparse
     dca = lcuda::DcaArgs{static_cast<int>(L), static_cast<int>(C), static_cast<int>(rd), theta, rowScale.Data()};
   }
   if (isSparse) {
+    if (graphs_.capturing()) throw a.range("sparse prefill is not captured in step graphs");
     sparseAttend(a, cb, shape, q, kc, vc, numSeqs, qsd, cld, btd, scale, out, dca);
     return;
   }
@@ -295,10 +293,9 @@ void CudaContext::gatherRows(const Napi::CallbackInfo& cb) {
   const float* x = f32(a, 0, "x", mul(a, {T, H}));
   float* out = f32(a, 4, "out", mul(a, {R, H}));
   if (R * H > 0 && out == x) throw a.range("out must not alias x");
-  checkIndices(a, rows, "rows", 0, T, false);
   const int t0 = opBegin();
-  const auto dev = stage({rows});
-  lcuda::gatherRows(stream_, x, H, dev[0], R, out);
+  const int32_t* dev = stageIndices(a, rows, "rows", 0, T, false);
+  lcuda::gatherRows(stream_, x, H, dev, R, out);
   opEnd(t0, "gatherRows");
 }
 

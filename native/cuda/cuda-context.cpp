@@ -32,6 +32,7 @@ void CudaContext::release() noexcept {
   if (!live_) return;
   live_ = false;
   cudaSetDevice(device_);
+  graphs_.release();  // ends an open capture, then waits for the last launch
   if (stream_ != nullptr) cudaStreamSynchronize(stream_);
   for (auto& kv : bufs_)
     if (kv.second.parent == 0 && kv.second.ptr != nullptr) cudaFree(kv.second.ptr);  // views own nothing
@@ -57,6 +58,14 @@ void CudaContext::release() noexcept {
   gemm_.workspace.release();  // after the handle that used it
   if (stream_ != nullptr) cudaStreamDestroy(stream_);
   stream_ = nullptr;
+}
+
+const int32_t* CudaContext::stageIndices(const Args& a, const Napi::Int32Array& arr, const char* name, int64_t lo,
+                                         int64_t hi, bool allowMinusOne) {
+  checkIndices(a, arr, name, lo, hi, allowMinusOne);
+  if (graphs_.capturing())
+    return graphs_.stageInput(arr.Data(), arr.ElementLength() * 4, lcuda::IndexCheck{name, lo, hi, allowMinusOne});
+  return stage({arr})[0];
 }
 
 std::vector<const int32_t*> CudaContext::stage(std::initializer_list<Napi::Int32Array> arrays) {
@@ -203,7 +212,9 @@ void CudaContext::free(const Napi::CallbackInfo& cb) {
     bufs_.erase(it);
     return;
   }
+  if (graphs_.capturing()) throw a.range("an owned buffer cannot be freed while a step graph is being captured");
   LCUDA_CHECK(cudaStreamSynchronize(stream_));  // no queued kernel may still use it
+  graphs_.clear();  // a graph may hold its address
   if (it->second.ptr != nullptr) LCUDA_CHECK(cudaFree(it->second.ptr));
   liveBytes_ -= it->second.bytes;
   bufs_.erase(it);

@@ -16,6 +16,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "cuda-graphs.h"
 #include "cuda-ops.h"
 #include "napi-args.h"
 #include "sampling-napi.h"
@@ -59,6 +60,12 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
                            InstanceMethod<&CudaContext::guardedValue<&CudaContext::sampleRows>>("sampleRows"),
                            InstanceMethod<&CudaContext::guardedValue<&CudaContext::opTimes>>("opTimes"),
                            InstanceMethod<&CudaContext::guarded<&CudaContext::setOpTiming>>("setOpTiming"),
+                           InstanceMethod<&CudaContext::guardedValue<&CudaContext::graphReplay>>("graphReplay"),
+                           InstanceMethod<&CudaContext::guardedValue<&CudaContext::graphBegin>>("graphBegin"),
+                           InstanceMethod<&CudaContext::guarded<&CudaContext::graphEnd>>("graphEnd"),
+                           InstanceMethod<&CudaContext::guarded<&CudaContext::graphAbort>>("graphAbort"),
+                           InstanceMethod<&CudaContext::guarded<&CudaContext::graphClear>>("graphClear"),
+                           InstanceMethod<&CudaContext::guardedValue<&CudaContext::graphStats>>("graphStats"),
                        });
   }
 
@@ -168,6 +175,10 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
   }
   // Copies host index arrays to the device (one stream-ordered copy); returns device pointers in order.
   std::vector<const int32_t*> stage(std::initializer_list<Napi::Int32Array> arrays);
+  // checkIndices, then the device copy of one index array: stage(), or while a step graph is captured, the
+  // graph's copy of that step input (checked again the same way at every replay).
+  const int32_t* stageIndices(const Args& a, const Napi::Int32Array& arr, const char* name, int64_t lo, int64_t hi,
+                              bool allowMinusOne);
   Napi::Value info(const Napi::CallbackInfo& cb);
   Napi::Value liveBytes(const Napi::CallbackInfo& cb) { return Napi::Number::New(cb.Env(), static_cast<double>(liveBytes_)); }
   // Owned buffers alive (views not counted).
@@ -289,6 +300,22 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
   // sampleRows(logits, R, V, params, entries) -> Int32Array [R]: sampling-napi.h
   Napi::Value sampleRows(const Napi::CallbackInfo& cb);
 
+  // ---- step graphs (cuda-graphs.h; the CudaBackend's runGraph) ----
+  // graphReplay(key, inputs: (Int32Array | Float32Array)[]) -> true when graph `key` was launched with these
+  // inputs; false (nothing enqueued) when there is none or the step would launch differently.
+  Napi::Value graphReplay(const Napi::CallbackInfo& cb);
+  // graphBegin(key, inputs) -> true when capturing started (the ops that follow are recorded, not run, and
+  // may read only these host arrays); false when this context cannot capture (scratch not reserved, op
+  // timing on, LONGCTX_CUDA_SYNC).
+  Napi::Value graphBegin(const Napi::CallbackInfo& cb);
+  // graphEnd(): instantiates the capture and launches it. graphAbort(): drops an open capture (never throws).
+  void graphEnd(const Napi::CallbackInfo& cb);
+  void graphAbort(const Napi::CallbackInfo& cb);
+  // graphClear(): drops every graph. graphStats() -> { graphs, captures, replays, declined, cleared }.
+  void graphClear(const Napi::CallbackInfo& cb);
+  Napi::Value graphStats(const Napi::CallbackInfo& cb);
+  std::vector<lcuda::StepInput> stepInputs(const Args& a, const Napi::CallbackInfo& cb, size_t i);
+
   bool live_ = false;
   int device_ = 0, cc_ = 0;
   std::string name_;
@@ -304,6 +331,7 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
   static constexpr size_t kUnplanned = ~size_t{0};  // plan_[6]: no sampling size given, grown on demand
   lcuda::DeviceScratch sampling_{"sampling"};       // sampleRows (sampling-napi.h)
   lcuda::SparseScratch sparse_;  // attentionDcaSparse's buffers (scratch field "sparse")
+  lcuda::StepGraphs graphs_;     // captured steps (graph*)
   int phaseEvent_ = -1;          // timing: the event the current sparse phase started at
   double sparseKeys_[2] = {0, 0};  // lastSparseKeys
   std::unordered_map<uint32_t, Buffer> bufs_;

@@ -25,6 +25,8 @@ struct CudaError : std::runtime_error {
 };
 
 void throwCuda(cudaError_t err, const char* what, const char* file, int line);
+// LONGCTX_CUDA_SYNC=1 at process start: a stream sync after every launch (no step graphs then).
+bool syncAfterEachLaunch();
 void throwCublas(cublasStatus_t st, const char* what, const char* file, int line);
 // cudaGetLastError after a launch (a bad configuration shows here); with LONGCTX_CUDA_SYNC=1 also a stream
 // sync, so an illegal address is reported by the op that caused it rather than by a later read().
@@ -148,6 +150,38 @@ struct AttentionOptions {
 // Query vectors per CTA of the three tilings (attention.cu / attention-tc.cu); src/runtime/cuda-scratch.ts
 // sizes the tile list from the same numbers (the addon exports them so a test can compare).
 constexpr int kAttnSmallVectors = 8, kAttnBigVectors = 64, kAttnTcVectors = 128;
+struct DcaArgs;
+// One pagedAttention call's host inputs (what planAttention reads); pointers valid during the call.
+struct AttentionCall {
+  AttentionShape shape;
+  AttentionOptions opt;
+  int numSeqs;
+  const int32_t *queryStart, *contextLens, *blockTables;
+  const DcaArgs* dca;
+  const int32_t* skipRows;
+};
+// What a call launches and the ints it stages (tiles, context lengths, block tables, DCA row factors as bits).
+// Two calls with equal launch fields and staged sizes launch the same kernels with the same arguments apart
+// from the staged ints (the device graphs of cuda-graphs.h replay on that).
+struct AttentionPlan {
+  std::vector<int32_t> staged;
+  size_t tileInts = 0, tableInts = 0;
+  unsigned numTiles = 0;  // 0: nothing to launch
+  int T = 0, numSplits = 1, splitLen = 0, nq = 1;
+  int kernel = 0;  // 1 tensor-core prefill, 2 stream decode, 3 tiled decode, 4 tiled prefill
+  bool sameLaunch(const AttentionPlan& o) const {
+    return staged.size() == o.staged.size() && tileInts == o.tileInts && tableInts == o.tableInts &&
+           numTiles == o.numTiles && T == o.T && numSplits == o.numSplits && splitLen == o.splitLen && nq == o.nq &&
+           kernel == o.kernel;
+  }
+};
+// Graph capture hook (cuda-graphs.h): stages a call's ints where a replay can rewrite them; returns their
+// device address.
+class AttentionStageHook {
+ public:
+  virtual ~AttentionStageHook() = default;
+  virtual const int32_t* stageAttention(const AttentionCall& call, const AttentionPlan& plan) = 0;
+};
 struct AttentionScratch {
   DeviceScratch indices{"attentionIndices"};   // tiles, context lengths and block tables of one call
   // split-K partial accumulators and (max, sum) pairs; when reserved, its capacity is the budget the split
@@ -155,6 +189,7 @@ struct AttentionScratch {
   DeviceScratch partials{"attentionPartials"};
   HostStaging* host = nullptr;      // pinned staging for the index copy (nullptr: pageable)
   cudaEvent_t splitEvent = nullptr;  // when set: recorded between the attention kernel and the combine (timing)
+  AttentionStageHook* capture = nullptr;  // when set (graph capture): stages the ints instead of indices/host
 };
 // Dual Chunk Attention constants of one call (Backend.attentionDca): q is then NOT rotated; keys were
 // cached rotated at (k mod chunkLen). rowLogitScale: host [T], the per-row temperature factor.
@@ -164,6 +199,10 @@ struct DcaArgs {
   double theta;
   const float* rowLogitScale;
 };
+// The tiles, key splits and kernel of a call (no launch, no device work); the inputs as for pagedAttention.
+AttentionPlan planAttention(const AttentionScratch& scratch, const AttentionOptions& opt, const AttentionShape& shape,
+                            int numSeqs, const int32_t* queryStart, const int32_t* contextLens, const int32_t* blockTables,
+                            const DcaArgs* dca, const int32_t* skipRows);
 // Host arrays: queryStart [numSeqs + 1], contextLens [numSeqs], blockTables [numSeqs * maxBlocksPerSeq],
 // already validated (DCA: positions equal the causal ones the batch implies). q, out [T, numHeads,
 // headDim]; caches [numBlocks, blockSize, numKvHeads, headDim] of shape.kvDtype. dca == nullptr: plain.

@@ -8,7 +8,7 @@ import { performance } from 'node:perf_hooks';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { UserError } from '../errors.js';
 import { formatPlanSummary } from '../core/memory-plan-format.js';
-import { groupBytes, type ItemGroup } from '../core/memory-workspace.js';
+import { groupBytes, maxBlocksPerSeq, type ItemGroup } from '../core/memory-workspace.js';
 import { parseModelConfig, readModelConfig } from '../model/config.js';
 import type { ModelConfig } from '../model/config-types.js';
 import { PRESET_NAMES, PRESETS, presetConfigJson, presetSparseConfigJson } from '../model/init-presets.js';
@@ -37,6 +37,7 @@ interface BenchOptions {
   attentionPattern?: AttentionPattern;
   opTimes?: boolean;
   hostSampling?: boolean;
+  enforceEager?: boolean;
   json: boolean;
 }
 
@@ -133,7 +134,7 @@ export async function runBench(o: BenchOptions, print: (line: string) => void = 
   const tw = performance.now();
   const pattern = o.attentionPattern ?? 'local';
   const weights = syntheticWeights(config, config.torchDtype === 'float32' ? 'f32' : 'bf16', undefined, pattern);
-  const backend = cuda ? createPlannedCudaBackend(cuda) : createHostBackend('cpu', {});
+  const backend = cuda ? createPlannedCudaBackend(cuda, o.enforceEager === true) : createHostBackend('cpu', {});
   const rows: Record<string, unknown>[] = [];
   try {
     if (cuda) checkPlannedWeights(cuda, weights);
@@ -141,7 +142,11 @@ export async function runBench(o: BenchOptions, print: (line: string) => void = 
       numBlocks: limits.numKvBlocks,
       blockSize: limits.blockSize,
       kvCacheDtype: cuda ? cuda.numerics.kvCacheDtype : 'f32',
-      stepCapacity: { tokens: limits.maxNumBatchedTokens, rows: Math.min(limits.maxNumSeqs, limits.maxNumBatchedTokens) },
+      stepCapacity: {
+        tokens: limits.maxNumBatchedTokens,
+        rows: Math.min(limits.maxNumSeqs, limits.maxNumBatchedTokens),
+        blocksPerSeq: maxBlocksPerSeq(limits.maxModelLen, limits.blockSize),
+      },
     });
     const dev = cuda ? (backend as CudaBackend) : null;
     dev?.synchronize();
@@ -159,6 +164,7 @@ export async function runBench(o: BenchOptions, print: (line: string) => void = 
       const ids = promptIds(P, config.vocabSize, 1000 + i);
       dev?.resetPeak();
       if (o.opTimes) dev!.setOpTiming(true);
+      const graphs0 = dev?.graphStats();
       const t0 = performance.now();
       let logits: Float32Array = new Float32Array(0);
       for (let start = 0; start < P; start += limits.maxNumBatchedTokens) {
@@ -183,6 +189,7 @@ export async function runBench(o: BenchOptions, print: (line: string) => void = 
         }
       }
       const t2 = performance.now();
+      const graphs1 = dev?.graphStats();
       if (o.opTimes) {
         const decodeOps = dev!.opTimes();
         dev!.setOpTiming(false);
@@ -199,6 +206,8 @@ export async function runBench(o: BenchOptions, print: (line: string) => void = 
         prefill_tok_s: Math.round(P / ttft),
         decode_tok_s: decodeTps === null ? null : +decodeTps.toFixed(1),
         decode_sampling: onBackend ? 'backend' : 'host',
+        // decode steps launched from a CUDA graph (replays) and captured, against --decode-tokens
+        decode_graphs: graphs0 && graphs1 ? { replays: graphs1.replays - graphs0.replays, captures: graphs1.captures - graphs0.captures } : null,
         peak_bytes: peak,
         planned_bytes: planned,
         peak_over_plan: peak !== null && planned !== null ? +(peak / planned).toFixed(4) : null,
@@ -241,6 +250,7 @@ export function registerBench(program: Command): void {
     .addOption(new Option('--attention-pattern <p>', 'synthetic attention: local (a q/k bias on one rotary frequency: attention on the last few thousand keys, as in real checkpoints) or random (no positional structure: sparse picks scatter)').choices(['local', 'random']).default('local'))
     .option('--op-times', 'CUDA: per-op GPU times (CUDA events) of each prefill and decode, after its row (the times of that row include the timing cost)', false)
     .option('--host-sampling', 'decode with the logits read back and argmax on the host (default: the backend samples, as the engine does)', false)
+    .option('--enforce-eager', 'CUDA: decode op by op, without CUDA graphs', false)
     .option('--json', 'one JSON object per line', false)
     .action(async (o: BenchOptions) => {
       await runBench(o);

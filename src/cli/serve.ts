@@ -24,6 +24,7 @@ export interface ServeOptions {
   kvCacheMemoryBytes?: number;
   enablePrefixCaching: boolean;
   gpuMemoryUtilization?: number;
+  enforceEager: boolean;
   device: 'auto' | 'cpu' | 'cuda';
   tensorParallelSize: number;
   kvCacheDtype: string;
@@ -98,6 +99,7 @@ export async function createEngineFromOptions(opts: ServeOptions): Promise<Engin
     backend: opts.device,
     enablePrefixCaching: opts.enablePrefixCaching,
     ...(opts.gpuMemoryUtilization !== undefined ? { gpuMemoryUtilization: opts.gpuMemoryUtilization } : {}),
+    enforceEager: opts.enforceEager,
     ...(opts.maxModelLen !== undefined ? { maxModelLen: opts.maxModelLen } : {}),
     ...(opts.maxNumBatchedTokens !== undefined ? { maxNumBatchedTokens: opts.maxNumBatchedTokens } : {}),
     ...(opts.maxNumSeqs !== undefined ? { maxNumSeqs: opts.maxNumSeqs } : {}),
@@ -157,6 +159,7 @@ export function registerServe(program: Command): void {
     .option('--no-enable-prefix-caching', 'disable prefix caching')
     .addOption(new Option('--device <name>', 'compute backend (auto: cuda when a GPU and the CUDA addon are there, else cpu)').choices(['auto', 'cpu', 'cuda']).default('auto'))
     .addOption(new Option('--gpu-memory-utilization <f>', 'fraction of the GPU memory the engine may use (--device cuda; default 0.9)').argParser(fraction))
+    .option('--enforce-eager', 'CUDA: run decode steps op by op instead of as CUDA graphs', false)
     .addOption(new Option('--tensor-parallel-size <n>', 'GPUs to shard the model over (only 1 for now)').argParser(int(1)).default(1))
     .addOption(new Option('--kv-cache-dtype <dtype>', 'KV cache dtype (fp8 not implemented yet)').choices(['auto', 'bfloat16', 'fp8', 'fp8_e4m3', 'fp8_e5m2']).default('auto'))
     .option('--quantization <method>', 'weight quantization (not implemented yet)')

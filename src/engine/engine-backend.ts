@@ -95,8 +95,11 @@ export function planCudaEngine(opts: EngineOptions, config: ModelConfig, device?
 }
 
 /** The CUDA backend the plan was made for: its scratch reserved at the planned sizes. */
-export function createPlannedCudaBackend(p: CudaEnginePlan): CudaBackend {
-  return createCudaBackend({ exactMatmul: p.numerics.exactMatmul, tensorCoreAttention: p.numerics.tensorCoreAttention, scratch: p.scratch });
+/** The planned context: reserved scratch, the plan's numerics, decode steps as CUDA graphs unless enforceEager. */
+export function createPlannedCudaBackend(p: CudaEnginePlan, enforceEager = false): CudaBackend {
+  return createCudaBackend({
+    exactMatmul: p.numerics.exactMatmul, tensorCoreAttention: p.numerics.tensorCoreAttention, scratch: p.scratch, graphs: !enforceEager,
+  });
 }
 
 function tensorBytes(t: Tensor): number {

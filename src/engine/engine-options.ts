@@ -39,6 +39,8 @@ export interface EngineOptions {
    * host sampler itself).
    */
   deviceSampling?: boolean;
+  /** CUDA: run every step op by op, without CUDA graphs for decode steps (vLLM's --enforce-eager). Default false. */
+  enforceEager?: boolean;
   /** Threads of the CPU backend (0: all cores). Default 0. */
   numThreads?: number;
   /** Name reported by the server (default: the model directory's basename). */

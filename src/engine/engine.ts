@@ -17,6 +17,7 @@ import { resolveEosTokenIds, type GenerationDefaults } from '../model/generation
 import { ModelRunner } from '../runtime/model-runner.js';
 import { checkPlannedWeights, createHostBackend, createPlannedCudaBackend, planCudaEngine, resolveBackendKind, type CudaEnginePlan } from './engine-backend.js';
 import { formatPlanSummary } from '../core/memory-plan-format.js';
+import { maxBlocksPerSeq } from '../core/memory-workspace.js';
 import { RequestRng, TokenHistory } from '../sampling/sampler.js';
 import type { SamplingParams } from '../sampling/sampling-params.js';
 import { GREEDY_SAMPLING_ROW, type SamplingRow } from '../sampling/sample-rows.js';
@@ -123,7 +124,7 @@ export class Engine implements EngineClient {
     if (cuda) (opts.onPlan ?? ((text: string) => process.stderr.write(text)))(formatPlanSummary(cuda.plan, cuda.deviceName));
     else resolveEngineLimits(opts, config);
     const model = await loadModelDir(dir, { progress: opts.progress === true });
-    const backend = cuda ? createPlannedCudaBackend(cuda) : createHostBackend(kind as 'cpu' | 'reference', opts);
+    const backend = cuda ? createPlannedCudaBackend(cuda, opts.enforceEager === true) : createHostBackend(kind as 'cpu' | 'reference', opts);
     let runner: ModelRunner;
     let limits: ResolvedEngineLimits;
     try {
@@ -133,7 +134,11 @@ export class Engine implements EngineClient {
         numBlocks: limits.numKvBlocks,
         blockSize: limits.blockSize,
         kvCacheDtype: cuda ? cuda.numerics.kvCacheDtype : 'f32',
-        stepCapacity: { tokens: limits.maxNumBatchedTokens, rows: Math.min(limits.maxNumSeqs, limits.maxNumBatchedTokens) },
+        stepCapacity: {
+        tokens: limits.maxNumBatchedTokens,
+        rows: Math.min(limits.maxNumSeqs, limits.maxNumBatchedTokens),
+        blocksPerSeq: maxBlocksPerSeq(limits.maxModelLen, limits.blockSize),
+      },
       });
     } catch (e) {
       backend.dispose();

@@ -14,7 +14,9 @@ import type { ModelConfig } from './config-types.js';
 import { stepRowLogitScales, toDcaParams } from './dca.js';
 import { sparseParamsOfLayer, sparseRowsOfStep } from './sparse-config.js';
 import type { LayerWeights, ModelWeights } from './weights-types.js';
-import { MLP_CHUNK_ROWS, StepBuffers, type StepCapacity } from './step-buffers.js';
+import { MLP_CHUNK_ROWS, StepBuffers, type StepBufferName, type StepCapacity } from './step-buffers.js';
+
+type StepViews = Record<StepBufferName, Tensor>;
 
 /** Everything one forward step needs; T = number of tokens in the step. */
 export interface StepInputs {
@@ -34,7 +36,7 @@ export interface StepInputs {
 }
 
 /** What a DCA forward needs besides the plain one: key rotation positions and per-row logit factors. */
-interface DcaStep {
+export interface DcaStep {
   params: DcaParams;
   keyPositions: Int32Array; // [T] positions[t] mod L (§2.2)
   rowLogitScale: Float32Array; // [T] s_q·s_k of each query row (§2.6)
@@ -62,7 +64,10 @@ export class Qwen2Graph {
       throw new Error(`sparse attention budgets cover ${sparseLayers} layers, config says ${config.numLayers}`);
     }
     this.buffers = new StepBuffers(backend, config, capacity, mlpChunkRows);
+    this.tableCap = capacity?.blocksPerSeq ?? Number.POSITIVE_INFINITY;
   }
+  /** The widest block table a padded graph step may use (StepCapacity.blocksPerSeq). */
+  private readonly tableCap: number;
 
   /** Allocates one paged KV cache per layer: K and V [numBlocks, blockSize, numKvHeads, headDim] of `dtype`. */
   allocateKvCache(numBlocks: number, blockSize: number, dtype: DType = 'f32'): KvCacheLayer[] {
@@ -84,22 +89,39 @@ export class Qwen2Graph {
   /**
    * Runs the decoder over the step's tokens, writes their K/V, returns logits [R, vocab] f32: a view of the
    * graph's logits buffer, valid until the next forward (read it, then free the view).
+   * On a backend with runGraph, a decode step (one query per sequence, at most GRAPH_MAX_TOKENS of them) runs
+   * as a device graph keyed by its shape (decodeGraphKey): the ops read only the step's own host arrays,
+   * the block table padded to a multiple of GRAPH_TABLE_BLOCKS entries per sequence so the key holds for
+   * thousands of tokens.
    */
   forward(inputs: StepInputs, caches: readonly KvCacheLayer[]): Tensor {
+    const T = inputs.tokenIds.length;
+    const R = inputs.sampleRows.length;
+    if (inputs.positions.length !== T || inputs.slotMapping.length !== T) {
+      throw new Error(`step inputs disagree: ${T} tokens, ${inputs.positions.length} positions, ${inputs.slotMapping.length} slots`);
+    }
+    const dca = this.dcaStep(inputs);
+    const views = this.buffers.views(T, R);
+    const graph = this.backend.runGraph !== undefined && isDecodeStep(inputs, dca) ? decodeGraph(inputs, dca, this.tableCap) : null;
+    try {
+      if (graph === null) this.layers(inputs, inputs.batch, dca, caches, views);
+      else this.backend.runGraph!(graph.key, graph.arrays, () => this.layers(inputs, graph.batch, dca, caches, views));
+    } finally {
+      const { logits, ...rest } = views;
+      for (const t of Object.values(rest)) this.backend.free(t);
+    }
+    return views.logits;
+  }
+
+  /** The ops of one forward over the step's views; every host array they read comes from inputs, batch or dca. */
+  private layers(inputs: StepInputs, batch: AttentionBatch, dca: DcaStep | null, caches: readonly KvCacheLayer[], views: StepViews): void {
     const be = this.backend;
     const cfg = this.config;
     const T = inputs.tokenIds.length;
     const D = cfg.headDim;
-    const R = inputs.sampleRows.length;
     const scale = 1 / Math.sqrt(D);
-    if (inputs.positions.length !== T || inputs.slotMapping.length !== T) {
-      throw new Error(`step inputs disagree: ${T} tokens, ${inputs.positions.length} positions, ${inputs.slotMapping.length} slots`);
-    }
-
-    const dca = this.dcaStep(inputs);
-
     // x: residual stream; h: normed input of a sub-block; proj: o_proj / down_proj output (step-buffers.ts)
-    const { x, h, q, k, v, attn, proj, gateUp, act, last, lastNormed, logits } = this.buffers.views(T, R);
+    const { x, h, q, k, v, attn, proj, gateUp, act, last, lastNormed, logits } = views;
     const q3 = reshape(q, [T, cfg.numHeads, D]);
     const k3 = reshape(k, [T, cfg.numKvHeads, D]);
     const v3 = reshape(v, [T, cfg.numKvHeads, D]);
@@ -116,16 +138,16 @@ export class Qwen2Graph {
         be.rope(q3, inputs.positions, cfg.ropeTheta, D);
         be.rope(k3, inputs.positions, cfg.ropeTheta, D);
         be.writeKv(k3, v3, caches[l], inputs.slotMapping);
-        be.attention(q3, caches[l], inputs.batch, scale, attn3); // attn [T, numHeads, D]
+        be.attention(q3, caches[l], batch, scale, attn3); // attn [T, numHeads, D]
       } else {
         be.rope(k3, dca.keyPositions, cfg.ropeTheta, D); // keys at k mod L, unscaled (§2.2, §3.3)
         be.writeKv(k3, v3, caches[l], inputs.slotMapping);
         // q stays unrotated: the op rotates each row per key range (§2.3) and applies the temperature.
         if (dca.numSparseRows === null) {
-          be.attentionDca!(q3, caches[l], inputs.batch, inputs.positions, dca.params, scale, dca.rowLogitScale, attn3);
+          be.attentionDca!(q3, caches[l], batch, inputs.positions, dca.params, scale, dca.rowLogitScale, attn3);
         } else {
           const sparse = sparseParamsOfLayer(cfg.dca!, dca.numSparseRows, l);
-          be.attentionDcaSparse!(q3, caches[l], inputs.batch, inputs.positions, dca.params, scale, dca.rowLogitScale, sparse, attn3);
+          be.attentionDcaSparse!(q3, caches[l], batch, inputs.positions, dca.params, scale, dca.rowLogitScale, sparse, attn3);
         }
       }
       be.matmul(attn, w.o, null, proj); // proj [T, H]
@@ -138,8 +160,6 @@ export class Qwen2Graph {
     be.gatherRows(x, inputs.sampleRows, last); // last [R, H]
     be.rmsnorm(last, this.weights.norm, cfg.rmsNormEps, lastNormed);
     be.matmul(lastNormed, this.weights.lmHead, null, logits); // logits [R, vocab]
-    for (const t of [x, h, q, k, v, attn, proj, gateUp, act, last, lastNormed]) be.free(t);
-    return logits;
   }
 
   /**
@@ -188,4 +208,42 @@ export class Qwen2Graph {
       numSparseRows: this.backend.attentionDcaSparse === undefined ? null : sparseRowsOfStep(dca, inputs.batch, inputs.promptLens),
     };
   }
+}
+
+/** Most tokens of a decode step run as a device graph (one graph per batch size; larger batches run eagerly). */
+export const GRAPH_MAX_TOKENS = 256;
+/** Block-table row length granule of graph steps: one key serves GRAPH_TABLE_BLOCKS·blockSize tokens of growth. */
+export const GRAPH_TABLE_BLOCKS = 256;
+
+/** True for a step of one query per sequence (a decode step) without sparse rows, small enough for a graph. */
+function isDecodeStep(inputs: StepInputs, dca: DcaStep | null): boolean {
+  const { numSeqs, queryStart } = inputs.batch;
+  const T = inputs.tokenIds.length;
+  if (T === 0 || T !== numSeqs || T > GRAPH_MAX_TOKENS || (dca !== null && dca.numSparseRows !== null)) return false;
+  for (let s = 0; s <= numSeqs; s++) if (queryStart[s] !== s) return false;
+  return true;
+}
+
+/**
+ * A decode step's graph key (token count, sampled rows, padded table width, DCA or not), the host arrays its
+ * ops read, in a fixed order, and its batch with the block table padded (-1) to a multiple of
+ * GRAPH_TABLE_BLOCKS entries per sequence, at most tableCap (never below the step's own width); entries past
+ * a sequence's blocks are never read.
+ */
+export function decodeGraph(inputs: StepInputs, dca: DcaStep | null, tableCap = Number.POSITIVE_INFINITY): { key: string; arrays: (Int32Array | Float32Array)[]; batch: AttentionBatch } {
+  const b = inputs.batch;
+  const padded = Math.max(1, Math.ceil(b.maxBlocksPerSeq / GRAPH_TABLE_BLOCKS)) * GRAPH_TABLE_BLOCKS;
+  const width = Math.max(b.maxBlocksPerSeq, Math.min(padded, tableCap));
+  let blockTables = b.blockTables;
+  if (width !== b.maxBlocksPerSeq) {
+    blockTables = new Int32Array(b.numSeqs * width).fill(-1);
+    for (let s = 0; s < b.numSeqs; s++) {
+      blockTables.set(b.blockTables.subarray(s * b.maxBlocksPerSeq, (s + 1) * b.maxBlocksPerSeq), s * width);
+    }
+  }
+  const batch: AttentionBatch = { ...b, blockTables, maxBlocksPerSeq: width };
+  const arrays: (Int32Array | Float32Array)[] = [inputs.tokenIds, inputs.positions, inputs.slotMapping, batch.queryStart, batch.contextLens, blockTables, inputs.sampleRows];
+  if (dca !== null) arrays.push(dca.keyPositions, dca.rowLogitScale);
+  const key = `decode T=${inputs.tokenIds.length} R=${inputs.sampleRows.length} table=${width}${dca !== null ? ' dca' : ''}`;
+  return { key, arrays, batch };
 }

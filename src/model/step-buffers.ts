@@ -12,6 +12,8 @@ import type { ModelConfig } from './config-types.js';
 export interface StepCapacity {
   readonly tokens: number; // T: max_num_batched_tokens
   readonly rows: number; // R: sampled rows, min(max_num_seqs, T)
+  /** Most block-table entries per sequence the backend's scratch is planned for (padded graph tables stay within). */
+  readonly blocksPerSeq?: number;
 }
 
 /**

@@ -233,4 +233,14 @@ export interface Backend {
    * samples on the host.
    */
   sampleRows?(logits: Tensor, rows: readonly SamplingRow[]): Int32Array;
+
+  /**
+   * Runs one step's ops as a device graph keyed by `key`. `record` enqueues the step's ops; every host array it
+   * hands an op must be one of `inputs` (the same objects). A later call with the same key and inputs of the same
+   * lengths and kinds may launch the graph with the new inputs' values and not call `record` at all, so the key
+   * must fix everything else the ops depend on (shapes, scalars, tensors). Returns how the step ran: 'eager'
+   * (record ran as ordinary ops), 'captured' (record was captured, then the graph launched) or 'replayed'.
+   * Results are those of running record eagerly, bit for bit. Optional: without it the graph runs its ops.
+   */
+  runGraph?(key: string, inputs: readonly (Int32Array | Float32Array)[], record: () => void): 'eager' | 'captured' | 'replayed';
 }

@@ -42,6 +42,15 @@ export interface CudaDeviceInfo {
 }
 
 /** One device, one stream, one cuBLAS handle (with our workspace), and the device buffers allocated through it. */
+/** Step-graph counters of a CUDA context (CudaBackend.graphStats). */
+export interface CudaGraphStats {
+  readonly graphs: number; // held now
+  readonly captures: number;
+  readonly replays: number;
+  readonly declined: number; // replays refused because the step would launch differently (then captured again)
+  readonly cleared: number; // times every graph was dropped (an owned buffer freed, graphClear)
+}
+
 export interface NativeCudaContext {
   readonly [cudaContextBrand]: true;
   readonly info: CudaDeviceInfo;
@@ -158,6 +167,17 @@ export interface NativeCudaContext {
   opTimes(): Record<string, CudaOpTime>;
   /** Diagnostic: op timing on (events around every op, a little host cost each) or off (the default). */
   setOpTiming(on: boolean): void;
+  /** Launches step graph `key` with these inputs; false (nothing enqueued) when there is none or the step differs. */
+  graphReplay(key: string, inputs: readonly (Int32Array | Float32Array)[]): boolean;
+  /** Starts capturing (true), or false when this context cannot (scratch not reserved, op timing, sync mode). */
+  graphBegin(key: string, inputs: readonly (Int32Array | Float32Array)[]): boolean;
+  /** Instantiates the open capture and launches it. */
+  graphEnd(): void;
+  /** Drops an open capture (its ops never ran). */
+  graphAbort(): void;
+  /** Drops every graph. */
+  graphClear(): void;
+  graphStats(): CudaGraphStats;
 }
 
 export interface CudaOpTime {

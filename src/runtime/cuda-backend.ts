@@ -10,7 +10,7 @@
 // also only until its base is freed); one never freed gives its device memory back when garbage-collected
 // (or at dispose()); a live view keeps its base from being collected.
 import type { AttentionBatch, Backend, DcaParams, KvCacheLayer, SparseDcaParams } from './backend.js';
-import { tryLoadCudaAddon, type CudaDeviceInfo, type CudaOpTime, type CudaSparseRecords, type NativeCudaContext } from './cuda-addon.js';
+import { tryLoadCudaAddon, type CudaDeviceInfo, type CudaGraphStats, type CudaOpTime, type CudaSparseRecords, type NativeCudaContext } from './cuda-addon.js';
 import type { CudaScratchBytes } from './cuda-scratch.js';
 import { cudaSampleRows } from './cuda-sampling.js';
 import { DTYPE_CODE, type DTypeCode } from './native-addon.js';
@@ -50,6 +50,13 @@ export interface CudaBackendOptions {
    * the workspace handed to cuBLAS. Absent: scratch grows on demand and cuBLAS gets a 32 MiB workspace.
    */
   scratch?: CudaScratchBytes;
+  /**
+   * Steps handed to runGraph run as CUDA graphs: the first step of a key runs eagerly, the second is captured,
+   * later ones replay it with their own inputs. Needs `scratch` (every address a kernel reads must stay put);
+   * without it, with op timing on or LONGCTX_CUDA_SYNC=1, runGraph runs its steps eagerly. Default true
+   * unless LONGCTX_CUDA_GRAPHS=0 at process start.
+   */
+  graphs?: boolean;
 }
 
 /** The KV cache dtypes of the CUDA backend. */
@@ -98,6 +105,9 @@ export interface CudaBackend extends Backend {
   opTimes(): Record<string, CudaOpTime>;
   /** Diagnostic: CUDA events around every op from now on (true) or not (false, the default). */
   setOpTiming(on: boolean): void;
+  runGraph: NonNullable<Backend['runGraph']>;
+  /** Step-graph counters since creation. */
+  graphStats(): CudaGraphStats;
 }
 
 /** Why the CUDA backend cannot run here, or null when it can (never throws). */
@@ -159,6 +169,9 @@ export function createCudaBackend(opts: CudaBackendOptions = {}): CudaBackend {
   }
   const ctx: NativeCudaContext = new loaded.addon.CudaContext(device, gemvMaxRows, maxSplits,
     opts.exactMatmul === true ? 0 : 1, opts.tensorCoreAttention === true ? 1 : 0, scratch, decodeAttention === 'stream' ? 1 : 0);
+  const graphsOn = opts.graphs ?? process.env.LONGCTX_CUDA_GRAPHS !== '0';
+  const warmKeys = new Set<string>(); // keys that ran once eagerly (the next one is captured)
+  const eagerKeys = new Set<string>(); // keys whose capture failed or was refused: always eager
   const records = new WeakMap<object, DeviceRecord>();
   let disposed = false;
   // A tensor dropped without free() releases its device buffer when its storage object is collected.
@@ -377,6 +390,38 @@ export function createCudaBackend(opts: CudaBackendOptions = {}): CudaBackend {
     gatherRows(x: Tensor, rows: Int32Array, out: Tensor): void {
       const [T, H] = check.gatherRows(x, rows, out);
       ctx.gatherRows(id('gatherRows', 'x', x), T, H, rows, id('gatherRows', 'out', out));
+    },
+
+    graphStats: () => ctx.graphStats(),
+
+    runGraph(key: string, inputs: readonly (Int32Array | Float32Array)[], record: () => void) {
+      if (disposed) fail('runGraph', 'the backend is disposed');
+      if (!graphsOn || eagerKeys.has(key)) {
+        record();
+        return 'eager';
+      }
+      if (ctx.graphReplay(key, inputs)) return 'replayed';
+      if (!warmKeys.has(key)) { // the first step of a key runs eagerly: lazy kernel set-up happens outside a capture
+        if (warmKeys.size >= 4096) warmKeys.clear();
+        warmKeys.add(key);
+        record();
+        return 'eager';
+      }
+      if (!ctx.graphBegin(key, inputs)) { // no reserved scratch, op timing on, or the sync mode
+        record();
+        return 'eager';
+      }
+      try {
+        record();
+        ctx.graphEnd();
+      } catch {
+        // Nothing of the capture ran. Run the step eagerly: an input error then surfaces as the op's own error.
+        ctx.graphAbort();
+        eagerKeys.add(key);
+        record();
+        return 'eager';
+      }
+      return 'captured';
     },
 
     sampleRows(logits: Tensor, rows): Int32Array {

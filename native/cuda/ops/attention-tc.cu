@@ -15,8 +15,8 @@
 //    accumulated in fp32 registers. The split-K partial max goes out in natural units (m·ln 2).
 // DCA: each warp ORs the variants its valid (row, key) pairs need in this tile; usually one, and S is
 // computed once per needed variant and selected per element.
-// v4 (plain attention over a bf16 cache, selected by LONGCTX_PREFILL_TC=4, or 5 for v4 with exp2Ftz; v3 is
-// the default until v4's test file has passed on a GPU): 4 warps x 32 vectors per CTA, two MMA row blocks
+// v4 (plain attention over a bf16 cache; the default is v5, v4 with exp2Ftz; LONGCTX_PREFILL_TC=3 or 4 selects
+// the others): 4 warps x 32 vectors per CTA, two MMA row blocks
 // per warp sharing every K/V fragment, 2 CTAs per SM (see launchV4). DCA and the f32 cache always run v3
 // (8 warps x 16 vectors).
 // Error: bf16 rounding of q, k, v and p (relative 2^-8 each) on top of fp32 arithmetic; the tolerance the
@@ -664,10 +664,10 @@ void launchV4(cudaStream_t s, const Params& p, unsigned numTiles) {
   LCUDA_LAUNCHED("tensorCoreAttentionV4", s);
 }
 
-// Which kernel the plain bf16-cache path runs: 3 (default), 4 or 5 (v4 with exp2Ftz); LONGCTX_PREFILL_TC
-// at the first launch selects one (benchmarks and side-by-side checks), setTensorCorePrefillVersion
-// overrides it. v4 is measured (docs/cuda-notes.md) but its test file has not yet completed on a GPU.
-constexpr int kTcDefaultVersion = 3;
+// Which kernel the plain bf16-cache path runs: 3, 4 or 5 (v4 with exp2Ftz, the default: the fastest, and its
+// test file passed on a GPU with each of the three); LONGCTX_PREFILL_TC at the first launch selects one
+// (benchmarks and side-by-side checks), setTensorCorePrefillVersion overrides it.
+constexpr int kTcDefaultVersion = 5;
 int gTcVersion = 0;
 int tcVersionOf(int v) { return v == 3 || v == 4 || v == 5 ? v : kTcDefaultVersion; }
 int tcVersion() {

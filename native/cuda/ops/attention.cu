@@ -323,18 +323,13 @@ static_assert(kSmallNW * kSmallVPW == kAttnSmallVectors && kBigNW * kBigVPW == k
 
 }  // namespace
 
-int pagedAttention(cudaStream_t s, AttentionScratch& scratch, const AttentionOptions& opt,
-                   const AttentionShape& shape, const float* q, const void* kCache, const void* vCache,
-                   int numSeqs, const int32_t* queryStart, const int32_t* contextLens, const int32_t* blockTables,
-                   float scale, float* out, const DcaArgs* dca, const int32_t* skipRows) {
-  if (shape.headDim > 256 || shape.headDim % 4 != 0)
-    throw CudaError("paged attention: headDim must be a multiple of 4 and <= 256");
-  if (dca != nullptr && (shape.headDim > kDcaMaxHeadDim || dca->chunkLen < 1 || dca->chunkSize < dca->chunkLen ||
-                         dca->rotaryDim < 2 || dca->rotaryDim % 2 != 0 || dca->rotaryDim > shape.headDim))
-    throw CudaError("dca attention: need headDim <= 128, 0 < chunkLen <= chunkSize, rotaryDim even in [2, headDim]");
-  if (shape.kvDtype != kF32 && shape.kvDtype != kBF16) throw CudaError("paged attention: the KV cache must be f32 or bf16");
+AttentionPlan planAttention(const AttentionScratch& scratch, const AttentionOptions& opt, const AttentionShape& shape,
+                            int numSeqs, const int32_t* queryStart, const int32_t* contextLens, const int32_t* blockTables,
+                            const DcaArgs* dca, const int32_t* skipRows) {
+  AttentionPlan plan;
   const int T = queryStart[numSeqs];
-  if (T == 0) return 1;
+  plan.T = T;
+  if (T == 0) return plan;
   const int group = shape.numHeads / shape.numKvHeads;
   bool small = true;
   for (int sq = 0; sq < numSeqs; ++sq)
@@ -365,7 +360,7 @@ int pagedAttention(cudaStream_t s, AttentionScratch& scratch, const AttentionOpt
       maxKeys = std::max(maxKeys, firstPos + r + rows);
     }
   }
-  if (tiles.empty()) return 1;  // every row skipped
+  if (tiles.empty()) return plan;  // every row skipped
   // Heaviest tiles (most keys) first, so the long causal rows do not finish last.
   std::stable_sort(tiles.begin(), tiles.end(),
                    [](const Tile& a, const Tile& b) { return a.pos0 + a.numRows > b.pos0 + b.numRows; });
@@ -410,18 +405,49 @@ int pagedAttention(cudaStream_t s, AttentionScratch& scratch, const AttentionOpt
   }
 
   // Stage tiles, context lengths, block tables (and DCA row factors, as bits) in one host-to-device copy.
-  const size_t tileInts = tiles.size() * (sizeof(Tile) / sizeof(int32_t));
-  const size_t tableInts = static_cast<size_t>(numSeqs) * shape.maxBlocksPerSeq;
+  plan.tileInts = tiles.size() * (sizeof(Tile) / sizeof(int32_t));
+  plan.tableInts = static_cast<size_t>(numSeqs) * shape.maxBlocksPerSeq;
   const size_t scaleInts = dca != nullptr ? static_cast<size_t>(T) : 0;
-  std::vector<int32_t> staged(tileInts + numSeqs + tableInts + scaleInts);
+  std::vector<int32_t>& staged = plan.staged;
+  staged.resize(plan.tileInts + numSeqs + plan.tableInts + scaleInts);
   if (dca != nullptr)
-    std::memcpy(staged.data() + tileInts + numSeqs + tableInts, dca->rowLogitScale, scaleInts * sizeof(float));
-  std::copy(reinterpret_cast<const int32_t*>(tiles.data()), reinterpret_cast<const int32_t*>(tiles.data()) + tileInts,
+    std::memcpy(staged.data() + plan.tileInts + numSeqs + plan.tableInts, dca->rowLogitScale, scaleInts * sizeof(float));
+  std::copy(reinterpret_cast<const int32_t*>(tiles.data()), reinterpret_cast<const int32_t*>(tiles.data()) + plan.tileInts,
             staged.begin());
-  std::copy(contextLens, contextLens + numSeqs, staged.begin() + tileInts);
-  std::copy(blockTables, blockTables + tableInts, staged.begin() + tileInts + numSeqs);
-  int32_t* dev = static_cast<int32_t*>(scratch.indices.ensure(staged.size() * sizeof(int32_t), s));
-  copyToDevice(scratch.host, dev, staged.data(), staged.size() * sizeof(int32_t), s);
+  std::copy(contextLens, contextLens + numSeqs, staged.begin() + plan.tileInts);
+  std::copy(blockTables, blockTables + plan.tableInts, staged.begin() + plan.tileInts + numSeqs);
+  plan.numTiles = static_cast<unsigned>(tiles.size());
+  plan.numSplits = numSplits;
+  plan.splitLen = splitLen;
+  plan.nq = nq;
+  plan.kernel = tc ? 1 : stream ? 2 : small ? 3 : 4;
+  return plan;
+}
+
+int pagedAttention(cudaStream_t s, AttentionScratch& scratch, const AttentionOptions& opt,
+                   const AttentionShape& shape, const float* q, const void* kCache, const void* vCache,
+                   int numSeqs, const int32_t* queryStart, const int32_t* contextLens, const int32_t* blockTables,
+                   float scale, float* out, const DcaArgs* dca, const int32_t* skipRows) {
+  if (shape.headDim > 256 || shape.headDim % 4 != 0)
+    throw CudaError("paged attention: headDim must be a multiple of 4 and <= 256");
+  if (dca != nullptr && (shape.headDim > kDcaMaxHeadDim || dca->chunkLen < 1 || dca->chunkSize < dca->chunkLen ||
+                         dca->rotaryDim < 2 || dca->rotaryDim % 2 != 0 || dca->rotaryDim > shape.headDim))
+    throw CudaError("dca attention: need headDim <= 128, 0 < chunkLen <= chunkSize, rotaryDim even in [2, headDim]");
+  if (shape.kvDtype != kF32 && shape.kvDtype != kBF16) throw CudaError("paged attention: the KV cache must be f32 or bf16");
+  const AttentionPlan plan = planAttention(scratch, opt, shape, numSeqs, queryStart, contextLens, blockTables, dca, skipRows);
+  if (plan.numTiles == 0) return 1;  // no rows, or every row skipped
+  const int T = plan.T, numSplits = plan.numSplits;
+  const int64_t rowsTotal = static_cast<int64_t>(T) * shape.numHeads;
+  const int32_t* dev = nullptr;
+  if (scratch.capture != nullptr) {  // graph capture: the hook stages the ints and records how to rebuild them
+    dev = scratch.capture->stageAttention(AttentionCall{shape, opt, numSeqs, queryStart, contextLens, blockTables, dca, skipRows},
+                                          plan);
+  } else {
+    int32_t* d = static_cast<int32_t*>(scratch.indices.ensure(plan.staged.size() * sizeof(int32_t), s));
+    copyToDevice(scratch.host, d, plan.staged.data(), plan.staged.size() * sizeof(int32_t), s);
+    dev = d;
+  }
+  const size_t tileInts = plan.tileInts, tableInts = plan.tableInts;
 
   Params p{};
   p.q = q;
@@ -438,7 +464,7 @@ int pagedAttention(cudaStream_t s, AttentionScratch& scratch, const AttentionOpt
   p.blockSize = shape.blockSize;
   p.maxBlocksPerSeq = shape.maxBlocksPerSeq;
   p.numSplits = numSplits;
-  p.splitLen = splitLen;
+  p.splitLen = plan.splitLen;
   p.scale = scale;
   if (dca != nullptr) {
     p.rowScale = reinterpret_cast<const float*>(dev + tileInts + numSeqs + tableInts);
@@ -454,13 +480,13 @@ int pagedAttention(cudaStream_t s, AttentionScratch& scratch, const AttentionOpt
     p.partAcc = part;
     p.partMl = part + accFloats;
   }
-  const unsigned numTiles = static_cast<unsigned>(tiles.size());
+  const unsigned numTiles = plan.numTiles;
   const bool isDca = dca != nullptr, bf16Kv = shape.kvDtype == kBF16;
-  if (tc) {
+  if (plan.kernel == 1) {
     attn::launchTensorCoreAttention(s, p, numTiles, isDca, bf16Kv);
-  } else if (stream) {
-    attn::launchStreamDecode(s, p, numTiles, isDca, bf16Kv, nq, opt.tensorCores);
-  } else if (small) {
+  } else if (plan.kernel == 2) {
+    attn::launchStreamDecode(s, p, numTiles, isDca, bf16Kv, plan.nq, opt.tensorCores);
+  } else if (plan.kernel == 3) {
     if (bf16Kv) launchFp32<kSmallNW, kSmallVPW, uint16_t>(s, p, numTiles, isDca);
     else launchFp32<kSmallNW, kSmallVPW, float>(s, p, numTiles, isDca);
   } else {

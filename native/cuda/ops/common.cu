@@ -6,18 +6,18 @@
 
 namespace lcuda {
 
-namespace {
-std::string where(const char* file, int line) {
-  const char* base = std::strrchr(file, '/');
-  return std::string(base ? base + 1 : file) + ":" + std::to_string(line);
-}
-
 bool syncAfterEachLaunch() {
   static const bool on = [] {
     const char* v = std::getenv("LONGCTX_CUDA_SYNC");
     return v != nullptr && std::strcmp(v, "1") == 0;
   }();
   return on;
+}
+
+namespace {
+std::string where(const char* file, int line) {
+  const char* base = std::strrchr(file, '/');
+  return std::string(base ? base + 1 : file) + ":" + std::to_string(line);
 }
 
 const char* cublasName(cublasStatus_t st) {
