@@ -50,6 +50,21 @@ void CudaContext::rmsnorm(const Napi::CallbackInfo& cb) {
   opEnd(t0, "rmsnorm");
 }
 
+void CudaContext::addRmsnorm(const Napi::CallbackInfo& cb) {
+  Args a(cb, "addRmsnorm", 7);
+  enter(cb.Env());
+  const int64_t T = a.dim(2, "T"), H = a.dim(3, "H");
+  float* x = f32(a, 0, "x", mul(a, {T, H}));
+  const float* b = f32(a, 1, "residual", mul(a, {T, H}));
+  const float* w = f32(a, 4, "weight", H);
+  const double eps = a.number(5, "eps");
+  float* out = f32(a, 6, "out", mul(a, {T, H}));
+  if (T * H > 0 && (out == x || out == b || b == x)) throw a.range("x, residual and out must be three different buffers");
+  const int t0 = opBegin();
+  lcuda::addRmsnorm(stream_, x, b, T, H, w, static_cast<float>(eps), out);
+  opEnd(t0, "addRmsnorm");
+}
+
 void CudaContext::add(const Napi::CallbackInfo& cb) {
   Args a(cb, "add", 4);
   enter(cb.Env());

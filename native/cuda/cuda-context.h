@@ -50,6 +50,7 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
                            InstanceMethod<&CudaContext::guarded<&CudaContext::matmul>>("matmul"),
                            InstanceMethod<&CudaContext::guarded<&CudaContext::rmsnorm>>("rmsnorm"),
                            InstanceMethod<&CudaContext::guarded<&CudaContext::add>>("add"),
+                           InstanceMethod<&CudaContext::guarded<&CudaContext::addRmsnorm>>("addRmsnorm"),
                            InstanceMethod<&CudaContext::guarded<&CudaContext::siluMul>>("siluMul"),
                            InstanceMethod<&CudaContext::guarded<&CudaContext::rope>>("rope"),
                            InstanceMethod<&CudaContext::guarded<&CudaContext::writeKv>>("writeKv"),
@@ -260,6 +261,8 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
   void rmsnorm(const Napi::CallbackInfo& cb);
   // add(a, b, out, n); out may be a or b
   void add(const Napi::CallbackInfo& cb);
+  // addRmsnorm(x, residual, T, H, weight, eps, out): x += residual, out = rmsnorm(x) (three distinct buffers)
+  void addRmsnorm(const Napi::CallbackInfo& cb);
   // siluMul(gateUp, T, I, out)
   void siluMul(const Napi::CallbackInfo& cb);
   // rope(x, T, numHeads, headDim, positions, theta, rotaryDim); in place

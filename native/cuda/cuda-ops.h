@@ -100,6 +100,8 @@ void embedding(cudaStream_t s, const void* table, int dtype, int64_t hidden, con
 void widen(cudaStream_t s, const void* src, int dtype, int64_t count, float* out);  // 16-bit -> f32, exact
 void rmsnorm(cudaStream_t s, const float* x, int64_t T, int64_t H, const float* w, float eps, float* out);
 void add(cudaStream_t s, const float* a, const float* b, float* out, int64_t n);
+// x += b, then out = rmsnorm(x) (x, b, out [T, H]; out must not alias x or b): the bits of add then rmsnorm.
+void addRmsnorm(cudaStream_t s, float* x, const float* b, int64_t T, int64_t H, const float* w, float eps, float* out);
 void siluMul(cudaStream_t s, const float* gateUp, int64_t T, int64_t I, float* out);
 void rope(cudaStream_t s, float* x, int64_t T, int64_t numHeads, int64_t headDim, const int32_t* positions,
           double theta, int64_t rotaryDim);

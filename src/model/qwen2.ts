@@ -127,10 +127,18 @@ export class Qwen2Graph {
     const v3 = reshape(v, [T, cfg.numKvHeads, D]);
     const attn3 = reshape(attn, [T, cfg.numHeads, D]);
 
+    const eps = cfg.rmsNormEps;
+    // x ← x + r, then h = rmsnorm(x): one op where the backend fuses them, the same bits either way
+    const addNorm = be.addRmsnorm !== undefined
+      ? (r: Tensor, weight: Tensor) => be.addRmsnorm!(x, r, weight, eps, h)
+      : (r: Tensor, weight: Tensor) => {
+        be.add(x, r, x);
+        be.rmsnorm(x, weight, eps, h);
+      };
     be.embedding(this.weights.embed, inputs.tokenIds, x); // x [T, H]
+    if (this.numLayers > 0) be.rmsnorm(x, this.weights.layers[0].inputNorm, eps, h); // h [T, H]
     for (let l = 0; l < this.numLayers; l++) {
       const w = this.weights.layers[l];
-      be.rmsnorm(x, w.inputNorm, cfg.rmsNormEps, h); // h [T, H]
       be.matmul(h, w.q, w.qBias, q); // q [T, numHeads*D]
       be.matmul(h, w.k, w.kBias, k); // k [T, numKvHeads*D]
       be.matmul(h, w.v, w.vBias, v); // v [T, numKvHeads*D]
@@ -151,14 +159,14 @@ export class Qwen2Graph {
         }
       }
       be.matmul(attn, w.o, null, proj); // proj [T, H]
-      be.add(x, proj, x);
-      be.rmsnorm(x, w.postNorm, cfg.rmsNormEps, h);
+      addNorm(proj, w.postNorm); // x += proj; h = post-attention norm of x
       this.mlp(h, w, gateUp, act, proj);
-      be.add(x, proj, x);
+      if (l + 1 < this.numLayers) addNorm(proj, this.weights.layers[l + 1].inputNorm); // and the next layer's input norm
+      else be.add(x, proj, x);
     }
 
     be.gatherRows(x, inputs.sampleRows, last); // last [R, H]
-    be.rmsnorm(last, this.weights.norm, cfg.rmsNormEps, lastNormed);
+    be.rmsnorm(last, this.weights.norm, eps, lastNormed);
     be.matmul(lastNormed, this.weights.lmHead, null, logits); // logits [R, vocab]
   }
 

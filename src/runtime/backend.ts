@@ -149,6 +149,13 @@ export interface Backend {
   add(a: Tensor, b: Tensor, out: Tensor): void;
 
   /**
+   * The residual add fused with the next RMSNorm: x ← x + residual, then out = rmsnorm(x, weight, eps); the bits
+   * of add(x, residual, x) then rmsnorm(x, weight, eps, out). x, residual, out [T, H] f32, three distinct
+   * tensors. Optional: the graph runs the two ops without it.
+   */
+  addRmsnorm?(x: Tensor, residual: Tensor, weight: Tensor, eps: number, out: Tensor): void;
+
+  /**
    * In-place NeoX (rotate-half) RoPE over the first rotaryDim dims of every head:
    * x [T, numHeads, headDim] f32, positions [T] (token t rotated at positions[t]).
    * For i < rotaryDim/2: inv_freq_i = theta^(-2i/rotaryDim), angle = f32(positions[t] * inv_freq_i)

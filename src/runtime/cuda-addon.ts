@@ -178,6 +178,7 @@ export interface NativeCudaContext {
   /** Drops every graph. */
   graphClear(): void;
   graphStats(): CudaGraphStats;
+  addRmsnorm(x: number, residual: number, T: number, H: number, weight: number, eps: number, out: number): void;
 }
 
 export interface CudaOpTime {

@@ -106,6 +106,8 @@ export interface CudaBackend extends Backend {
   /** Diagnostic: CUDA events around every op from now on (true) or not (false, the default). */
   setOpTiming(on: boolean): void;
   runGraph: NonNullable<Backend['runGraph']>;
+  /** Always implemented on CUDA (one kernel where H % 4 == 0 and H <= 8192, else add then rmsnorm). */
+  addRmsnorm: NonNullable<Backend['addRmsnorm']>;
   /** Step-graph counters since creation. */
   graphStats(): CudaGraphStats;
 }
@@ -334,6 +336,13 @@ export function createCudaBackend(opts: CudaBackendOptions = {}): CudaBackend {
     rmsnorm(x: Tensor, weight: Tensor, eps: number, out: Tensor): void {
       const [T, H] = check.rmsnorm(x, weight, out);
       ctx.rmsnorm(id('rmsnorm', 'x', x), T, H, id('rmsnorm', 'weight', weight), eps, id('rmsnorm', 'out', out));
+    },
+
+    addRmsnorm(x: Tensor, residual: Tensor, weight: Tensor, eps: number, out: Tensor): void {
+      const [T, H] = check.rmsnorm(x, weight, out);
+      check.add(x, residual, x);
+      ctx.addRmsnorm(id('addRmsnorm', 'x', x), id('addRmsnorm', 'residual', residual), T, H, id('addRmsnorm', 'weight', weight), eps,
+        id('addRmsnorm', 'out', out));
     },
 
     add(a: Tensor, b: Tensor, out: Tensor): void {

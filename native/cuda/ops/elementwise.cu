@@ -63,9 +63,11 @@ __global__ void rmsnormKernel(const float* x, int64_t H, const float* w, float e
 // H <= 1024·NC): one read of x, the weight loads issued before the reduction, no second pass. Same
 // formula per element as rmsnormKernel; the sum of squares is associated differently (per thread over
 // its float4 chunks, then the warp tree, then the warps in order).
+// With b (addRmsnorm): the row is x + b (the add kernel's float adds), written back to x, then normed: the
+// bits of add then rmsnorm.
 template <int NC>
 __global__ void __launch_bounds__(kThreads) rmsnormRowKernel(const float* x, int64_t H, const float* w, float eps,
-                                                           float* out) {
+                                                           float* out, const float* b = nullptr, float* sumOut = nullptr) {
   __shared__ float partial[kThreads / 32];
   const int64_t H4 = H / 4;
   const float4* row = reinterpret_cast<const float4*>(x + blockIdx.x * H);
@@ -75,6 +77,19 @@ __global__ void __launch_bounds__(kThreads) rmsnormRowKernel(const float* x, int
   for (int c = 0; c < NC; ++c) {
     const int64_t i = threadIdx.x + int64_t{c} * kThreads;
     v[c] = i < H4 ? row[i] : make_float4(0.f, 0.f, 0.f, 0.f);
+  }
+  if (b != nullptr) {
+    const float4* brow = reinterpret_cast<const float4*>(b + blockIdx.x * H);
+    float4* srow = reinterpret_cast<float4*>(sumOut + blockIdx.x * H);
+#pragma unroll
+    for (int c = 0; c < NC; ++c) {
+      const int64_t i = threadIdx.x + int64_t{c} * kThreads;
+      if (i < H4) {
+        const float4 y = brow[i];
+        v[c] = make_float4(v[c].x + y.x, v[c].y + y.y, v[c].z + y.z, v[c].w + y.w);
+        srow[i] = v[c];
+      }
+    }
   }
 #pragma unroll
   for (int c = 0; c < NC; ++c) {
@@ -234,6 +249,23 @@ void rmsnorm(cudaStream_t s, const float* x, int64_t T, int64_t H, const float* 
     else rmsnormRowKernel<8><<<grid, kThreads, 0, s>>>(xr, H, w, eps, outr);
     LCUDA_LAUNCHED("rmsnormKernel", s);
   }
+}
+
+void addRmsnorm(cudaStream_t s, float* x, const float* b, int64_t T, int64_t H, const float* w, float eps, float* out) {
+  if (T == 0 || H == 0) return;
+  const bool rowPath = H % 4 == 0 && H <= 8 * 1024 && T <= 2147483647 && aligned16(x) && aligned16(b) && aligned16(w) &&
+                       aligned16(out);
+  if (!rowPath) {  // the two kernels
+    add(s, x, b, x, T * H);
+    rmsnorm(s, x, T, H, w, eps, out);
+    return;
+  }
+  const unsigned grid = static_cast<unsigned>(T);
+  if (H <= 1024) rmsnormRowKernel<1><<<grid, kThreads, 0, s>>>(x, H, w, eps, out, b, x);
+  else if (H <= 2048) rmsnormRowKernel<2><<<grid, kThreads, 0, s>>>(x, H, w, eps, out, b, x);
+  else if (H <= 4096) rmsnormRowKernel<4><<<grid, kThreads, 0, s>>>(x, H, w, eps, out, b, x);
+  else rmsnormRowKernel<8><<<grid, kThreads, 0, s>>>(x, H, w, eps, out, b, x);
+  LCUDA_LAUNCHED("addRmsnormKernel", s);
 }
 
 void add(cudaStream_t s, const float* a, const float* b, float* out, int64_t n) {
