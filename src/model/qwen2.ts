@@ -16,7 +16,7 @@ import { sparseParamsOfLayer, sparseRowsOfStep } from './sparse-config.js';
 import type { LayerWeights, ModelWeights } from './weights-types.js';
 import { MLP_CHUNK_ROWS, StepBuffers, type StepBufferName, type StepCapacity } from './step-buffers.js';
 
-type StepViews = Record<StepBufferName, Tensor>;
+type StepViews = Record<StepBufferName, Tensor> & { qkv?: Tensor };
 
 /** Everything one forward step needs; T = number of tokens in the step. */
 export interface StepInputs {
@@ -121,7 +121,7 @@ export class Qwen2Graph {
     const D = cfg.headDim;
     const scale = 1 / Math.sqrt(D);
     // x: residual stream; h: normed input of a sub-block; proj: o_proj / down_proj output (step-buffers.ts)
-    const { x, h, q, k, v, attn, proj, gateUp, act, last, lastNormed, logits } = views;
+    const { x, h, q, k, v, attn, proj, gateUp, act, last, lastNormed, logits, qkv } = views;
     const q3 = reshape(q, [T, cfg.numHeads, D]);
     const k3 = reshape(k, [T, cfg.numKvHeads, D]);
     const v3 = reshape(v, [T, cfg.numKvHeads, D]);
@@ -139,9 +139,13 @@ export class Qwen2Graph {
     if (this.numLayers > 0) be.rmsnorm(x, this.weights.layers[0].inputNorm, eps, h); // h [T, H]
     for (let l = 0; l < this.numLayers; l++) {
       const w = this.weights.layers[l];
-      be.matmul(h, w.q, w.qBias, q); // q [T, numHeads*D]
-      be.matmul(h, w.k, w.kBias, k); // k [T, numKvHeads*D]
-      be.matmul(h, w.v, w.vBias, v); // v [T, numKvHeads*D]
+      if (qkv !== undefined && w.qkv !== undefined) {
+        be.matmul(h, w.qkv, w.qkvBias ?? null, qkv); // one token: q, k, v side by side in one row, one weight pass
+      } else {
+        be.matmul(h, w.q, w.qBias, q); // q [T, numHeads*D]
+        be.matmul(h, w.k, w.kBias, k); // k [T, numKvHeads*D]
+        be.matmul(h, w.v, w.vBias, v); // v [T, numKvHeads*D]
+      }
       if (dca === null) {
         be.rope(q3, inputs.positions, cfg.ropeTheta, D);
         be.rope(k3, inputs.positions, cfg.ropeTheta, D);

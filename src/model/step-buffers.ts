@@ -79,6 +79,9 @@ function checkCapacity(cap: StepCapacity): void {
  */
 export class StepBuffers {
   private bufs: Record<StepBufferName, Tensor> | null = null;
+  /** q, k and v as consecutive blocks of one buffer (qkvBlocks): q [T, qDim], then k, then v, for any T. */
+  private qkvBase: Tensor | null = null;
+  private readonly qkvBlocks: boolean;
   private cap: StepCapacity | null = null;
   private readonly layout: ReturnType<typeof stepBufferLayout>;
   private readonly fixed: boolean;
@@ -94,6 +97,8 @@ export class StepBuffers {
       throw new Error(`MLP chunk rows must be a positive multiple of 4, got ${mlpChunkRows}`);
     }
     this.layout = stepBufferLayout(config);
+    // The blocks start 16-byte aligned for every T when both widths are multiples of 4 floats (device views).
+    this.qkvBlocks = this.layout.q.cols % 4 === 0 && this.layout.k.cols % 4 === 0;
     this.fixed = capacity !== null;
     if (capacity !== null) {
       checkCapacity(capacity);
@@ -109,14 +114,29 @@ export class StepBuffers {
     this.release();
     const out = {} as Record<StepBufferName, Tensor>;
     for (const [name, b] of Object.entries(this.layout) as [StepBufferName, (typeof this.layout)[StepBufferName]][]) {
+      if (this.qkvBlocks && (name === 'q' || name === 'k' || name === 'v')) continue;
       out[name] = this.backend.zeros([stepRows(b.rows, cap.tokens, cap.rows, this.mlpChunkRows), b.cols]);
+    }
+    if (this.qkvBlocks) {
+      const { q, k, v } = this.layout;
+      this.qkvBase = this.backend.zeros([cap.tokens, q.cols + k.cols + v.cols]);
+      out.q = out.k = out.v = this.qkvBase; // placeholders: views() cuts the blocks out of the base
     }
     this.bufs = out;
     this.cap = cap;
   }
 
-  /** Views of every buffer for a step of T tokens and R sampled rows (gateUp and act: M = min(T, chunk) rows). */
-  views(T: number, R: number): Record<StepBufferName, Tensor> {
+  /** Columns of the fused q|k|v row (qDim + 2·kvDim) when q, k, v are blocks of one buffer, else null. */
+  get qkvCols(): number | null {
+    return this.qkvBlocks ? this.layout.q.cols + this.layout.k.cols + this.layout.v.cols : null;
+  }
+
+  /**
+   * Views of every buffer for a step of T tokens and R sampled rows (gateUp and act: M = min(T, chunk) rows).
+   * With q, k, v in blocks and T = 1, also qkv [1, qDim + 2·kvDim]: the three rows side by side, so one matmul
+   * with the fused weight fills all three.
+   */
+  views(T: number, R: number): Record<StepBufferName, Tensor> & { qkv?: Tensor } {
     if (this.cap === null || T > this.cap.tokens || R > this.cap.rows) {
       if (this.fixed && this.cap !== null) {
         throw new Error(`a step of ${T} tokens and ${R} sampled rows exceeds the step capacity ${this.cap.tokens} / ${this.cap.rows}`);
@@ -124,16 +144,27 @@ export class StepBuffers {
       this.allocate({ tokens: Math.max(T, this.cap?.tokens ?? 0, 1), rows: Math.max(R, this.cap?.rows ?? 0, 1) });
     }
     const bufs = this.bufs!;
-    const out = {} as Record<StepBufferName, Tensor>;
+    const out = {} as Record<StepBufferName, Tensor> & { qkv?: Tensor };
     for (const [name, b] of Object.entries(this.layout) as [StepBufferName, (typeof this.layout)[StepBufferName]][]) {
+      if (this.qkvBlocks && (name === 'q' || name === 'k' || name === 'v')) continue;
       out[name] = this.backend.view(bufs[name], [stepRows(b.rows, T, R, this.mlpChunkRows), b.cols]);
+    }
+    if (this.qkvBlocks) {
+      const base = this.qkvBase!;
+      const { q, k, v } = this.layout;
+      out.q = this.backend.view(base, [T, q.cols], 0);
+      out.k = this.backend.view(base, [T, k.cols], T * q.cols);
+      out.v = this.backend.view(base, [T, v.cols], T * (q.cols + k.cols));
+      if (T === 1) out.qkv = this.backend.view(base, [1, q.cols + k.cols + v.cols], 0);
     }
     return out;
   }
 
   release(): void {
     if (this.bufs === null) return;
-    for (const t of Object.values(this.bufs)) this.backend.free(t);
+    for (const [name, t] of Object.entries(this.bufs)) if (!(this.qkvBlocks && (name === 'q' || name === 'k' || name === 'v'))) this.backend.free(t);
+    if (this.qkvBase !== null) this.backend.free(this.qkvBase);
+    this.qkvBase = null;
     this.bufs = null;
     this.cap = null;
   }

@@ -17,6 +17,12 @@ export interface LayerWeights {
   postNorm: Tensor; // [H] f32             post_attention_layernorm.weight
   gateUp: Tensor; // [2I, H]                mlp.gate_proj.weight ++ mlp.up_proj.weight
   down: Tensor; // [H, I]                   mlp.down_proj.weight
+  /**
+   * Set by uploadWeights on device backends: q, k and v as one [qDim + 2·kvDim, H] matrix (and their biases as
+   * one vector when all three have one); q, k, v (and the biases) are then views of its row blocks.
+   */
+  qkv?: Tensor;
+  qkvBias?: Tensor | null;
 }
 
 export interface ModelWeights {

@@ -111,6 +111,8 @@ export interface Backend {
 
   /** A tensor holding `data` (copied by device backends; CPU backends may keep the array). */
   upload(t: Tensor): Tensor;
+  /** True when upload copies into memory of the backend's own (a device): the runner then fuses q, k and v weights. */
+  readonly uploadCopies?: boolean;
   /** Cache dtypes writeKv / attention / attentionDca(Sparse) accept (always includes 'f32'). */
   readonly kvCacheDtypes: readonly DType[];
 

@@ -233,6 +233,7 @@ export function createCudaBackend(opts: CudaBackendOptions = {}): CudaBackend {
 
   return {
     name: 'cuda',
+    uploadCopies: true,
     info: ctx.info,
     kvCacheDtypes: CUDA_KV_CACHE_DTYPES,
 

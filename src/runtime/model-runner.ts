@@ -8,7 +8,7 @@ import type { LayerWeights, ModelWeights } from '../model/weights-types.js';
 import { Qwen2Graph, type StepInputs } from '../model/qwen2.js';
 import { validateDca } from '../model/dca.js';
 import type { StepCapacity } from '../model/step-buffers.js';
-import type { DType } from './tensor.js';
+import { makeTensor, numel, type DType, type Tensor } from './tensor.js';
 
 export interface RunnerOptions {
   numBlocks: number; // KV pool size in blocks (per layer)
@@ -20,7 +20,10 @@ export interface RunnerOptions {
   mlpChunkRows?: number;
 }
 
-/** Uploads every weight tensor to the backend (host backends keep the arrays; tied lm_head stays shared). */
+/**
+ * Uploads every weight tensor to the backend (host backends keep the arrays; tied lm_head stays shared). On a
+ * backend whose uploads copy (a device), q, k and v go up as one matrix (fusedQkv) with views of its blocks.
+ */
 export function uploadWeights(backend: Backend, w: ModelWeights): ModelWeights {
   const up = backend.upload.bind(backend);
   const opt = (t: LayerWeights['qBias']) => (t ? up(t) : null);
@@ -31,17 +34,49 @@ export function uploadWeights(backend: Backend, w: ModelWeights): ModelWeights {
     lmHead: w.lmHead === w.embed ? embed : up(w.lmHead),
     layers: w.layers.map((l) => ({
       inputNorm: up(l.inputNorm),
-      q: up(l.q),
-      k: up(l.k),
-      v: up(l.v),
-      qBias: opt(l.qBias),
-      kBias: opt(l.kBias),
-      vBias: opt(l.vBias),
+      ...(backend.uploadCopies === true && canFuseQkv(l) ? fusedQkv(backend, l) : {
+        q: up(l.q), k: up(l.k), v: up(l.v), qBias: opt(l.qBias), kBias: opt(l.kBias), vBias: opt(l.vBias),
+      }),
       o: up(l.o),
       postNorm: up(l.postNorm),
       gateUp: up(l.gateUp),
       down: up(l.down),
     })),
+  };
+}
+
+/** One dtype, all biases or none, and every block 16-byte aligned in the fused matrix and bias. */
+function canFuseQkv(l: LayerWeights): boolean {
+  const eb = l.q.dtype === 'f32' ? 4 : 2;
+  const [nq, K] = l.q.shape;
+  const nk = l.k.shape[0];
+  const biases = [l.qBias, l.kBias, l.vBias].filter((b) => b !== null).length;
+  return l.k.dtype === l.q.dtype && l.v.dtype === l.q.dtype && (biases === 0 || biases === 3) &&
+    ((nq * K * eb) % 16 === 0) && ((nk * K * eb) % 16 === 0) && nq % 4 === 0 && nk % 4 === 0;
+}
+
+/** q ++ k ++ v rows as one uploaded matrix (and bias), with q, k, v (and biases) as views of its blocks. */
+function fusedQkv(backend: Backend, l: LayerWeights): Pick<LayerWeights, 'q' | 'k' | 'v' | 'qBias' | 'kBias' | 'vBias' | 'qkv' | 'qkvBias'> {
+  const [nq, K] = l.q.shape;
+  const nk = l.k.shape[0];
+  const nv = l.v.shape[0];
+  const cat = (ts: Tensor[], shape: number[]): Tensor => {
+    const data = ts[0].data instanceof Float32Array ? new Float32Array(numel(shape)) : new Uint16Array(numel(shape));
+    let at = 0;
+    for (const t of ts) {
+      data.set(t.data as never, at);
+      at += t.data.length;
+    }
+    return backend.upload(makeTensor(ts[0].dtype, shape, data));
+  };
+  const qkv = cat([l.q, l.k, l.v], [nq + nk + nv, K]);
+  const qkvBias = l.qBias && l.kBias && l.vBias ? cat([l.qBias, l.kBias, l.vBias], [nq + nk + nv]) : null;
+  const rows = (n: number, at: number) => backend.view(qkv, [n, K], at * K);
+  const bias = (n: number, at: number) => (qkvBias ? backend.view(qkvBias, [n], at) : null);
+  return {
+    qkv, qkvBias,
+    q: rows(nq, 0), k: rows(nk, nq), v: rows(nv, nq + nk),
+    qBias: bias(nq, 0), kBias: bias(nk, nq), vBias: bias(nv, nq + nk),
   };
 }
 

@@ -4,8 +4,9 @@
 // go through runGraph; (2) the padded block table gives every logit bit for bit of the unpadded step (the
 // backend without runGraph), plain RoPE and DCA, over 1-3 sequences, across table-width boundaries;
 // (3) decodeGraph's keys: the same key while the step's shape holds, a new one past a GRAPH_TABLE_BLOCKS
-// boundary, the width capped by StepCapacity.blocksPerSeq. A planted bug (an op handed a copy of an input)
-// shows check (1) can fail.
+// boundary, the width capped by StepCapacity.blocksPerSeq; (4) q, k, v weights fused into one matrix (what
+// uploadWeights does on a backend whose uploads copy) give the logits of three matmuls bit for bit. A planted
+// bug (an op handed a copy of an input) shows check (1) can fail.
 import assert from 'node:assert/strict';
 import { before, describe, test } from 'node:test';
 import { loadModelDir, type LoadedModel } from '../../src/model/load.js';
@@ -91,6 +92,23 @@ for (const preset of ['tiny', 'tiny-dca']) {
       assert.equal(rec.graphCalls.length, 30, 'each decode step (and no prefill) goes through runGraph');
       const keys = new Set(rec.graphCalls.map((c) => c.key));
       assert.equal(keys.size, 2, `two batch sizes, one table width: ${[...keys].join(' | ')}`);
+    });
+
+    test('fused q|k|v weights (a backend whose uploads copy) give the logits of three matmuls bit for bit', () => {
+      const vocab = model.config.vocabSize;
+      const plain = graphRunner(createCpuBackend({ numThreads: 2 }), model.config, model.weights, 2);
+      const fusedBe: Backend = { ...createCpuBackend({ numThreads: 2 }), uploadCopies: true };
+      const fused = graphRunner(fusedBe, model.config, model.weights, 2);
+      try {
+        assert.ok(fused.graph.weights.layers.every((l) => l.qkv !== undefined), 'the weights were fused');
+        const seqs = seqsFor([30, 11], vocab);
+        // one-token steps take the fused matmul, the prefills and two-sequence steps the block views
+        const plan = [{ prefill: 0 }, { prefill: 1 }, ...Array.from({ length: 12 }, (_, k) => (k % 2 === 0 ? [0] : [0, 1]))];
+        lockstep(plain, fused, seqs, plan, vocab, (got, want, label) => assertBitsEqual(got, want, `${preset} fused ${label}`));
+      } finally {
+        plain.dispose();
+        fused.dispose();
+      }
     });
 
     test('a planted bug (writeKv handed a copy of the slots) is caught', () => {
