@@ -3,11 +3,14 @@
 // eps, out) on the same backend, for both outputs (x and out), so the conformance suite's rmsnorm bounds carry
 // over: row widths on the fused path (H % 4 == 0, <= 8192: 1, 2, 4 and 8 float4 chunks per thread, the 7B
 // hidden size 3584) and off it (H % 4 != 0, H > 8192: the two kernels), one row and several, and aliasing
-// refused. Skips with the reason when isCudaAvailable() is false.
+// refused. And the GEMV's one-token launches (the MAXT = 1 build, or with LONGCTX_GEMV_PAIR=1 two rows per
+// warp): each output row has the bits of the same row in a 5-row call (the same chunks in the same order per
+// row), N odd and even, bf16 and f16, with bias. Skips with the reason when isCudaAvailable() is false.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { createCudaBackend, cudaUnavailableReason } from '../../src/runtime/cuda-backend.js';
 import { uploadF32 } from '../conformance/harness.js';
+import { fromF32 } from '../../src/runtime/tensor.js';
 import { assertBitsEqual, makeRng, randomF32 } from '../ref/f64.js';
 
 const unavailable = cudaUnavailableReason();
@@ -47,4 +50,30 @@ describe('CUDA addRmsnorm', { skip }, () => {
       be.dispose();
     }
   });
+});
+
+describe('CUDA GEMV: a one-token row has the bits of that row in a 5-row call', { skip }, () => {
+  for (const dtype of ['bf16', 'f16'] as const) {
+    for (const [N, K] of [[3584, 3584], [3583, 18944], [4608, 3584], [512, 3584], [9, 64]]) {
+      test(`${dtype} N ${N} K ${K}`, () => {
+        const be = createCudaBackend();
+        try {
+          const rng = makeRng(N + K);
+          const w = be.upload(fromF32(dtype, [N, K], randomF32(rng, N * K, 0.05)));
+          const bias = uploadF32(be, [N], randomF32(rng, N));
+          const x5 = randomF32(rng, 5 * K);
+          const out5 = be.zeros([5, N]);
+          be.matmul(uploadF32(be, [5, K], x5), w, bias, out5);
+          const all = be.read(out5);
+          for (const t of [0, 3]) {
+            const out1 = be.zeros([1, N]);
+            be.matmul(uploadF32(be, [1, K], x5.subarray(t * K, (t + 1) * K)), w, bias, out1);
+            assertBitsEqual(be.read(out1), all.subarray(t * N, (t + 1) * N), `${dtype} N ${N} K ${K} row ${t}`);
+          }
+        } finally {
+          be.dispose();
+        }
+      });
+    }
+  }
 });

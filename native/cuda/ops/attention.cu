@@ -21,6 +21,7 @@
 // partials fit it (no split when two do not).
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 
 #include "attention-common.cuh"
@@ -381,8 +382,14 @@ AttentionPlan planAttention(const AttentionScratch& scratch, const AttentionOpti
     for (int sq = 0; sq < numSeqs; ++sq) maxPos = std::max(maxPos, contextLens[sq] - 1);
     nq = maxPos >= dca->chunkLen ? 3 : 1;
   }
-  const int64_t target = stream ? static_cast<int64_t>(opt.numSms) *
-                                      attn::streamDecodeCtasPerSm(shape.headDim, dca != nullptr, shape.kvDtype == kBF16, nq, opt.tensorCores)
+  // LONGCTX_DECODE_SPLIT_SCALE (benchmark hook, process start): the stream kernel's target times this factor.
+  static const double splitScale = [] {
+    const char* e = std::getenv("LONGCTX_DECODE_SPLIT_SCALE");
+    const double v = e != nullptr ? std::atof(e) : 1.0;
+    return v > 0 && v <= 16 ? v : 1.0;
+  }();
+  const int64_t target = stream ? std::max<int64_t>(1, static_cast<int64_t>(splitScale * static_cast<double>(opt.numSms) *
+                                      attn::streamDecodeCtasPerSm(shape.headDim, dca != nullptr, shape.kvDtype == kBF16, nq, opt.tensorCores)))
                                 : kCtasPerSm * static_cast<int64_t>(opt.numSms);
   const int granule = stream ? attn::streamDecodeKeyGranule(shape.headDim) : kKeyTile;
   int numSplits = 1, splitLen = maxKeys;

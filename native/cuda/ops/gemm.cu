@@ -161,6 +161,63 @@ gemvKernel(const float* x, int T, int64_t K, const void* w, int64_t N, const flo
   }
 }
 
+// Two rows per warp (T = 1, 16-bit weights, K % 8 == 0): each x chunk loaded once for both rows (the fp32 x
+// row is twice the bytes of a 16-bit weight row, so the one-row kernel moves 3 bytes through L1 per weight byte,
+// this one 2). Each row's sum runs over the same chunks in the same order as the one-row kernel's (lane chunks
+// k = 8·lane + 256·j, j ascending; the 8 FMAs of a chunk in order; the same shuffle tree): the same bits.
+// Selected by LONGCTX_GEMV_PAIR=1 at process start for the launches that would take one warp per row.
+template <int DT, int BATCH>
+__global__ void __launch_bounds__(kGemvWarps * 32, 4)
+gemvPairKernel(const float* x, int64_t K, const void* w, int64_t N, const float* bias, float* out) {
+  const int warpInBlock = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t n0 = (blockIdx.x * int64_t{kGemvWarps} + warpInBlock) * 2;
+  if (n0 >= N) return;
+  const bool two = n0 + 1 < N;
+  const int64_t r0 = n0 * K, r1 = (two ? n0 + 1 : n0) * K;
+  float acc0 = 0.f, acc1 = 0.f;
+  for (int64_t k0 = int64_t{lane} * 8; k0 < K; k0 += 256 * BATCH) {
+    RawEight<DT> a[BATCH], b[BATCH];
+#pragma unroll
+    for (int u = 0; u < BATCH; ++u)
+      if (k0 + 256 * u < K) {
+        a[u] = loadRaw<DT>(w, r0 + k0 + 256 * u);
+        b[u] = loadRaw<DT>(w, r1 + k0 + 256 * u);
+      }
+#pragma unroll
+    for (int u = 0; u < BATCH; ++u) {
+      const int64_t k = k0 + 256 * u;
+      if (k >= K) break;
+      float wa[8], wb[8];
+      widenRaw<DT>(a[u], wa);
+      widenRaw<DT>(b[u], wb);
+      const float4* xp = reinterpret_cast<const float4*>(x + k);
+      const float4 p = __ldg(xp), q = __ldg(xp + 1);
+      float s = acc0;
+      s = fmaf(wa[0], p.x, s); s = fmaf(wa[1], p.y, s); s = fmaf(wa[2], p.z, s); s = fmaf(wa[3], p.w, s);
+      s = fmaf(wa[4], q.x, s); s = fmaf(wa[5], q.y, s); s = fmaf(wa[6], q.z, s); s = fmaf(wa[7], q.w, s);
+      acc0 = s;
+      s = acc1;
+      s = fmaf(wb[0], p.x, s); s = fmaf(wb[1], p.y, s); s = fmaf(wb[2], p.z, s); s = fmaf(wb[3], p.w, s);
+      s = fmaf(wb[4], q.x, s); s = fmaf(wb[5], q.y, s); s = fmaf(wb[6], q.z, s); s = fmaf(wb[7], q.w, s);
+      acc1 = s;
+    }
+  }
+  for (int off = 16; off > 0; off >>= 1) {
+    acc0 += __shfl_xor_sync(0xffffffffu, acc0, off);
+    acc1 += __shfl_xor_sync(0xffffffffu, acc1, off);
+  }
+  if (lane == 0) {
+    out[n0] = acc0 + (bias != nullptr ? bias[n0] : 0.f);
+    if (two) out[n0 + 1] = acc1 + (bias != nullptr ? bias[n0 + 1] : 0.f);
+  }
+}
+
+bool pairFromEnv() {
+  const char* e = std::getenv("LONGCTX_GEMV_PAIR");
+  return e != nullptr && e[0] == '1' && e[1] == '\0';
+}
+const bool gPairRows = pairFromEnv();
+
 // Per device: SM count, and resident blocks per SM of each instantiation (queried once).
 int smCount() {
   static int counts[64] = {};
@@ -215,6 +272,13 @@ void gemvFor(cudaStream_t s, const float* x, int T, int64_t K, const void* w, in
   // at least one 8-element chunk per part.
   int wpr = 1;
   while (wpr < 8 && N * wpr * 2 <= shallowWave && K >= int64_t{256} * wpr * 2) wpr *= 2;
+  if constexpr (DT != kF32) {
+    if (wpr == 1 && gPairRows && T == 1 && K % 8 == 0) {
+      const unsigned blocks = static_cast<unsigned>((N + 2 * kGemvWarps - 1) / (2 * kGemvWarps));
+      gemvPairKernel<DT, 4><<<blocks, kGemvWarps * 32, 0, s>>>(x, K, w, N, bias, out);
+      return;
+    }
+  }
   switch (wpr) {
     case 8: return launchGemv<DT, kShallow, 8, 4>(s, x, T, K, w, N, bias, out);
     case 4: return launchGemv<DT, kShallow, 4, 4>(s, x, T, K, w, N, bias, out);
