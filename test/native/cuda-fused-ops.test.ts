@@ -3,8 +3,8 @@
 // eps, out) on the same backend, for both outputs (x and out), so the conformance suite's rmsnorm bounds carry
 // over: row widths on the fused path (H % 4 == 0, <= 8192: 1, 2, 4 and 8 float4 chunks per thread, the 7B
 // hidden size 3584) and off it (H % 4 != 0, H > 8192: the two kernels), one row and several, and aliasing
-// refused. And the GEMV's one-token launches (the MAXT = 1 build, or with LONGCTX_GEMV_PAIR=1 two rows per
-// warp): each output row has the bits of the same row in a 5-row call (the same chunks in the same order per
+// refused. And the GEMV's one-token launches (two rows per warp, or the MAXT = 1 build with
+// LONGCTX_GEMV_PAIR=0): each output row has the bits of the same row in a 5-row call (the same chunks in the same order per
 // row), N odd and even, bf16 and f16, with bias. Skips with the reason when isCudaAvailable() is false.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
