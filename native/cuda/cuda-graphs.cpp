@@ -1,6 +1,8 @@
 // StepGraphs (cuda-graphs.h): capture, replay and bookkeeping of whole-step device graphs.
 #include "cuda-graphs.h"
 
+#include "index-checks.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -13,32 +15,6 @@ constexpr size_t kAlign = 16;
 size_t roundUp(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 
 [[noreturn]] void fail(const std::string& what) { throw CudaError("step graph replay: " + what); }
-
-void checkIndices(const IndexCheck& c, const int32_t* v, size_t n) {
-  for (size_t i = 0; i < n; ++i)
-    if ((v[i] < c.lo || v[i] >= c.hi) && !(c.allowMinusOne && v[i] == -1))
-      fail(std::string(c.name) + "[" + std::to_string(i) + "] = " + std::to_string(v[i]) + " is outside [" +
-           std::to_string(c.lo) + ", " + std::to_string(c.hi) + ")");
-}
-
-// The checks the attention ops make of a batch (napi-args.h checkBatch), for T = queryStart[numSeqs].
-void checkBatch(int64_t numSeqs, const int32_t* qs, const int32_t* cl, const int32_t* bt, int64_t maxB, int64_t bs,
-                int64_t numBlocks) {
-  if (qs[0] != 0) fail("queryStart must start at 0");
-  for (int64_t s = 0; s < numSeqs; ++s) {
-    const int64_t nq = static_cast<int64_t>(qs[s + 1]) - qs[s], ctx = cl[s];
-    if (nq < 0) fail("queryStart must be non-decreasing");
-    if (ctx < nq) fail("contextLens[" + std::to_string(s) + "] is smaller than its query count");
-    const int64_t used = (ctx + bs - 1) / bs;
-    if (used > maxB) fail("contextLens[" + std::to_string(s) + "] needs more than maxBlocksPerSeq blocks");
-    for (int64_t b = 0; b < used; ++b) {
-      const int32_t blk = bt[s * maxB + b];
-      if (blk < 0 || blk >= numBlocks)
-        fail("blockTables[" + std::to_string(s) + ", " + std::to_string(b) + "] = " + std::to_string(blk) +
-             " is outside [0, " + std::to_string(numBlocks) + ")");
-    }
-  }
-}
 
 }  // namespace
 
@@ -208,7 +184,7 @@ bool StepGraphs::replay(cudaStream_t s, const std::string& key, const std::vecto
     const int32_t* qs = static_cast<const int32_t*>(inputs[r.queryStart].data);
     const int32_t* cl = static_cast<const int32_t*>(inputs[r.contextLens].data);
     const int32_t* bt = static_cast<const int32_t*>(inputs[r.blockTables].data);
-    checkBatch(r.numSeqs, qs, cl, bt, r.shape.maxBlocksPerSeq, r.shape.blockSize, r.shape.numBlocks);
+    checkBatchValues(fail, qs[r.numSeqs], r.numSeqs, qs, cl, bt, r.shape.maxBlocksPerSeq, r.shape.blockSize, r.shape.numBlocks);
     if (qs[r.numSeqs] != r.plan.T) {
       stats_.declined += 1;
       return false;
@@ -227,7 +203,9 @@ bool StepGraphs::replay(cudaStream_t s, const std::string& key, const std::vecto
     }
   }
   for (const InputRegion& r : g.inputs)
-    if (r.check.name != nullptr) checkIndices(r.check, static_cast<const int32_t*>(inputs[r.input].data), r.bytes / 4);
+    if (r.check.name != nullptr)
+      checkIndexValues(fail, static_cast<const int32_t*>(inputs[r.input].data), r.bytes / 4, r.check.name, r.check.lo,
+                       r.check.hi, r.check.allowMinusOne);
   if (launched_) LCUDA_CHECK(cudaEventSynchronize(done_));  // the previous launch has read the arena
   for (const InputRegion& r : g.inputs)
     if (r.bytes > 0) std::memcpy(pinned_ + r.pinnedOff, inputs[r.input].data, r.bytes);

@@ -10,6 +10,8 @@
 #include <cstring>
 #include <string>
 
+#include "index-checks.h"
+
 namespace lcuda_napi {
 
 constexpr int64_t kMaxDim = (int64_t{1} << 31) - 1;
@@ -101,32 +103,14 @@ inline int64_t mul(const Args& a, std::initializer_list<int64_t> dims) {
 // Every entry in [lo, hi) (or -1 where allowed), else a RangeError naming the entry.
 inline void checkIndices(const Args& a, const Napi::Int32Array& arr, const char* name, int64_t lo, int64_t hi,
                          bool allowMinusOne) {
-  for (size_t i = 0; i < arr.ElementLength(); ++i) {
-    const int32_t v = arr[i];
-    if ((v < lo || v >= hi) && !(allowMinusOne && v == -1))
-      throw a.range(std::string(name) + "[" + std::to_string(i) + "] = " + std::to_string(v) + " is outside [" +
-                    std::to_string(lo) + ", " + std::to_string(hi) + ")");
-  }
+  lcuda::checkIndexValues([&](const std::string& m) { throw a.range(m); }, arr.Data(), arr.ElementLength(), name, lo, hi,
+                          allowMinusOne);
 }
 
-// An AttentionBatch (backend.ts): queryStart from 0 to T, non-decreasing; contextLens >= each query count
-// and within maxBlocksPerSeq blocks; the used block-table entries in [0, numBlocks).
+// An AttentionBatch (backend.ts), by index-checks.h's rules.
 inline void checkBatch(const Args& a, int64_t T, int64_t numSeqs, const int32_t* qs, const int32_t* cl,
                        const int32_t* bt, int64_t maxB, int64_t bs, int64_t numBlocks) {
-  if (qs[0] != 0 || qs[numSeqs] != T) throw a.range("queryStart must run from 0 to T");
-  for (int64_t s = 0; s < numSeqs; ++s) {
-    const int64_t nq = static_cast<int64_t>(qs[s + 1]) - qs[s], ctx = cl[s];
-    if (nq < 0) throw a.range("queryStart must be non-decreasing");
-    if (ctx < nq) throw a.range("contextLens[" + std::to_string(s) + "] is smaller than its query count");
-    const int64_t used = (ctx + bs - 1) / bs;
-    if (used > maxB) throw a.range("contextLens[" + std::to_string(s) + "] needs more than maxBlocksPerSeq blocks");
-    for (int64_t b = 0; b < used; ++b) {
-      const int32_t blk = bt[s * maxB + b];
-      if (blk < 0 || blk >= numBlocks)
-        throw a.range("blockTables[" + std::to_string(s) + ", " + std::to_string(b) + "] = " + std::to_string(blk) +
-                      " is outside [0, " + std::to_string(numBlocks) + ")");
-    }
-  }
+  lcuda::checkBatchValues([&](const std::string& m) { throw a.range(m); }, T, numSeqs, qs, cl, bt, maxB, bs, numBlocks);
 }
 
 }  // namespace lcuda_napi
