@@ -13,6 +13,7 @@ import type { AttentionBatch, Backend, DcaParams, KvCacheLayer, SparseDcaParams 
 import { tryLoadCudaAddon, type CudaDeviceInfo, type CudaGraphStats, type CudaOpTime, type CudaSparseRecords, type NativeCudaContext } from './cuda-addon.js';
 import type { CudaScratchBytes } from './cuda-scratch.js';
 import { cudaSampleRows } from './cuda-sampling.js';
+import { cudaRunGraph } from './cuda-step-graphs.js';
 import { DTYPE_CODE, type DTypeCode } from './native-addon.js';
 import { fmtShape, OpChecks } from './op-checks.js';
 import { numel, type DType, type Tensor } from './tensor.js';
@@ -172,8 +173,6 @@ export function createCudaBackend(opts: CudaBackendOptions = {}): CudaBackend {
   const ctx: NativeCudaContext = new loaded.addon.CudaContext(device, gemvMaxRows, maxSplits,
     opts.exactMatmul === true ? 0 : 1, opts.tensorCoreAttention === true ? 1 : 0, scratch, decodeAttention === 'stream' ? 1 : 0);
   const graphsOn = opts.graphs ?? process.env.LONGCTX_CUDA_GRAPHS !== '0';
-  const warmKeys = new Set<string>(); // keys that ran once eagerly (the next one is captured)
-  const eagerKeys = new Set<string>(); // keys whose capture failed or was refused: always eager
   const records = new WeakMap<object, DeviceRecord>();
   let disposed = false;
   // A tensor dropped without free() releases its device buffer when its storage object is collected.
@@ -404,35 +403,9 @@ export function createCudaBackend(opts: CudaBackendOptions = {}): CudaBackend {
 
     graphStats: () => ctx.graphStats(),
 
-    runGraph(key: string, inputs: readonly (Int32Array | Float32Array)[], record: () => void) {
+    runGraph: cudaRunGraph(ctx, graphsOn, () => {
       if (disposed) fail('runGraph', 'the backend is disposed');
-      if (!graphsOn || eagerKeys.has(key)) {
-        record();
-        return 'eager';
-      }
-      if (ctx.graphReplay(key, inputs)) return 'replayed';
-      if (!warmKeys.has(key)) { // the first step of a key runs eagerly: lazy kernel set-up happens outside a capture
-        if (warmKeys.size >= 4096) warmKeys.clear();
-        warmKeys.add(key);
-        record();
-        return 'eager';
-      }
-      if (!ctx.graphBegin(key, inputs)) { // no reserved scratch, op timing on, or the sync mode
-        record();
-        return 'eager';
-      }
-      try {
-        record();
-        ctx.graphEnd();
-      } catch {
-        // Nothing of the capture ran. Run the step eagerly: an input error then surfaces as the op's own error.
-        ctx.graphAbort();
-        eagerKeys.add(key);
-        record();
-        return 'eager';
-      }
-      return 'captured';
-    },
+    }),
 
     sampleRows(logits: Tensor, rows): Int32Array {
       expectRank('sampleRows', 'logits', logits, 2, '[R, V]');
