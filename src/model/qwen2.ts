@@ -226,12 +226,20 @@ export class Qwen2Graph {
 export const GRAPH_MAX_TOKENS = 256;
 /** Block-table row length granule of graph steps: one key serves GRAPH_TABLE_BLOCKS·blockSize tokens of growth. */
 export const GRAPH_TABLE_BLOCKS = 256;
+/**
+ * Most block-table entries (numSeqs x padded width) of a graph step: 4 MiB of int32, half the CUDA graph's 8 MiB
+ * staging arena (native/cuda/cuda-graphs.h kArenaBytes). Larger tables (e.g. 16 sequences beside a 1M-token one)
+ * run eagerly without padding.
+ */
+export const GRAPH_MAX_TABLE_ENTRIES = 1 << 20;
 
 /** True for a step of one query per sequence (a decode step) without sparse rows, small enough for a graph. */
 function isDecodeStep(inputs: StepInputs, dca: DcaStep | null): boolean {
   const { numSeqs, queryStart } = inputs.batch;
   const T = inputs.tokenIds.length;
   if (T === 0 || T !== numSeqs || T > GRAPH_MAX_TOKENS || (dca !== null && dca.numSparseRows !== null)) return false;
+  const width = Math.ceil(inputs.batch.maxBlocksPerSeq / GRAPH_TABLE_BLOCKS) * GRAPH_TABLE_BLOCKS;
+  if (numSeqs * width > GRAPH_MAX_TABLE_ENTRIES) return false;
   for (let s = 0; s <= numSeqs; s++) if (queryStart[s] !== s) return false;
   return true;
 }

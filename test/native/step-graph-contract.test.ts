@@ -10,7 +10,7 @@
 import assert from 'node:assert/strict';
 import { before, describe, test } from 'node:test';
 import { loadModelDir, type LoadedModel } from '../../src/model/load.js';
-import { decodeGraph, GRAPH_TABLE_BLOCKS } from '../../src/model/qwen2.js';
+import { decodeGraph, GRAPH_MAX_TABLE_ENTRIES, GRAPH_TABLE_BLOCKS } from '../../src/model/qwen2.js';
 import type { Backend } from '../../src/runtime/backend.js';
 import { createCpuBackend } from '../../src/runtime/cpu-backend.js';
 import { assertBitsEqual } from '../ref/f64.js';
@@ -90,6 +90,7 @@ for (const preset of ['tiny', 'tiny-dca']) {
       }
       assert.deepEqual(rec.strays, [], 'ops read host arrays outside the runGraph inputs');
       assert.equal(rec.graphCalls.length, 30, 'each decode step (and no prefill) goes through runGraph');
+      assert.equal(rec.strays.length, 0);
       const keys = new Set(rec.graphCalls.map((c) => c.key));
       assert.equal(keys.size, 2, `two batch sizes, one table width: ${[...keys].join(' | ')}`);
     });
@@ -124,6 +125,26 @@ for (const preset of ['tiny', 'tiny-dca']) {
     });
   });
 }
+
+test('a decode step whose padded table exceeds GRAPH_MAX_TABLE_ENTRIES runs without runGraph', async () => {
+  const model = await loadModelDir(modelDir('tiny', 1, 'f32'));
+  const rec: Recorded = { graphCalls: [], strays: [], ungraphedDecodes: 0 };
+  const runner = graphRunner(recordingBackend(rec), model.config, model.weights, 1);
+  try {
+    const seqs = seqsFor([5], model.config.vocabSize);
+    lockstep(runner, runner, seqs, [{ prefill: 0 }, [0]], model.config.vocabSize, () => {});
+    assert.equal(rec.graphCalls.length, 2, 'a small decode step goes through runGraph (twice: lockstep runs it on both)');
+    const big = stepOf(seqs, [1]);
+    const width = GRAPH_MAX_TABLE_ENTRIES + 1; // one sequence whose row alone passes the limit
+    const table = new Int32Array(width).fill(-1);
+    table.set(big.batch.blockTables.subarray(0, big.batch.maxBlocksPerSeq));
+    big.batch = { ...big.batch, blockTables: table, maxBlocksPerSeq: width };
+    runner.step(big);
+    assert.equal(rec.graphCalls.length, 2, 'the wide-table step ran eagerly');
+  } finally {
+    runner.dispose();
+  }
+});
 
 describe('decodeGraph keys and table widths', () => {
   const seq = (n: number): Seq => ({ tokens: new Array(n).fill(1), promptLen: 1, index: 0 });
