@@ -103,12 +103,15 @@ export class Qwen2Graph {
     const dca = this.dcaStep(inputs);
     const views = this.buffers.views(T, R);
     const graph = this.backend.runGraph !== undefined && isDecodeStep(inputs, dca) ? decodeGraph(inputs, dca, this.tableCap) : null;
+    let ok = false;
     try {
       if (graph === null) this.layers(inputs, inputs.batch, dca, caches, views);
       else this.backend.runGraph!(graph.key, graph.arrays, () => this.layers(inputs, graph.batch, dca, caches, views));
+      ok = true;
     } finally {
       const { logits, ...rest } = views;
       for (const t of Object.values(rest)) this.backend.free(t);
+      if (!ok) this.backend.free(logits);
     }
     return views.logits;
   }
