@@ -65,7 +65,10 @@ export class Qwen2Graph {
     }
     this.buffers = new StepBuffers(backend, config, capacity, mlpChunkRows);
     this.tableCap = capacity?.blocksPerSeq ?? Number.POSITIVE_INFINITY;
+    this.id = nextGraphId++;
   }
+  /** Distinguishes this graph's device-graph keys from another graph's on the same backend. */
+  private readonly id: number;
   /** The widest block table a padded graph step may use (StepCapacity.blocksPerSeq). */
   private readonly tableCap: number;
 
@@ -103,10 +106,13 @@ export class Qwen2Graph {
     const dca = this.dcaStep(inputs);
     const views = this.buffers.views(T, R);
     const graph = this.backend.runGraph !== undefined && isDecodeStep(inputs, dca) ? decodeGraph(inputs, dca, this.tableCap) : null;
+    // The key names this graph object and the cache set too: a captured step holds their device addresses, so two
+    // runners (or two cache sets) on one backend never replay each other's graphs.
+    const owner = graph === null ? '' : `graph ${this.id} caches ${cacheSetId(caches)}: `;
     let ok = false;
     try {
       if (graph === null) this.layers(inputs, inputs.batch, dca, caches, views);
-      else this.backend.runGraph!(graph.key, graph.arrays, () => this.layers(inputs, graph.batch, dca, caches, views));
+      else this.backend.runGraph!(owner + graph.key, graph.arrays, () => this.layers(inputs, graph.batch, dca, caches, views));
       ok = true;
     } finally {
       const { logits, ...rest } = views;
@@ -223,6 +229,19 @@ export class Qwen2Graph {
       numSparseRows: this.backend.attentionDcaSparse === undefined ? null : sparseRowsOfStep(dca, inputs.batch, inputs.promptLens),
     };
   }
+}
+
+let nextGraphId = 1;
+const cacheIds = new WeakMap<readonly KvCacheLayer[], number>();
+let nextCacheId = 1;
+/** A number per cache-set array (a runner passes the same array every step). */
+function cacheSetId(caches: readonly KvCacheLayer[]): number {
+  let id = cacheIds.get(caches);
+  if (id === undefined) {
+    id = nextCacheId++;
+    cacheIds.set(caches, id);
+  }
+  return id;
 }
 
 /** Most tokens of a decode step run as a device graph (one graph per batch size; larger batches run eagerly). */

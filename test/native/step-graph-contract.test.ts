@@ -5,8 +5,9 @@
 // backend without runGraph), plain RoPE and DCA, over 1-3 sequences, across table-width boundaries;
 // (3) decodeGraph's keys: the same key while the step's shape holds, a new one past a GRAPH_TABLE_BLOCKS
 // boundary, the width capped by StepCapacity.blocksPerSeq; (4) q, k, v weights fused into one matrix (what
-// uploadWeights does on a backend whose uploads copy) give the logits of three matmuls bit for bit. A planted
-// bug (an op handed a copy of an input) shows check (1) can fail.
+// uploadWeights does on a backend whose uploads copy) give the logits of three matmuls bit for bit; (5) two
+// runners on one backend get different keys, and a step with a table past GRAPH_MAX_TABLE_ENTRIES runs without
+// runGraph. A planted bug (an op handed a copy of an input) shows check (1) can fail.
 import assert from 'node:assert/strict';
 import { before, describe, test } from 'node:test';
 import { loadModelDir, type LoadedModel } from '../../src/model/load.js';
@@ -143,6 +144,24 @@ test('a decode step whose padded table exceeds GRAPH_MAX_TABLE_ENTRIES runs with
     assert.equal(rec.graphCalls.length, 2, 'the wide-table step ran eagerly');
   } finally {
     runner.dispose();
+  }
+});
+
+test('two runners on one backend never share a graph key (the key names the graph and its caches)', async () => {
+  const model = await loadModelDir(modelDir('tiny', 1, 'f32'));
+  const rec: Recorded = { graphCalls: [], strays: [], ungraphedDecodes: 0 };
+  const be = recordingBackend(rec);
+  const a = graphRunner(be, model.config, model.weights, 1);
+  const b = graphRunner(be, model.config, model.weights, 1);
+  try {
+    const seqs = seqsFor([6], model.config.vocabSize);
+    lockstep(a, b, seqs, [{ prefill: 0 }, [0], [0]], model.config.vocabSize, () => {});
+    const keys = rec.graphCalls.map((c) => c.key);
+    assert.equal(keys.length, 4);
+    assert.equal(keys[0], keys[2], 'one runner keeps its key');
+    assert.notEqual(keys[0], keys[1], 'the two runners (same shapes) have different keys');
+  } finally {
+    a.dispose(); // disposes the shared backend once
   }
 });
 
