@@ -58,13 +58,6 @@ void CudaContext::graphAbort(const Napi::CallbackInfo& cb) {
   graphs_.abort();
 }
 
-void CudaContext::graphClear(const Napi::CallbackInfo& cb) {
-  Args a(cb, "graphClear", 0);
-  enter(cb.Env());
-  LCUDA_CHECK(cudaStreamSynchronize(stream_));
-  graphs_.clear();
-}
-
 Napi::Value CudaContext::graphStats(const Napi::CallbackInfo& cb) {
   Napi::Object o = Napi::Object::New(cb.Env());
   const lcuda::GraphStats& s = graphs_.stats();

@@ -65,7 +65,6 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
                            InstanceMethod<&CudaContext::guardedValue<&CudaContext::graphBegin>>("graphBegin"),
                            InstanceMethod<&CudaContext::guarded<&CudaContext::graphEnd>>("graphEnd"),
                            InstanceMethod<&CudaContext::guarded<&CudaContext::graphAbort>>("graphAbort"),
-                           InstanceMethod<&CudaContext::guarded<&CudaContext::graphClear>>("graphClear"),
                            InstanceMethod<&CudaContext::guardedValue<&CudaContext::graphStats>>("graphStats"),
                        });
   }
@@ -314,8 +313,7 @@ class CudaContext : public Napi::ObjectWrap<CudaContext> {
   // graphEnd(): instantiates the capture and launches it. graphAbort(): drops an open capture (never throws).
   void graphEnd(const Napi::CallbackInfo& cb);
   void graphAbort(const Napi::CallbackInfo& cb);
-  // graphClear(): drops every graph. graphStats() -> { graphs, captures, replays, declined, cleared }.
-  void graphClear(const Napi::CallbackInfo& cb);
+  // graphStats() -> { graphs, captures, replays, declined, cleared }.
   Napi::Value graphStats(const Napi::CallbackInfo& cb);
   std::vector<lcuda::StepInput> stepInputs(const Args& a, const Napi::CallbackInfo& cb, size_t i);
 

@@ -41,18 +41,16 @@ void StepGraphs::begin(cudaStream_t s, const std::string& key, const std::vector
   }
   // The arena is rewritten from here on: the last launch that reads it must be over.
   if (launched_) LCUDA_CHECK(cudaEventSynchronize(done_));
-  capHold_.clear();
-  capHold_.emplace_back();
-  Graph& g = capHold_.back();
-  g.key = key;
-  for (const StepInput& in : inputs) g.inputBytes.push_back(in.bytes);
+  auto g = std::make_unique<Graph>();
+  g->key = key;
+  for (const StepInput& in : inputs) g->inputBytes.push_back(in.bytes);
   capInputs_ = inputs;
   ints_ = &ints;
   attn_ = &attn;
-  intsUsed_ = pinnedUsed_ = 0;
+  intsUsed_ = indicesUsed_ = pinnedUsed_ = 0;
   capStream_ = s;
   LCUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed));
-  cap_ = &g;
+  cap_ = std::move(g);
   attn.capture = this;
 }
 
@@ -102,12 +100,11 @@ const int32_t* StepGraphs::stageAttention(const AttentionCall& call, const Atten
         o.plan.staged == plan.staged)
       return o.dev;
   const size_t bytes = plan.staged.size() * 4;
-  size_t used = 0;
-  for (const AttentionRegion& o : cap_->attention) used += roundUp(o.plan.staged.size() * 4);
-  if (used + roundUp(bytes) > attn_->indices.capacity() || attn_->indices.data() == nullptr)
+  if (indicesUsed_ + roundUp(bytes) > attn_->indices.capacity() || attn_->indices.data() == nullptr)
     throw CudaError("step graph capture: the attention index scratch is too small for the step");
   r.pinnedOff = takePinned(bytes);
-  r.dev = reinterpret_cast<const int32_t*>(static_cast<unsigned char*>(attn_->indices.data()) + used);
+  r.dev = reinterpret_cast<const int32_t*>(static_cast<unsigned char*>(attn_->indices.data()) + indicesUsed_);
+  indicesUsed_ += roundUp(bytes);
   r.plan = plan;
   std::memcpy(pinned_ + r.pinnedOff, plan.staged.data(), bytes);
   LCUDA_CHECK(cudaMemcpyAsync(const_cast<int32_t*>(r.dev), pinned_ + r.pinnedOff, bytes, cudaMemcpyHostToDevice, capStream_));
@@ -120,9 +117,8 @@ void StepGraphs::end() {
   attn_->capture = nullptr;
   cudaGraph_t graph = nullptr;
   const cudaError_t e = cudaStreamEndCapture(capStream_, &graph);
-  Graph g = std::move(capHold_.back());
-  capHold_.clear();
-  cap_ = nullptr;
+  Graph g = std::move(*cap_);
+  cap_.reset();
   if (e != cudaSuccess) {
     if (graph != nullptr) cudaGraphDestroy(graph);
     (void)cudaGetLastError();
@@ -156,8 +152,7 @@ void StepGraphs::abort() noexcept {
   cudaStreamEndCapture(capStream_, &graph);
   if (graph != nullptr) cudaGraphDestroy(graph);
   (void)cudaGetLastError();
-  capHold_.clear();
-  cap_ = nullptr;
+  cap_.reset();
 }
 
 void StepGraphs::launch(cudaStream_t s, Graph& g) {

@@ -21,6 +21,7 @@
 
 #include <cstdint>
 #include <list>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -110,13 +111,12 @@ class StepGraphs : public AttentionStageHook {
   static void destroy(Graph& g) noexcept;
 
   std::list<Graph> graphs_;  // most recently used first
-  Graph* cap_ = nullptr;     // the graph being captured (owned by capHold_)
-  std::list<Graph> capHold_;
+  std::unique_ptr<Graph> cap_;  // the graph being captured
   cudaStream_t capStream_ = nullptr;
   std::vector<StepInput> capInputs_;
   DeviceScratch* ints_ = nullptr;
   AttentionScratch* attn_ = nullptr;
-  size_t intsUsed_ = 0, pinnedUsed_ = 0;
+  size_t intsUsed_ = 0, indicesUsed_ = 0, pinnedUsed_ = 0;  // bytes of ints_, attn_->indices and pinned_ taken
   unsigned char* pinned_ = nullptr;  // kArenaBytes, shared by every graph (each replay rewrites its regions)
   cudaEvent_t done_ = nullptr;       // recorded after every launch: the pinned arena is rewritten only after it
   bool launched_ = false;

@@ -48,7 +48,7 @@ export interface CudaGraphStats {
   readonly captures: number;
   readonly replays: number;
   readonly declined: number; // replays refused because the step would launch differently (then captured again)
-  readonly cleared: number; // times every graph was dropped (an owned buffer freed, graphClear)
+  readonly cleared: number; // times every graph was dropped (an owned buffer freed)
 }
 
 export interface NativeCudaContext {
@@ -175,8 +175,6 @@ export interface NativeCudaContext {
   graphEnd(): void;
   /** Drops an open capture (its ops never ran). */
   graphAbort(): void;
-  /** Drops every graph. */
-  graphClear(): void;
   graphStats(): CudaGraphStats;
   addRmsnorm(x: number, residual: number, T: number, H: number, weight: number, eps: number, out: number): void;
 }
