@@ -255,13 +255,11 @@ export const GRAPH_TABLE_BLOCKS = 256;
  */
 export const GRAPH_MAX_TABLE_ENTRIES = 1 << 20;
 
-/** True for a step of one query per sequence (a decode step) without sparse rows, small enough for a graph. */
+/** True for a step of one query per sequence (a decode step) without sparse rows, of at most GRAPH_MAX_TOKENS. */
 function isDecodeStep(inputs: StepInputs, dca: DcaStep | null): boolean {
   const { numSeqs, queryStart } = inputs.batch;
   const T = inputs.tokenIds.length;
   if (T === 0 || T !== numSeqs || T > GRAPH_MAX_TOKENS || (dca !== null && dca.numSparseRows !== null)) return false;
-  const width = Math.ceil(inputs.batch.maxBlocksPerSeq / GRAPH_TABLE_BLOCKS) * GRAPH_TABLE_BLOCKS;
-  if (numSeqs * width > GRAPH_MAX_TABLE_ENTRIES) return false;
   for (let s = 0; s <= numSeqs; s++) if (queryStart[s] !== s) return false;
   return true;
 }
@@ -270,12 +268,13 @@ function isDecodeStep(inputs: StepInputs, dca: DcaStep | null): boolean {
  * A decode step's graph key (token count, sampled rows, padded table width, DCA or not), the host arrays its
  * ops read, in a fixed order, and its batch with the block table padded (-1) to a multiple of
  * GRAPH_TABLE_BLOCKS entries per sequence, at most tableCap (never below the step's own width); entries past
- * a sequence's blocks are never read.
+ * a sequence's blocks are never read. null when that table would exceed GRAPH_MAX_TABLE_ENTRIES.
  */
-export function decodeGraph(inputs: StepInputs, dca: DcaStep | null, tableCap = Number.POSITIVE_INFINITY): { key: string; arrays: (Int32Array | Float32Array)[]; batch: AttentionBatch } {
+export function decodeGraph(inputs: StepInputs, dca: DcaStep | null, tableCap = Number.POSITIVE_INFINITY): { key: string; arrays: (Int32Array | Float32Array)[]; batch: AttentionBatch } | null {
   const b = inputs.batch;
   const padded = Math.max(1, Math.ceil(b.maxBlocksPerSeq / GRAPH_TABLE_BLOCKS)) * GRAPH_TABLE_BLOCKS;
   const width = Math.max(b.maxBlocksPerSeq, Math.min(padded, tableCap));
+  if (b.numSeqs * width > GRAPH_MAX_TABLE_ENTRIES) return null;
   let blockTables = b.blockTables;
   if (width !== b.maxBlocksPerSeq) {
     blockTables = new Int32Array(b.numSeqs * width).fill(-1);

@@ -22,7 +22,6 @@ import { randomPrompt } from './dca-model-helpers.js';
 interface Recorded {
   graphCalls: { key: string; inputs: readonly (Int32Array | Float32Array)[] }[];
   strays: string[]; // ops that read a host array outside the inputs during a runGraph record
-  ungraphedDecodes: number;
 }
 
 const HOST_ARRAY_OPS = ['embedding', 'rope', 'writeKv', 'attention', 'attentionDca', 'attentionDcaSparse', 'gatherRows'] as const;
@@ -76,7 +75,7 @@ for (const preset of ['tiny', 'tiny-dca']) {
     });
 
     test('every host array of a decode step is a runGraph input; padded tables give the unpadded logits bit for bit', () => {
-      const rec: Recorded = { graphCalls: [], strays: [], ungraphedDecodes: 0 };
+      const rec: Recorded = { graphCalls: [], strays: [] };
       const vocab = model.config.vocabSize;
       const plain = graphRunner(createCpuBackend({ numThreads: 2 }), model.config, model.weights, 3);
       const graphed = graphRunner(recordingBackend(rec), model.config, model.weights, 3);
@@ -114,7 +113,7 @@ for (const preset of ['tiny', 'tiny-dca']) {
     });
 
     test('a planted bug (writeKv handed a copy of the slots) is caught', () => {
-      const rec: Recorded = { graphCalls: [], strays: [], ungraphedDecodes: 0 };
+      const rec: Recorded = { graphCalls: [], strays: [] };
       const runner = graphRunner(recordingBackend(rec, true), model.config, model.weights, 1);
       try {
         const seqs = seqsFor([9], model.config.vocabSize);
@@ -129,7 +128,7 @@ for (const preset of ['tiny', 'tiny-dca']) {
 
 test('a decode step whose padded table exceeds GRAPH_MAX_TABLE_ENTRIES runs without runGraph', async () => {
   const model = await loadModelDir(modelDir('tiny', 1, 'f32'));
-  const rec: Recorded = { graphCalls: [], strays: [], ungraphedDecodes: 0 };
+  const rec: Recorded = { graphCalls: [], strays: [] };
   const runner = graphRunner(recordingBackend(rec), model.config, model.weights, 1);
   try {
     const seqs = seqsFor([5], model.config.vocabSize);
@@ -149,7 +148,7 @@ test('a decode step whose padded table exceeds GRAPH_MAX_TABLE_ENTRIES runs with
 
 test('two runners on one backend never share a graph key (the key names the graph and its caches)', async () => {
   const model = await loadModelDir(modelDir('tiny', 1, 'f32'));
-  const rec: Recorded = { graphCalls: [], strays: [], ungraphedDecodes: 0 };
+  const rec: Recorded = { graphCalls: [], strays: [] };
   const be = recordingBackend(rec);
   const a = graphRunner(be, model.config, model.weights, 1);
   const b = graphRunner(be, model.config, model.weights, 1);
@@ -169,7 +168,7 @@ describe('decodeGraph keys and table widths', () => {
   const seq = (n: number): Seq => ({ tokens: new Array(n).fill(1), promptLen: 1, index: 0 });
   test('the key holds within a table granule, changes past it, and the width is capped', () => {
     const bs = 16;
-    const at = (n: number, cap?: number) => decodeGraph(stepOf([seq(n)], [1]), null, cap);
+    const at = (n: number, cap?: number) => decodeGraph(stepOf([seq(n)], [1]), null, cap)!;
     assert.equal(at(1).batch.maxBlocksPerSeq, GRAPH_TABLE_BLOCKS);
     assert.equal(at(1).key, at(GRAPH_TABLE_BLOCKS * bs).key);
     assert.notEqual(at(GRAPH_TABLE_BLOCKS * bs).key, at(GRAPH_TABLE_BLOCKS * bs + 1).key);
