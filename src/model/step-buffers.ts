@@ -78,9 +78,9 @@ function checkCapacity(cap: StepCapacity): void {
  * to a larger step's size when one comes (tests and benchmarks that drive the graph directly).
  */
 export class StepBuffers {
+  /** With qkvBlocks, q, k and v are one buffer (listed under each name) that views() cuts into three blocks. */
   private bufs: Record<StepBufferName, Tensor> | null = null;
-  /** q, k and v as consecutive blocks of one buffer (qkvBlocks): q [T, qDim], then k, then v, for any T. */
-  private qkvBase: Tensor | null = null;
+  /** q, k and v as consecutive blocks of one buffer: q [T, qDim], then k, then v, for any T. */
   private readonly qkvBlocks: boolean;
   private cap: StepCapacity | null = null;
   private readonly layout: ReturnType<typeof stepBufferLayout>;
@@ -119,16 +119,10 @@ export class StepBuffers {
     }
     if (this.qkvBlocks) {
       const { q, k, v } = this.layout;
-      this.qkvBase = this.backend.zeros([cap.tokens, q.cols + k.cols + v.cols]);
-      out.q = out.k = out.v = this.qkvBase; // placeholders: views() cuts the blocks out of the base
+      out.q = out.k = out.v = this.backend.zeros([cap.tokens, q.cols + k.cols + v.cols]);
     }
     this.bufs = out;
     this.cap = cap;
-  }
-
-  /** Columns of the fused q|k|v row (qDim + 2·kvDim) when q, k, v are blocks of one buffer, else null. */
-  get qkvCols(): number | null {
-    return this.qkvBlocks ? this.layout.q.cols + this.layout.k.cols + this.layout.v.cols : null;
   }
 
   /**
@@ -150,7 +144,7 @@ export class StepBuffers {
       out[name] = this.backend.view(bufs[name], [stepRows(b.rows, T, R, this.mlpChunkRows), b.cols]);
     }
     if (this.qkvBlocks) {
-      const base = this.qkvBase!;
+      const base = bufs.q;
       const { q, k, v } = this.layout;
       out.q = this.backend.view(base, [T, q.cols], 0);
       out.k = this.backend.view(base, [T, k.cols], T * q.cols);
@@ -162,9 +156,7 @@ export class StepBuffers {
 
   release(): void {
     if (this.bufs === null) return;
-    for (const [name, t] of Object.entries(this.bufs)) if (!(this.qkvBlocks && (name === 'q' || name === 'k' || name === 'v'))) this.backend.free(t);
-    if (this.qkvBase !== null) this.backend.free(this.qkvBase);
-    this.qkvBase = null;
+    for (const t of new Set(Object.values(this.bufs))) this.backend.free(t); // q, k, v may be one buffer
     this.bufs = null;
     this.cap = null;
   }
