@@ -8,13 +8,13 @@ import { performance } from 'node:perf_hooks';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { UserError } from '../errors.js';
 import { formatPlanSummary } from '../core/memory-plan-format.js';
-import { groupBytes, maxBlocksPerSeq, type ItemGroup } from '../core/memory-workspace.js';
+import { groupBytes, type ItemGroup } from '../core/memory-workspace.js';
 import { parseModelConfig, readModelConfig } from '../model/config.js';
 import type { ModelConfig } from '../model/config-types.js';
 import { PRESET_NAMES, PRESETS, presetConfigJson, presetSparseConfigJson } from '../model/init-presets.js';
 import { DEFAULT_SPARSE_THRESHOLD, parseSparseAttentionConfig, sparsePrefillEnabled, withSparseAttention } from '../model/sparse-config.js';
 import { syntheticWeights, xorshift, type AttentionPattern } from '../model/synthetic-weights.js';
-import { checkPlannedWeights, createHostBackend, createPlannedCudaBackend, planCudaEngine, resolveBackendKind, weightBytes, type CudaEnginePlan } from '../engine/engine-backend.js';
+import { checkPlannedWeights, createHostBackend, createPlannedCudaBackend, planCudaEngine, resolveBackendKind, runnerOptionsOf, weightBytes, type CudaEnginePlan } from '../engine/engine-backend.js';
 import { limitsFromPlan, resolveEngineLimits, type EngineOptions } from '../engine/engine-options.js';
 import type { CudaOpTime } from '../runtime/cuda-addon.js';
 import type { CudaBackend } from '../runtime/cuda-backend.js';
@@ -138,16 +138,7 @@ export async function runBench(o: BenchOptions, print: (line: string) => void = 
   const rows: Record<string, unknown>[] = [];
   try {
     if (cuda) checkPlannedWeights(cuda, weights);
-    const runner = new ModelRunner(backend, config, weights, {
-      numBlocks: limits.numKvBlocks,
-      blockSize: limits.blockSize,
-      kvCacheDtype: cuda ? cuda.numerics.kvCacheDtype : 'f32',
-      stepCapacity: {
-        tokens: limits.maxNumBatchedTokens,
-        rows: Math.min(limits.maxNumSeqs, limits.maxNumBatchedTokens),
-        blocksPerSeq: maxBlocksPerSeq(limits.maxModelLen, limits.blockSize),
-      },
-    });
+    const runner = new ModelRunner(backend, config, weights, runnerOptionsOf(limits, cuda));
     const dev = cuda ? (backend as CudaBackend) : null;
     dev?.synchronize();
     const sparse = sparsePrefillEnabled(config.dca)

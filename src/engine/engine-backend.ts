@@ -16,7 +16,9 @@ import { createCudaBackend, cudaUnavailableReason, type CudaBackend } from '../r
 import type { CudaScratchBytes } from '../runtime/cuda-scratch.js';
 import { createReferenceBackend } from '../runtime/reference-backend.js';
 import { numel, type DType, type Tensor } from '../runtime/tensor.js';
-import type { BackendKind, EngineOptions } from './engine-options.js';
+import { maxBlocksPerSeq } from '../core/memory-workspace.js';
+import type { RunnerOptions } from '../runtime/model-runner.js';
+import type { BackendKind, EngineOptions, ResolvedEngineLimits } from './engine-options.js';
 
 export { DEFAULT_GPU_MEMORY_UTILIZATION } from '../core/memory-plan.js';
 /** Step limits on CUDA when the options set none: the plan's defaults (8192 tokens, 256 sequences). */
@@ -95,6 +97,20 @@ export function planCudaEngine(opts: EngineOptions, config: ModelConfig, device?
 }
 
 /** The CUDA backend the plan was made for: its scratch reserved at the planned sizes. */
+/** The runner options of resolved limits: the KV pool, the cache dtype (the plan's on CUDA) and the step capacity. */
+export function runnerOptionsOf(limits: ResolvedEngineLimits, cuda: CudaEnginePlan | null): RunnerOptions {
+  return {
+    numBlocks: limits.numKvBlocks,
+    blockSize: limits.blockSize,
+    kvCacheDtype: cuda ? cuda.numerics.kvCacheDtype : 'f32',
+    stepCapacity: {
+      tokens: limits.maxNumBatchedTokens,
+      rows: Math.min(limits.maxNumSeqs, limits.maxNumBatchedTokens),
+      blocksPerSeq: maxBlocksPerSeq(limits.maxModelLen, limits.blockSize),
+    },
+  };
+}
+
 /** The planned context: reserved scratch, the plan's numerics, decode steps as CUDA graphs unless enforceEager. */
 export function createPlannedCudaBackend(p: CudaEnginePlan, enforceEager = false): CudaBackend {
   return createCudaBackend({

@@ -15,9 +15,8 @@ import { withSparseAttention } from '../model/sparse-config.js';
 import type { ModelConfig } from '../model/config-types.js';
 import { resolveEosTokenIds, type GenerationDefaults } from '../model/generation-config.js';
 import { ModelRunner } from '../runtime/model-runner.js';
-import { checkPlannedWeights, createHostBackend, createPlannedCudaBackend, planCudaEngine, resolveBackendKind, type CudaEnginePlan } from './engine-backend.js';
+import { checkPlannedWeights, createHostBackend, createPlannedCudaBackend, planCudaEngine, resolveBackendKind, runnerOptionsOf, type CudaEnginePlan } from './engine-backend.js';
 import { formatPlanSummary } from '../core/memory-plan-format.js';
-import { maxBlocksPerSeq } from '../core/memory-workspace.js';
 import { RequestRng, TokenHistory } from '../sampling/sampler.js';
 import type { SamplingParams } from '../sampling/sampling-params.js';
 import { GREEDY_SAMPLING_ROW, type SamplingRow } from '../sampling/sample-rows.js';
@@ -130,16 +129,7 @@ export class Engine implements EngineClient {
     try {
       if (cuda) checkPlannedWeights(cuda, model.weights);
       limits = cuda ? limitsFromPlan(opts, cuda.plan) : resolveEngineLimits(opts, model.config);
-      runner = new ModelRunner(backend, model.config, model.weights, {
-        numBlocks: limits.numKvBlocks,
-        blockSize: limits.blockSize,
-        kvCacheDtype: cuda ? cuda.numerics.kvCacheDtype : 'f32',
-        stepCapacity: {
-        tokens: limits.maxNumBatchedTokens,
-        rows: Math.min(limits.maxNumSeqs, limits.maxNumBatchedTokens),
-        blocksPerSeq: maxBlocksPerSeq(limits.maxModelLen, limits.blockSize),
-      },
-      });
+      runner = new ModelRunner(backend, model.config, model.weights, runnerOptionsOf(limits, cuda));
     } catch (e) {
       backend.dispose();
       throw e;
