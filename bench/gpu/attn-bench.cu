@@ -10,13 +10,15 @@
 // instead of the stream kernel; --gemv: the T = 1 GEMM rows only, plus the decode rows with --decode-only, and the
 // GEMV's v2 launch policy as "gemv bf16w v2"; --versions: each stream decode row also on the v3 kernel
 // (VARIANT-v3) and on v4 at 2 CTAs per SM (VARIANT-v5); --tc-versions: each plain bf16-cache tensor-core
-// prefill row on the v4 kernel, on v5 (v4 with the flush-to-zero exp2: VARIANT-v5) and on v3 (VARIANT-v3)).
+// prefill row on the v4 kernel, on v5 (v4 with the flush-to-zero exp2: VARIANT-v5), on the wgmma kernel (VARIANT-v6)
+// and on v3 (VARIANT-v3), each with the largest |difference| from v4's output on the same inputs).
 // Profiling: scripts/gpu/profile-attn.sh
 #include <cuda_bf16.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <vector>
 
@@ -47,6 +49,14 @@ __global__ void fillUniform(float* p, size_t n, uint32_t seed, float scale) {
 __global__ void toBf16(const float* src, size_t n, __nv_bfloat16* dst) {
   for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < n; i += size_t{gridDim.x} * blockDim.x)
     dst[i] = __float2bfloat16(src[i]);
+}
+
+// max |a - b| over n values, as the bits of a non-negative float (a NaN difference sorts above every number).
+__global__ void maxAbsDiff(const float* a, const float* b, size_t n, unsigned* bits) {
+  unsigned mx = 0;
+  for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < n; i += size_t{gridDim.x} * blockDim.x)
+    mx = max(mx, __float_as_uint(fabsf(a[i] - b[i])) & 0x7fffffffu);
+  atomicMax(bits, mx);
 }
 
 float* randomDevice(size_t n, uint32_t seed, float scale = 1.f) {
@@ -101,8 +111,8 @@ bool selected(const std::string& only, const char* name) {
 
 // Decode kernel versions timed per stream decode row (--versions: v4 default, v3, v5 = v4 at 2 CTAs per SM).
 std::vector<int> gDecodeVersions = {4};
-// Tensor-core prefill kernel versions timed per plain bf16-cache row (--tc-versions: v4 in the unlabeled row, then v5 and
-// v3 as VARIANT-v5 / VARIANT-v3; DCA and the f32 cache always run v3).
+// Tensor-core prefill kernel versions timed per plain bf16-cache row (--tc-versions: v4 in the unlabeled row, then v5, v6 and
+// v3 as VARIANT-v5 / VARIANT-v6 / VARIANT-v3; DCA and the f32 cache always run v3).
 std::vector<int> gTcVersions = {4};
 
 void benchAttention(cudaStream_t s, int numSms, int L, bool tcOnly, const std::string& only, bool decodeOnly) {
@@ -156,6 +166,14 @@ void benchAttention(cudaStream_t s, int numSms, int L, bool tcOnly, const std::s
       d.rowLogitScale = scales.data();
       const bool streamRow = nq == 1 && !var.tiled;
       const bool tcRow = nq == L && var.tc && var.kv16 && !var.dca;
+      // tensor-core rows: each version's output against the first version's (same inputs), max |difference|
+      float* first = nullptr;
+      unsigned* diffBits = nullptr;
+      const size_t outElems = static_cast<size_t>(nq) * nH * D;
+      if (tcRow && gTcVersions.size() > 1) {
+        LCUDA_CHECK(cudaMalloc(&first, outElems * sizeof(float)));
+        LCUDA_CHECK(cudaMalloc(&diffBits, sizeof(unsigned)));
+      }
       for (const int version : streamRow ? gDecodeVersions : tcRow ? gTcVersions : std::vector<int>{4}) {
         if (streamRow) attn::setStreamDecodeVersion(version);
         if (tcRow) attn::setTensorCorePrefillVersion(version);
@@ -164,10 +182,28 @@ void benchAttention(cudaStream_t s, int numSms, int L, bool tcOnly, const std::s
           else pagedAttention(s, scratch, opt, shape32, q, k, v, 1, qs, ctx, table.data(), scale, out, var.dca ? &d : nullptr);
         });
         const std::string name = std::string(var.name) + ((streamRow || tcRow) && version != 4 ? "-v" + std::to_string(version) : "");
+        std::string diff;
+        if (first != nullptr) {
+          if (version == gTcVersions[0]) {
+            LCUDA_CHECK(cudaMemcpyAsync(first, out, outElems * sizeof(float), cudaMemcpyDeviceToDevice, s));
+          } else {
+            LCUDA_CHECK(cudaMemsetAsync(diffBits, 0, sizeof(unsigned), s));
+            maxAbsDiff<<<1024, 256, 0, s>>>(out, first, outElems, diffBits);
+            LCUDA_LAUNCHED("maxAbsDiff", s);
+            unsigned bits = 0;
+            LCUDA_CHECK(cudaMemcpyAsync(&bits, diffBits, sizeof(unsigned), cudaMemcpyDeviceToHost, s));
+            LCUDA_CHECK(cudaStreamSynchronize(s));
+            float d = 0;
+            std::memcpy(&d, &bits, sizeof d);
+            char buf[96];
+            std::snprintf(buf, sizeof buf, ",\"max_abs_diff_vs_v%d\":%.3g", gTcVersions[0], static_cast<double>(d));
+            diff = buf;
+          }
+        }
         if (nq == L) {
           const double flops = 4.0 * D * nH * (static_cast<double>(L) * (L + 1) / 2);
-          std::printf("{\"kind\":\"attention\",\"phase\":\"prefill\",\"variant\":\"%s\",\"L\":%d,\"ms\":%.4f,\"tflops\":%.3f}\n",
-                      name.c_str(), L, ms, flops / ms / 1e9);
+          std::printf("{\"kind\":\"attention\",\"phase\":\"prefill\",\"variant\":\"%s\",\"L\":%d,\"ms\":%.4f,\"tflops\":%.3f%s}\n",
+                      name.c_str(), L, ms, flops / ms / 1e9, diff.c_str());
         } else {
           const double bytes = 2.0 * L * nKv * D * (var.kv16 ? 2 : sizeof(float));  // the cache bytes read
           std::printf("{\"kind\":\"attention\",\"phase\":\"decode\",\"variant\":\"%s\",\"L\":%d,\"ms\":%.4f,\"gbps\":%.1f}\n",
@@ -177,6 +213,8 @@ void benchAttention(cudaStream_t s, int numSms, int L, bool tcOnly, const std::s
       }
       attn::setStreamDecodeVersion(4);
       attn::setTensorCorePrefillVersion(4);
+      cudaFree(first);
+      cudaFree(diffBits);
     }
   }
   cudaFree(k); cudaFree(v); cudaFree(q); cudaFree(out); cudaFree(k16); cudaFree(v16);
@@ -249,7 +287,7 @@ int main(int argc, char** argv) {
       else if (a == "--decode-only") decodeOnly = true;
       else if (a == "--gemv") gemvOnly = true;
       else if (a == "--versions") gDecodeVersions = {4, 3, 5};
-      else if (a == "--tc-versions") gTcVersions = {4, 5, 3};
+      else if (a == "--tc-versions") gTcVersions = {4, 5, 6, 3};
       else lens.push_back(std::atoi(argv[i]));
     }
     if (lens.empty()) lens = {4096, 16384, 65536};

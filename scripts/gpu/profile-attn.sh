@@ -9,7 +9,7 @@ out=${OUT:-/tmp/longctx-profile}
 mkdir -p "$out"
 nvcc -std=c++17 -O3 --fmad=false -lineinfo -gencode=arch=compute_90a,code=sm_90a -Inative/cuda bench/gpu/attn-bench.cu \
   native/cuda/ops/common.cu native/cuda/ops/elementwise.cu native/cuda/ops/gemm.cu native/cuda/ops/attention.cu \
-  native/cuda/ops/attention-tc.cu native/cuda/ops/attention-decode.cu -lcublas -o /tmp/attn-prof || exit 1
+  native/cuda/ops/attention-tc.cu native/cuda/ops/attention-wgmma.cu native/cuda/ops/attention-decode.cu -lcublas -o /tmp/attn-prof || exit 1
 variants=("$@")
 [ ${#variants[@]} -eq 0 ] && variants=(tc-bf16 dca-tc-bf16 fp32)
 reasons="barrier long_scoreboard short_scoreboard mio_throttle math_pipe_throttle wait not_selected selected dispatch_stall lg_throttle no_instruction branch_resolving"

@@ -26,7 +26,9 @@
 // plain attention over a bf16 cache on v4 (4 warps x 32 rows per CTA). v4 does v3's per-row arithmetic in
 // the same order, so under LONGCTX_PREFILL_TC=4 "the bits of the f32 cache" below checks v4 against v3 bit
 // for bit. The v4 edge cases (odd lengths, one-token rows, GQA 1/2/7, 64-key tile and block boundaries)
-// run on both caches. The file takes minutes on a GPU (float64 references of 7B-head cases).
+// run on both caches. LONGCTX_PREFILL_TC=6 puts the bf16-cache cases on the wgmma kernel
+// (attention-wgmma.cu, Hopper), whose fp32 sums run in another order: those cases then check the bound on
+// each cache and not the bits. The file takes minutes on a GPU (float64 references of 7B-head cases).
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { AttentionBatch, KvCacheLayer } from '../../src/runtime/backend.js';
@@ -37,6 +39,8 @@ import { assertBitsEqual, assertClose, bf16Values, denseAttentionF64, l2Norm, ma
 
 const unavailable = cudaUnavailableReason();
 const u = 2 ** -8;
+/** Whether a bf16-cache run must give the bits of the f32-cache run (the mma.sync kernels do; wgmma does not). */
+const sameBitsAsF32 = process.env.LONGCTX_PREFILL_TC !== '6';
 
 interface TcCase {
   label: string;
@@ -180,7 +184,8 @@ if (unavailable !== null) {
       for (const [name, get] of [['', be], [', no key splits', split]] as const) {
         test(`${c.label} (bf16 cache${name}: the bound, and the bits of the f32 cache)`, () => {
           const b16 = runCase(get(), c, 'bf16');
-          assertBitsEqual(b16, runCase(get(), c, 'f32'), `${c.label}: bf16 cache vs f32 cache${name}`);
+          const f32 = runCase(get(), c, 'f32');
+          if (sameBitsAsF32) assertBitsEqual(b16, f32, `${c.label}: bf16 cache vs f32 cache${name}`);
         });
       }
     }
@@ -201,7 +206,8 @@ if (unavailable !== null) {
       for (const [name, get] of [['', be], [', no key splits', split]] as const) {
         test(`${c.label} (bf16 cache${name}, and the bits of the f32 cache)`, () => {
           const b16 = runCase(get(), c, 'bf16');
-          assertBitsEqual(b16, runCase(get(), c, 'f32'), `${c.label}: bf16 cache vs f32 cache${name}`);
+          const f32 = runCase(get(), c, 'f32');
+          if (sameBitsAsF32) assertBitsEqual(b16, f32, `${c.label}: bf16 cache vs f32 cache${name}`);
         });
       }
     }

@@ -27,25 +27,18 @@
 #include <cstdlib>
 
 #include "attention-common.cuh"
+#include "tc-common.cuh"
 
 namespace lcuda::attn {
 
 namespace {
 
+using namespace tc;
+
 constexpr int kWarps = 8, kRowsPerWarp = 16, kKeys = 64;
 static_assert(kWarps * kRowsPerWarp == kTcVectors, "CTA vectors");
 
-__device__ __forceinline__ void cpAsync16(void* smem, const void* gmem, int srcBytes) {
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(srcBytes));
-}
-__device__ __forceinline__ void cpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
-__device__ __forceinline__ void cpAsyncWaitAll() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
 
-__device__ __forceinline__ uint32_t packBf16(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x (low 16 bits) = lo
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
 
 // d[0..3] += A (16x16 bf16, row) x B (16x8 bf16, col), fp32.
 __device__ __forceinline__ void mma16816(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
@@ -56,12 +49,6 @@ __device__ __forceinline__ void mma16816(float (&d)[4], uint32_t a0, uint32_t a1
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
-__device__ __forceinline__ void ldmatrixX4(uint32_t (&r)[4], const void* smem) {
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(s));
-}
 
 __device__ __forceinline__ void ldmatrixX4Trans(uint32_t (&r)[4], const void* smem) {
   const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
@@ -82,36 +69,6 @@ struct Smem {
   }
 };
 
-// Element offsets (row `kvh` of each key's cache slot, plus `col`) of keys k0 + j0 + it·kStep that are below
-// kStop, and the bytes to copy (16, or 0 past kStop: cp.async zero-fills). The block-table lookups are all
-// issued first (independent loads, one latency). A power-of-two block size (the usual case) is a shift and
-// a mask; any other size takes one division per key.
-template <int D, int kIters, int kStep>
-__device__ __forceinline__ void tileOffsets(const Params& p, const int32_t* table, int kvh, int k0, int j0, int col,
-                                            int kStop, int64_t (&off)[kIters], int (&bytes)[kIters]) {
-  const int bs = p.blockSize;
-  const bool pow2 = (bs & (bs - 1)) == 0;
-  const int sh = __ffs(bs) - 1;
-#pragma unroll
-  for (int it = 0; it < kIters; ++it) {
-    const int key = k0 + j0 + it * kStep;
-    off[it] = 0;
-    bytes[it] = 0;
-    if (key < kStop) {
-      int blk, in;
-      if (pow2) {
-        blk = key >> sh;
-        in = key & (bs - 1);
-      } else {
-        blk = key / bs;
-        in = key - blk * bs;
-      }
-      const int64_t slot = static_cast<int64_t>(table[blk]) * bs + in;
-      off[it] = (slot * p.numKvHeads + kvh) * D + col;
-      bytes[it] = 16;
-    }
-  }
-}
 
 // f32 cache: start copying keys [k0, k0 + 64) of the CTA's range (< kStop; the rest zero-filled) into the
 // fp32 staging tile. Thread t copies the 16 bytes d4 = t % D4 of keys k0 + t / D4 + it·kStep.
@@ -446,13 +403,6 @@ struct SmemV4 {
   static constexpr size_t kBytes = 2 * (static_cast<size_t>(kTcVectors) * kLd + 4 * kKeys * kLd);
 };
 
-// 2^x on the SFU alone (ex2.approx.ftz: a result below 2^-126 flushes to 0, which the tests' bound allows;
-// exp2f adds a range check and two multiplies around the same instruction to keep subnormal results).
-__device__ __forceinline__ float exp2Ftz(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
 
 // FTZ (v5): the softmax weights through exp2Ftz instead of exp2f; otherwise v4. Equal to v4 bit for bit
 // unless some weight of a row is below 2^-126 (a logit 87 below the row max).
@@ -669,7 +619,7 @@ void launchV4(cudaStream_t s, const Params& p, unsigned numTiles) {
 // (benchmarks and side-by-side checks), setTensorCorePrefillVersion overrides it.
 constexpr int kTcDefaultVersion = 5;
 int gTcVersion = 0;
-int tcVersionOf(int v) { return v == 3 || v == 4 || v == 5 ? v : kTcDefaultVersion; }
+int tcVersionOf(int v) { return v >= 3 && v <= 6 ? v : kTcDefaultVersion; }
 int tcVersion() {
   if (gTcVersion == 0) {
     const char* e = std::getenv("LONGCTX_PREFILL_TC");
@@ -690,7 +640,8 @@ void launch(cudaStream_t s, const Params& p, unsigned numTiles) {
 
 template <int D>
 void launchForDtype(cudaStream_t s, const Params& p, unsigned numTiles, bool dca, bool bf16Kv) {
-  if (bf16Kv && !dca && tcVersion() != 3) tcVersion() == 5 ? launchV4<D, true>(s, p, numTiles) : launchV4<D, false>(s, p, numTiles);
+  if (bf16Kv && !dca && tcVersion() == 6 && wgmmaAttentionAvailable()) launchWgmmaAttention(s, p, numTiles);
+  else if (bf16Kv && !dca && tcVersion() != 3) tcVersion() == 4 ? launchV4<D, false>(s, p, numTiles) : launchV4<D, true>(s, p, numTiles);
   else if (bf16Kv) dca ? launch<D, true, true>(s, p, numTiles) : launch<D, false, true>(s, p, numTiles);
   else dca ? launch<D, true, false>(s, p, numTiles) : launch<D, false, false>(s, p, numTiles);
 }

@@ -1,0 +1,363 @@
+// Paged causal GQA prefill attention on Hopper's warpgroup MMA (wgmma, sm_90a): the plain path over a bf16
+// cache (LONGCTX_PREFILL_TC=6). Same work unit (a 128-vector tile of one KV head), split plan, partial
+// format and per-row softmax as the mma.sync kernels of attention-tc.cu; what differs is who multiplies:
+//  - a CTA is 2 warpgroups x 64 query vectors (warp w owns vectors 16w..16w+15, as v3); each warpgroup
+//    computes S = Q·Kᵀ for a 64-key tile as 64x64 wgmma (A = its q rows, bf16, held in registers for the
+//    whole CTA; B = the K tile in shared memory) and O += P·V as 64xD wgmma (A = P rounded to bf16 from
+//    the S registers; B = the V tile, read N-major);
+//  - K and V rows are copied with cp.async straight from the paged bf16 cache into the 128-byte-swizzled
+//    layout wgmma reads (panels of 64 values per row, the 16-byte chunk c of row r stored at c ^ (r mod 8)),
+//    four stages deep and two tiles ahead, one barrier per tile;
+//  - the softmax is v5's (exp2 with |c|·log2 e folded, flush-to-zero exp2, fp32 statistics).
+// Error: the bound of attention-tc.cu (bf16 q, k, v, p; fp32 accumulation in another order); the tests
+// check it against float64 (test/native/cuda-attention-tc.test.ts under LONGCTX_PREFILL_TC=6).
+#include <cuda_bf16.h>
+
+#include <cfloat>
+
+#include "attention-common.cuh"
+#include "tc-common.cuh"
+
+namespace lcuda::attn {
+
+namespace {
+
+using namespace tc;
+
+#if defined(__CUDA_ARCH__) && (__CUDA_ARCH__ >= 900) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define LONGCTX_WGMMA 1
+#endif
+
+constexpr int kWgThreads = 256, kWgKeys = 64, kWgStages = 4;
+
+template <int D>
+struct SmemWg {
+  static constexpr int kPanels = D / 64;                       // 64-value (128-byte) panels per K/V row
+  static constexpr int kPanelBytes = kWgKeys * 128;             // one panel of a 64-key tile
+  static constexpr int kTileBytes = kPanels * kPanelBytes;      // K (or V) of one tile
+  static constexpr int kStageBytes = 2 * kTileBytes;            // K then V
+  static constexpr int kLdQ = D + 8;                             // padded bf16 rows of the q staging
+  static constexpr size_t kBytes = 1024 /* alignment */ + size_t{kWgStages} * kStageBytes + size_t{kTcVectors} * kLdQ * 2;
+};
+
+#ifdef LONGCTX_WGMMA
+// d (64 x 64, fp32; d[j][e]: the m16n8 accumulator layout of n-block j) (+)= A (64 x 16 bf16, registers) x B
+// (16 x 64 bf16, shared memory, descriptor descB, K-major); accumulate = 0 overwrites d.
+__device__ __forceinline__ void wgmmaKm64(float (&d)[8][4], const uint32_t (&a)[4], uint64_t descB, int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
+      "{%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}\n"
+      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
+        "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
+        "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
+        "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),
+        "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]),
+        "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
+        "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),
+        "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(descB), "r"(accumulate));
+}
+
+// d (64 x 64, fp32; d[j][e]: the m16n8 accumulator layout of n-block j) (+)= A (64 x 16 bf16, registers) x B
+// (16 x 64 bf16, shared memory, descriptor descB, N-major (transposed)); accumulate = 0 overwrites d.
+__device__ __forceinline__ void wgmmaNm64(float (&d)[8][4], const uint32_t (&a)[4], uint64_t descB, int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
+      "{%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
+      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
+        "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
+        "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
+        "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),
+        "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]),
+        "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
+        "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),
+        "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(descB), "r"(accumulate));
+}
+
+// d (64 x 128, fp32; d[j][e]: the m16n8 accumulator layout of n-block j) (+)= A (64 x 16 bf16, registers) x B
+// (16 x 128 bf16, shared memory, descriptor descB, N-major (transposed)); accumulate = 0 overwrites d.
+__device__ __forceinline__ void wgmmaNm128(float (&d)[16][4], const uint32_t (&a)[4], uint64_t descB, int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+      "{%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
+      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
+        "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
+        "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
+        "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),
+        "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]),
+        "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
+        "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),
+        "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]),
+        "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]),
+        "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]),
+        "+f"(d[10][0]), "+f"(d[10][1]), "+f"(d[10][2]), "+f"(d[10][3]),
+        "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]), "+f"(d[11][3]),
+        "+f"(d[12][0]), "+f"(d[12][1]), "+f"(d[12][2]), "+f"(d[12][3]),
+        "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]),
+        "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]),
+        "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(descB), "r"(accumulate));
+}
+
+__device__ __forceinline__ void wgmmaFence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmmaCommit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmmaWaitAll() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cpAsyncWait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
+__device__ __forceinline__ void fenceProxyAsync() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+
+// Shared-memory matrix descriptor, 128-byte swizzle: start address, leading and stride byte offsets (>> 4).
+__device__ __forceinline__ uint64_t sw128Desc(uint32_t addr, uint32_t lbo, uint32_t sbo) {
+  return static_cast<uint64_t>((addr & 0x3FFFF) >> 4) | (static_cast<uint64_t>(lbo >> 4) << 16) |
+         (static_cast<uint64_t>(sbo >> 4) << 32) | (1ull << 62);
+}
+
+// Start copying keys [k0, k0 + 64) (< kStop; the rest zero-filled) into stage `st` (shared address): thread t
+// copies the 16-byte chunk c8 = t % D8 of keys k0 + t / D8 + it·kStep, K and V, to its swizzled place.
+template <int D>
+__device__ __forceinline__ void issueTileSw(const Params& p, const int32_t* table, int kvh, int k0, int kStop,
+                                            unsigned char* st) {
+  using S = SmemWg<D>;
+  constexpr int D8 = D / 8, kStep = kWgThreads / D8, kIters = kWgKeys / kStep;
+  static_assert(kWgKeys * D8 % kWgThreads == 0 && kWgThreads % D8 == 0, "whole iterations");
+  const int j0 = threadIdx.x / D8, c8 = threadIdx.x % D8;
+  int64_t off[kIters];
+  int bytes[kIters];
+  tileOffsets<D, kIters, kStep>(p, table, kvh, k0, j0, 8 * c8, kStop, off, bytes);
+  const uint16_t* kc = static_cast<const uint16_t*>(p.kCache);
+  const uint16_t* vc = static_cast<const uint16_t*>(p.vCache);
+#pragma unroll
+  for (int it = 0; it < kIters; ++it) {
+    const int j = j0 + it * kStep;
+    unsigned char* dst = st + (c8 >> 3) * S::kPanelBytes + j * 128 + (((c8 & 7) ^ (j & 7)) << 4);
+    cpAsync16(dst, kc + off[it], bytes[it]);
+    cpAsync16(dst + S::kTileBytes, vc + off[it], bytes[it]);
+  }
+}
+
+template <int D>
+__global__ void __launch_bounds__(kWgThreads, 1) wgmmaAttentionKernel(Params p) {
+  using S = SmemWg<D>;
+  constexpr int D4 = D / 4, NT = D / 8, KS = D / 16;
+  constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
+  extern __shared__ __align__(16) unsigned char smemRaw[];
+  // the swizzle repeats every 1024 bytes of the shared address: the stages start on such a boundary
+  const uint32_t rawAddr = static_cast<uint32_t>(__cvta_generic_to_shared(smemRaw));
+  unsigned char* stages = smemRaw + ((1024 - (rawAddr & 1023)) & 1023);
+  const uint32_t stagesAddr = static_cast<uint32_t>(__cvta_generic_to_shared(stages));
+  __nv_bfloat16* Qs = reinterpret_cast<__nv_bfloat16*>(stages + kWgStages * S::kStageBytes);  // [128][kLdQ]
+
+  const Tile tile = p.tiles[blockIdx.x];
+  const int kvh = blockIdx.y, split = blockIdx.z;
+  const int group = p.numHeads / p.numKvHeads;
+  const int nVec = tile.numRows * tile.numHeads;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tig = lane % 4;
+  const int wg = warp / 4;
+  const int kEnd = tile.pos0 + tile.numRows;
+  const int kBegin = split * p.splitLen;
+  const int kStop = min(kEnd, kBegin + p.splitLen);
+  const int32_t* table = p.blockTables + static_cast<int64_t>(tile.seq) * p.maxBlocksPerSeq;
+  // two tiles ahead; a commit per tile slot (empty past the range) keeps the group count uniform
+#pragma unroll
+  for (int t = 0; t < 2; ++t) {
+    const int k0 = kBegin + t * kWgKeys;
+    if (k0 < kStop) issueTileSw<D>(p, table, kvh, k0, kStop, stages + t * S::kStageBytes);
+    cpAsyncCommit();
+  }
+
+  {  // q rounded to bf16 with the sign of c (as v3)
+    const float4* q4 = reinterpret_cast<const float4*>(p.q);
+    const float sign = p.scale < 0.f ? -1.f : 1.f;
+    for (int idx = threadIdx.x; idx < kTcVectors * D4; idx += kWgThreads) {
+      const int vi = idx / D4, d4 = idx - vi * D4;
+      float4 x = make_float4(0.f, 0.f, 0.f, 0.f);
+      if (vi < nVec) {
+        const int t = tile.firstRow + vi / tile.numHeads;
+        const int h = kvh * group + tile.headStart + vi % tile.numHeads;
+        x = q4[(static_cast<int64_t>(t) * p.numHeads + h) * D4 + d4];
+      }
+      *reinterpret_cast<uint2*>(Qs + vi * S::kLdQ + 4 * d4) =
+          make_uint2(packBf16(sign * x.x, sign * x.y), packBf16(sign * x.z, sign * x.w));
+    }
+  }
+  __syncthreads();
+  uint32_t qa[KS][4];  // this warp's 16 q rows as wgmma A fragments, all of D
+#pragma unroll
+  for (int ks = 0; ks < KS; ++ks) ldmatrixX4(qa[ks], Qs + (16 * warp + (lane & 15)) * S::kLdQ + 8 * (lane >> 4) + 16 * ks);
+
+  // This thread's two rows: vector 16w + g + 8r.
+  int rpos[2];
+  float m[2], l[2];
+  const float c2 = fmaxf(fabsf(p.scale) * kLog2e, FLT_MIN);
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int vi = 16 * warp + g + 8 * r;
+    rpos[r] = vi < nVec ? tile.pos0 + vi / tile.numHeads : -1;
+    m[r] = -INFINITY;
+    l[r] = 0.f;
+  }
+  float o[NT][4];
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.f;
+  const bool active = 64 * wg < nVec;  // warpgroup-uniform: wgmma needs all four warps
+
+  int t = 0;
+  for (int k0 = kBegin; k0 < kStop; k0 += kWgKeys, ++t) {
+    cpAsyncWait<1>();   // this thread's copies of tile t have landed (tile t + 1 may be in flight)
+    fenceProxyAsync();  // ... and are visible to the tensor cores' (async proxy) reads
+    __syncthreads();    // everyone's; and tile t - 2's stage is no longer read (its P·V was waited on)
+    {
+      const int kn = k0 + 2 * kWgKeys;
+      if (kn < kStop) issueTileSw<D>(p, table, kvh, kn, kStop, stages + ((t + 2) % kWgStages) * S::kStageBytes);
+      cpAsyncCommit();
+    }
+    if (!active) continue;
+    const uint32_t kAddr = stagesAddr + (t % kWgStages) * S::kStageBytes, vAddr = kAddr + S::kTileBytes;
+
+    // S = Q Kᵀ: K-major B, 16 values of d per step (32 bytes within a 128-byte panel row)
+    float s[kWgKeys / 8][4];
+    wgmmaFence();
+#pragma unroll
+    for (int ks = 0; ks < KS; ++ks)
+      wgmmaKm64(s, qa[ks], sw128Desc(kAddr + (ks / 4) * S::kPanelBytes + (ks % 4) * 32, 16, 1024), ks > 0);
+    wgmmaCommit();
+    wgmmaWaitAll();  // S, and the previous tile's P·V (so o may be rescaled)
+
+    // masks and the online softmax per row (v5's arithmetic)
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      if (k0 + kWgKeys > kStop || k0 + kWgKeys - 1 > rpos[r]) {
+#pragma unroll
+        for (int j = 0; j < kWgKeys / 8; ++j)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const int key = k0 + 8 * j + 2 * tig + e;
+            if (!(key < kStop && key <= rpos[r])) s[j][2 * r + e] = -INFINITY;
+          }
+      }
+      float t8[kWgKeys / 8];
+#pragma unroll
+      for (int j = 0; j < kWgKeys / 8; ++j) t8[j] = fmaxf(s[j][2 * r], s[j][2 * r + 1]);
+#pragma unroll
+      for (int w = kWgKeys / 16; w >= 1; w /= 2)
+#pragma unroll
+        for (int j = 0; j < w; ++j) t8[j] = fmaxf(t8[j], t8[j + w]);
+      float mx = t8[0];
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      const float mNew = fmaxf(m[r], mx * c2);
+      const float mUse = mNew == -INFINITY ? 0.f : mNew;
+      const float alpha = m[r] == mNew ? 1.f : exp2Ftz(m[r] - mUse);
+      const float negM = -mUse;
+      float part[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+      for (int j = 0; j < kWgKeys / 8; ++j)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const float pj = exp2Ftz(fmaf(s[j][2 * r + e], c2, negM));
+          s[j][2 * r + e] = pj;
+          part[(2 * j + e) & 3] += pj;
+        }
+      const float sum = (part[0] + part[1]) + (part[2] + part[3]);
+      l[r] = l[r] * alpha + sum;
+      m[r] = mNew;
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+        o[nt][2 * r] *= alpha;
+        o[nt][2 * r + 1] *= alpha;
+      }
+    }
+
+    // O += P V: P (bf16) from the S registers; V N-major, 16 keys per step (2048 bytes)
+    uint32_t pa[kWgKeys / 16][4];
+#pragma unroll
+    for (int ks = 0; ks < kWgKeys / 16; ++ks) {
+      pa[ks][0] = packBf16(s[2 * ks][0], s[2 * ks][1]);
+      pa[ks][1] = packBf16(s[2 * ks][2], s[2 * ks][3]);
+      pa[ks][2] = packBf16(s[2 * ks + 1][0], s[2 * ks + 1][1]);
+      pa[ks][3] = packBf16(s[2 * ks + 1][2], s[2 * ks + 1][3]);
+    }
+    wgmmaFence();
+#pragma unroll
+    for (int ks = 0; ks < kWgKeys / 16; ++ks) {
+      const uint64_t desc = sw128Desc(vAddr + ks * 2048, S::kPanelBytes, 1024);
+      if constexpr (D == 128) wgmmaNm128(o, pa[ks], desc, 1);
+      else wgmmaNm64(o, pa[ks], desc, 1);
+    }
+    wgmmaCommit();
+  }
+  wgmmaWaitAll();
+  cpAsyncWait<0>();
+
+  if (!active) return;
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    float lr = l[r];
+    lr += __shfl_xor_sync(0xffffffffu, lr, 1);
+    lr += __shfl_xor_sync(0xffffffffu, lr, 2);
+    const int vi = 16 * warp + g + 8 * r;
+    if (vi >= nVec) continue;
+    const int tr = tile.firstRow + vi / tile.numHeads;
+    const int h = kvh * group + tile.headStart + vi % tile.numHeads;
+    const int64_t row = static_cast<int64_t>(tr) * p.numHeads + h;
+    if (p.numSplits == 1) {
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt)
+        *reinterpret_cast<float2*>(p.out + row * D + 8 * nt + 2 * tig) = make_float2(o[nt][2 * r] / lr, o[nt][2 * r + 1] / lr);
+    } else {
+      const int64_t prow = static_cast<int64_t>(split) * p.T * p.numHeads + row;
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt)
+        *reinterpret_cast<float2*>(p.partAcc + prow * D + 8 * nt + 2 * tig) = make_float2(o[nt][2 * r], o[nt][2 * r + 1]);
+      if (tig == 0) {
+        p.partMl[prow * 2] = m[r] * kLn2;
+        p.partMl[prow * 2 + 1] = lr;
+      }
+    }
+  }
+}
+
+#else  // not sm_90a: never launched (wgmmaAttentionAvailable says so on the host)
+
+template <int D>
+__global__ void wgmmaAttentionKernel(Params) {}
+
+#endif
+
+template <int D>
+void launchWg(cudaStream_t s, const Params& p, unsigned numTiles) {
+  constexpr size_t smem = SmemWg<D>::kBytes;
+  auto kernel = wgmmaAttentionKernel<D>;
+  LCUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  const dim3 grid(numTiles, static_cast<unsigned>(p.numKvHeads), static_cast<unsigned>(p.numSplits));
+  kernel<<<grid, kWgThreads, smem, s>>>(p);
+  LCUDA_LAUNCHED("wgmmaAttentionKernel", s);
+}
+
+}  // namespace
+
+bool wgmmaAttentionAvailable() {
+  static const int cc = [] {
+    int dev = 0, major = 0, minor = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess) return 0;
+    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+    cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
+    return 10 * major + minor;
+  }();
+  return cc == 90;  // the sm_90a image; other devices run the mma.sync kernels
+}
+
+void launchWgmmaAttention(cudaStream_t s, const Params& p, unsigned numTiles) {
+  if (p.headDim == 128) launchWg<128>(s, p, numTiles);
+  else if (p.headDim == 64) launchWg<64>(s, p, numTiles);
+  else throw CudaError("wgmma attention: headDim must be 64 or 128");
+}
+
+}  // namespace lcuda::attn
