@@ -13,7 +13,9 @@
 // check it against float64 (test/native/cuda-attention-tc.test.ts under LONGCTX_PREFILL_TC=6).
 #include <cuda_bf16.h>
 
+#include <algorithm>
 #include <cfloat>
+#include <cstdlib>
 
 #include "attention-common.cuh"
 #include "tc-common.cuh"
@@ -113,6 +115,13 @@ template <int N>
 __device__ __forceinline__ void cpAsyncWait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
 __device__ __forceinline__ void fenceProxyAsync() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 
+// An empty use of the P fragments after a wait: their registers stay allocated while wgmma reads them.
+__device__ __forceinline__ void keepAlive(uint32_t (&pa)[kWgKeys / 16][4]) {
+#pragma unroll
+  for (int ks = 0; ks < kWgKeys / 16; ++ks)
+    asm volatile("" : "+r"(pa[ks][0]), "+r"(pa[ks][1]), "+r"(pa[ks][2]), "+r"(pa[ks][3]));
+}
+
 // Shared-memory matrix descriptor, 128-byte swizzle: start address, leading and stride byte offsets (>> 4).
 __device__ __forceinline__ uint64_t sw128Desc(uint32_t addr, uint32_t lbo, uint32_t sbo) {
   return static_cast<uint64_t>((addr & 0x3FFFF) >> 4) | (static_cast<uint64_t>(lbo >> 4) << 16) |
@@ -142,7 +151,7 @@ __device__ __forceinline__ void issueTileSw(const Params& p, const int32_t* tabl
   }
 }
 
-template <int D>
+template <int D, bool SYNC_PV, bool KEEP_PA>
 __global__ void __launch_bounds__(kWgThreads, 1) wgmmaAttentionKernel(Params p) {
   using S = SmemWg<D>;
   constexpr int D4 = D / 4, NT = D / 8, KS = D / 16;
@@ -208,6 +217,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) wgmmaAttentionKernel(Params p) 
   for (int nt = 0; nt < NT; ++nt) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.f;
   const bool active = 64 * wg < nVec;  // warpgroup-uniform: wgmma needs all four warps
 
+  uint32_t pa[kWgKeys / 16][4] = {};  // P of the last tile: wgmma reads it until the next wait
   int t = 0;
   for (int k0 = kBegin; k0 < kStop; k0 += kWgKeys, ++t) {
     cpAsyncWait<1>();   // this thread's copies of tile t have landed (tile t + 1 may be in flight)
@@ -229,6 +239,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) wgmmaAttentionKernel(Params p) 
       wgmmaKm64(s, qa[ks], sw128Desc(kAddr + (ks / 4) * S::kPanelBytes + (ks % 4) * 32, 16, 1024), ks > 0);
     wgmmaCommit();
     wgmmaWaitAll();  // S, and the previous tile's P·V (so o may be rescaled)
+    if constexpr (KEEP_PA) keepAlive(pa);
 
     // masks and the online softmax per row (v5's arithmetic)
 #pragma unroll
@@ -276,7 +287,6 @@ __global__ void __launch_bounds__(kWgThreads, 1) wgmmaAttentionKernel(Params p) 
     }
 
     // O += P V: P (bf16) from the S registers; V N-major, 16 keys per step (2048 bytes)
-    uint32_t pa[kWgKeys / 16][4];
 #pragma unroll
     for (int ks = 0; ks < kWgKeys / 16; ++ks) {
       pa[ks][0] = packBf16(s[2 * ks][0], s[2 * ks][1]);
@@ -292,8 +302,10 @@ __global__ void __launch_bounds__(kWgThreads, 1) wgmmaAttentionKernel(Params p) 
       else wgmmaNm64(o, pa[ks], desc, 1);
     }
     wgmmaCommit();
+    if constexpr (SYNC_PV) wgmmaWaitAll();
   }
   wgmmaWaitAll();
+  if constexpr (KEEP_PA) keepAlive(pa);
   cpAsyncWait<0>();
 
   if (!active) return;
@@ -326,15 +338,27 @@ __global__ void __launch_bounds__(kWgThreads, 1) wgmmaAttentionKernel(Params p) 
 
 #else  // not sm_90a: never launched (wgmmaAttentionAvailable says so on the host)
 
-template <int D>
+template <int D, bool SYNC_PV, bool KEEP_PA>
 __global__ void wgmmaAttentionKernel(Params) {}
 
 #endif
 
+// LONGCTX_WGMMA_DEBUG (diagnostics): bit 0 waits for each tile's P·V before the next tile; bit 1 asks for
+// enough shared memory that one CTA fills an SM; bit 2 keeps P's registers in use until the next wait.
+int wgmmaDebug() {
+  static const int v = [] {
+    const char* e = std::getenv("LONGCTX_WGMMA_DEBUG");
+    return e != nullptr ? std::atoi(e) : 0;
+  }();
+  return v;
+}
+
 template <int D>
 void launchWg(cudaStream_t s, const Params& p, unsigned numTiles) {
-  constexpr size_t smem = SmemWg<D>::kBytes;
-  auto kernel = wgmmaAttentionKernel<D>;
+  const size_t smem = (wgmmaDebug() & 2) ? std::max<size_t>(SmemWg<D>::kBytes, 200 * 1024) : SmemWg<D>::kBytes;
+  const int dbg = wgmmaDebug();
+  auto kernel = (dbg & 1) ? wgmmaAttentionKernel<D, true, false>
+                : (dbg & 4) ? wgmmaAttentionKernel<D, false, true> : wgmmaAttentionKernel<D, false, false>;
   LCUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
   const dim3 grid(numTiles, static_cast<unsigned>(p.numKvHeads), static_cast<unsigned>(p.numSplits));
   kernel<<<grid, kWgThreads, smem, s>>>(p);
