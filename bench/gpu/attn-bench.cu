@@ -111,8 +111,9 @@ bool selected(const std::string& only, const char* name) {
 
 // Decode kernel versions timed per stream decode row (--versions: v4 default, v3, v5 = v4 at 2 CTAs per SM).
 std::vector<int> gDecodeVersions = {4};
-// Tensor-core prefill kernel versions timed per plain bf16-cache row (--tc-versions: v4 in the unlabeled row, then v5, v6 and
-// v3 as VARIANT-v5 / VARIANT-v6 / VARIANT-v3; DCA and the f32 cache always run v3).
+// Tensor-core prefill kernel versions timed per bf16-cache row (--tc-versions: v4 in the unlabeled row, then v5, v6 and
+// v3 as VARIANT-v5 / VARIANT-v6 / VARIANT-v3; DCA rows: v3 unlabeled and the wgmma kernel as VARIANT-v6; an f32 cache
+// always runs v3).
 std::vector<int> gTcVersions = {4};
 
 void benchAttention(cudaStream_t s, int numSms, int L, bool tcOnly, const std::string& only, bool decodeOnly) {
@@ -165,7 +166,7 @@ void benchAttention(cudaStream_t s, int numSms, int L, bool tcOnly, const std::s
       DcaArgs d = dca;
       d.rowLogitScale = scales.data();
       const bool streamRow = nq == 1 && !var.tiled;
-      const bool tcRow = nq == L && var.tc && var.kv16 && !var.dca;
+      const bool tcRow = nq == L && var.tc && var.kv16;  // DCA: v3 (versions 3-5) or the wgmma kernel (6)
       // tensor-core rows: each version's output against the first version's (same inputs), max |difference|
       float* first = nullptr;
       unsigned* diffBits = nullptr;
@@ -175,6 +176,7 @@ void benchAttention(cudaStream_t s, int numSms, int L, bool tcOnly, const std::s
         LCUDA_CHECK(cudaMalloc(&diffBits, sizeof(unsigned)));
       }
       for (const int version : streamRow ? gDecodeVersions : tcRow ? gTcVersions : std::vector<int>{4}) {
+        if (tcRow && var.dca && version != gTcVersions[0] && version != 6) continue;  // DCA has v3 and v6 only
         if (streamRow) attn::setStreamDecodeVersion(version);
         if (tcRow) attn::setTensorCorePrefillVersion(version);
         const double ms = timeMs(s, [&] {

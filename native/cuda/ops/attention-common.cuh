@@ -89,10 +89,10 @@ inline bool tensorCoreHeadDim(int headDim) { return headDim == 64 || headDim == 
 // Launches it over numTiles tiles of <= kTcVectors vectors (grid: tiles x KV heads x splits); bf16Kv: the
 // cache holds bf16 (copied into the MMA tiles as they are), else f32 (rounded to bf16 in shared memory).
 void launchTensorCoreAttention(cudaStream_t s, const Params& p, unsigned numTiles, bool dca, bool bf16Kv);
-// The wgmma kernel (attention-wgmma.cu) for plain attention over a bf16 cache: whether this device runs it
-// (compute capability 9.0, the sm_90a image), and its launch (same grid and partials as the one above).
+// The wgmma kernel (attention-wgmma.cu) for attention over a bf16 cache (plain or DCA): whether this device
+// runs it (compute capability 9.0, the sm_90a image), and its launch (same grid and partials as the one above).
 bool wgmmaAttentionAvailable();
-void launchWgmmaAttention(cudaStream_t s, const Params& p, unsigned numTiles);
+void launchWgmmaAttention(cudaStream_t s, const Params& p, unsigned numTiles, bool dca);
 
 // ---- stream decode kernel (attention-decode.cu): the decode tiling (<= kAttnSmallVectors vectors) ----
 constexpr int kDecodeWarps = 4;

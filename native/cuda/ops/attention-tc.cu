@@ -40,14 +40,6 @@ static_assert(kWarps * kRowsPerWarp == kTcVectors, "CTA vectors");
 
 
 
-// d[0..3] += A (16x16 bf16, row) x B (16x8 bf16, col), fp32.
-__device__ __forceinline__ void mma16816(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
-                                         uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
 
 
 __device__ __forceinline__ void ldmatrixX4Trans(uint32_t (&r)[4], const void* smem) {
@@ -614,10 +606,11 @@ void launchV4(cudaStream_t s, const Params& p, unsigned numTiles) {
   LCUDA_LAUNCHED("tensorCoreAttentionV4", s);
 }
 
-// Which kernel the plain bf16-cache path runs: 3, 4 or 5 (v4 with exp2Ftz, the default: the fastest, and its
-// test file passed on a GPU with each of the three); LONGCTX_PREFILL_TC at the first launch selects one
-// (benchmarks and side-by-side checks), setTensorCorePrefillVersion overrides it.
-constexpr int kTcDefaultVersion = 5;
+// Which kernel attention over a bf16 cache runs: 6 (attention-wgmma.cu, the default on Hopper, plain and
+// DCA), or the mma.sync kernels: 5 (v4 with exp2Ftz, the default elsewhere), 4 or 3 for plain attention, v3
+// for DCA. LONGCTX_PREFILL_TC at the first launch selects one (benchmarks and side-by-side checks),
+// setTensorCorePrefillVersion overrides it. An f32 cache always runs v3.
+constexpr int kTcDefaultVersion = 6;
 int gTcVersion = 0;
 int tcVersionOf(int v) { return v >= 3 && v <= 6 ? v : kTcDefaultVersion; }
 int tcVersion() {
@@ -640,7 +633,7 @@ void launch(cudaStream_t s, const Params& p, unsigned numTiles) {
 
 template <int D>
 void launchForDtype(cudaStream_t s, const Params& p, unsigned numTiles, bool dca, bool bf16Kv) {
-  if (bf16Kv && !dca && tcVersion() == 6 && wgmmaAttentionAvailable()) launchWgmmaAttention(s, p, numTiles);
+  if (bf16Kv && tcVersion() == 6 && wgmmaAttentionAvailable()) launchWgmmaAttention(s, p, numTiles, dca);
   else if (bf16Kv && !dca && tcVersion() != 3) tcVersion() == 4 ? launchV4<D, false>(s, p, numTiles) : launchV4<D, true>(s, p, numTiles);
   else if (bf16Kv) dca ? launch<D, true, true>(s, p, numTiles) : launch<D, false, true>(s, p, numTiles);
   else dca ? launch<D, true, false>(s, p, numTiles) : launch<D, false, false>(s, p, numTiles);

@@ -13,9 +13,7 @@
 // check it against float64 (test/native/cuda-attention-tc.test.ts under LONGCTX_PREFILL_TC=6).
 #include <cuda_bf16.h>
 
-#include <algorithm>
 #include <cfloat>
-#include <cstdlib>
 
 #include "attention-common.cuh"
 #include "tc-common.cuh"
@@ -32,14 +30,17 @@ using namespace tc;
 
 constexpr int kWgThreads = 256, kWgKeys = 64, kWgStages = 4;
 
-template <int D>
+template <int D, bool DCA>
 struct SmemWg {
   static constexpr int kPanels = D / 64;                       // 64-value (128-byte) panels per K/V row
   static constexpr int kPanelBytes = kWgKeys * 128;             // one panel of a 64-key tile
   static constexpr int kTileBytes = kPanels * kPanelBytes;      // K (or V) of one tile
   static constexpr int kStageBytes = 2 * kTileBytes;            // K then V
-  static constexpr int kLdQ = D + 8;                             // padded bf16 rows of the q staging
-  static constexpr size_t kBytes = 1024 /* alignment */ + size_t{kWgStages} * kStageBytes + size_t{kTcVectors} * kLdQ * 2;
+  static constexpr int kLdQ = D + 8;                             // plain: padded bf16 rows of the q staging
+  // DCA: the three q rotations in the swizzled K-major layout wgmma reads (panels of 128 vectors x 128 bytes)
+  static constexpr int kQPanelBytes = kTcVectors * 128, kQVarBytes = kPanels * kQPanelBytes;
+  static constexpr size_t kQBytes = DCA ? 3 * size_t{kQVarBytes} : size_t{kTcVectors} * kLdQ * 2;
+  static constexpr size_t kBytes = 1024 /* alignment */ + size_t{kWgStages} * kStageBytes + kQBytes + (DCA ? 2 * D : 0);
 };
 
 #ifdef LONGCTX_WGMMA
@@ -108,19 +109,31 @@ __device__ __forceinline__ void wgmmaNm128(float (&d)[16][4], const uint32_t (&a
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(descB), "r"(accumulate));
 }
 
+// d (64 x 64, fp32) (+)= A (64 x 16 bf16, shared memory, descriptor descA, K-major) x B (16 x 64 bf16, shared
+// memory, descB, K-major); accumulate = 0 overwrites d.
+__device__ __forceinline__ void wgmmaKm64SS(float (&d)[8][4], uint64_t descA, uint64_t descB, int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
+      "%32, %33, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
+        "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
+        "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
+        "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),
+        "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]),
+        "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
+        "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),
+        "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
+      : "l"(descA), "l"(descB), "r"(accumulate));
+}
+
 __device__ __forceinline__ void wgmmaFence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmmaCommit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmmaWaitAll() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
 template <int N>
 __device__ __forceinline__ void cpAsyncWait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
 __device__ __forceinline__ void fenceProxyAsync() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
-
-// An empty use of the P fragments after a wait: their registers stay allocated while wgmma reads them.
-__device__ __forceinline__ void keepAlive(uint32_t (&pa)[kWgKeys / 16][4]) {
-#pragma unroll
-  for (int ks = 0; ks < kWgKeys / 16; ++ks)
-    asm volatile("" : "+r"(pa[ks][0]), "+r"(pa[ks][1]), "+r"(pa[ks][2]), "+r"(pa[ks][3]));
-}
 
 // Shared-memory matrix descriptor, 128-byte swizzle: start address, leading and stride byte offsets (>> 4).
 __device__ __forceinline__ uint64_t sw128Desc(uint32_t addr, uint32_t lbo, uint32_t sbo) {
@@ -133,7 +146,7 @@ __device__ __forceinline__ uint64_t sw128Desc(uint32_t addr, uint32_t lbo, uint3
 template <int D>
 __device__ __forceinline__ void issueTileSw(const Params& p, const int32_t* table, int kvh, int k0, int kStop,
                                             unsigned char* st) {
-  using S = SmemWg<D>;
+  using S = SmemWg<D, false>;
   constexpr int D8 = D / 8, kStep = kWgThreads / D8, kIters = kWgKeys / kStep;
   static_assert(kWgKeys * D8 % kWgThreads == 0 && kWgThreads % D8 == 0, "whole iterations");
   const int j0 = threadIdx.x / D8, c8 = threadIdx.x % D8;
@@ -151,9 +164,9 @@ __device__ __forceinline__ void issueTileSw(const Params& p, const int32_t* tabl
   }
 }
 
-template <int D, bool SYNC_PV, bool KEEP_PA>
+template <int D, bool DCA>
 __global__ void __launch_bounds__(kWgThreads, 1) wgmmaAttentionKernel(Params p) {
-  using S = SmemWg<D>;
+  using S = SmemWg<D, DCA>;
   constexpr int D4 = D / 4, NT = D / 8, KS = D / 16;
   constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
   extern __shared__ __align__(16) unsigned char smemRaw[];
@@ -161,7 +174,9 @@ __global__ void __launch_bounds__(kWgThreads, 1) wgmmaAttentionKernel(Params p) 
   const uint32_t rawAddr = static_cast<uint32_t>(__cvta_generic_to_shared(smemRaw));
   unsigned char* stages = smemRaw + ((1024 - (rawAddr & 1023)) & 1023);
   const uint32_t stagesAddr = static_cast<uint32_t>(__cvta_generic_to_shared(stages));
-  __nv_bfloat16* Qs = reinterpret_cast<__nv_bfloat16*>(stages + kWgStages * S::kStageBytes);  // [128][kLdQ]
+  unsigned char* qBase = stages + kWgStages * S::kStageBytes;
+  __nv_bfloat16* Qs = reinterpret_cast<__nv_bfloat16*>(qBase);  // plain: [128][kLdQ]
+  const uint32_t qAddr = stagesAddr + kWgStages * S::kStageBytes;  // DCA: [3][panels][128][128 bytes]
 
   const Tile tile = p.tiles[blockIdx.x];
   const int kvh = blockIdx.y, split = blockIdx.z;
@@ -181,7 +196,28 @@ __global__ void __launch_bounds__(kWgThreads, 1) wgmmaAttentionKernel(Params p) 
     cpAsyncCommit();
   }
 
-  {  // q rounded to bf16 with the sign of c (as v3)
+  // q rounded to bf16 with the sign of its row's c (as v3) into shared memory: plain, in padded rows that each
+  // tile loads into registers (wgmma's A fragments); DCA, each of the three rotations in the swizzled layout
+  // the S wgmma reads itself.
+  if constexpr (DCA) {
+    float* invF = reinterpret_cast<float*>(qBase + S::kQBytes);
+    dcaInvFrequencies(p, invF);
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < 3 * kTcVectors * D; idx += kWgThreads) {
+      const int var = idx / (kTcVectors * D), rest = idx - var * kTcVectors * D;
+      const int vi = rest / D, d = rest - vi * D;
+      float x = 0.f;
+      if (vi < nVec) {
+        x = dcaQueryValue(p, tile, kvh, vi, var, d, invF, kBegin, kStop);
+        if (p.scale * p.rowScale[tile.firstRow + vi / tile.numHeads] < 0.f) x = -x;
+      }
+      const int chunk = (d & 63) >> 3;
+      *reinterpret_cast<__nv_bfloat16*>(qBase + var * S::kQVarBytes + (d >> 6) * S::kQPanelBytes + vi * 128 +
+                                        ((chunk ^ (vi & 7)) << 4) + 2 * (d & 7)) = __float2bfloat16_rn(x);
+    }
+    fenceProxyAsync();  // ordinary stores that wgmma reads
+    __syncthreads();
+  } else {
     const float4* q4 = reinterpret_cast<const float4*>(p.q);
     const float sign = p.scale < 0.f ? -1.f : 1.f;
     for (int idx = threadIdx.x; idx < kTcVectors * D4; idx += kWgThreads) {
@@ -195,29 +231,41 @@ __global__ void __launch_bounds__(kWgThreads, 1) wgmmaAttentionKernel(Params p) 
       *reinterpret_cast<uint2*>(Qs + vi * S::kLdQ + 4 * d4) =
           make_uint2(packBf16(sign * x.x, sign * x.y), packBf16(sign * x.z, sign * x.w));
     }
+    __syncthreads();
   }
-  __syncthreads();
-  uint32_t qa[KS][4];  // this warp's 16 q rows as wgmma A fragments, all of D
-#pragma unroll
-  for (int ks = 0; ks < KS; ++ks) ldmatrixX4(qa[ks], Qs + (16 * warp + (lane & 15)) * S::kLdQ + 8 * (lane >> 4) + 16 * ks);
 
   // This thread's two rows: vector 16w + g + 8r.
-  int rpos[2];
-  float m[2], l[2];
-  const float c2 = fmaxf(fabsf(p.scale) * kLog2e, FLT_MIN);
+  // The softmax runs in the exp2 domain with c2 = |c|·log2(e) (at least FLT_MIN, so a masked -inf stays -inf).
+  int rpos[2], rcs[2];
+  float c2[2], m[2], l[2];
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const int vi = 16 * warp + g + 8 * r;
     rpos[r] = vi < nVec ? tile.pos0 + vi / tile.numHeads : -1;
+    float c = p.scale;
+    rcs[r] = 0;
+    if constexpr (DCA) {
+      if (vi < nVec) {
+        c = p.scale * p.rowScale[tile.firstRow + vi / tile.numHeads];
+        rcs[r] = rpos[r] / p.dcaL * p.dcaL;
+      }
+    }
+    c2[r] = fmaxf(fabsf(c) * kLog2e, FLT_MIN);
     m[r] = -INFINITY;
     l[r] = 0.f;
+  }
+  // DCA: the chunk starts of this warpgroup's rows span [csLo, csHi] (multiples of L)
+  int csLo = 0, csHi = 0;
+  if constexpr (DCA) {
+    const int vLo = min(64 * wg, nVec - 1), vHi = min(64 * wg + 63, nVec - 1);
+    csLo = (tile.pos0 + vLo / tile.numHeads) / p.dcaL * p.dcaL;
+    csHi = (tile.pos0 + vHi / tile.numHeads) / p.dcaL * p.dcaL;
   }
   float o[NT][4];
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.f;
   const bool active = 64 * wg < nVec;  // warpgroup-uniform: wgmma needs all four warps
 
-  uint32_t pa[kWgKeys / 16][4] = {};  // P of the last tile: wgmma reads it until the next wait
   int t = 0;
   for (int k0 = kBegin; k0 < kStop; k0 += kWgKeys, ++t) {
     cpAsyncWait<1>();   // this thread's copies of tile t have landed (tile t + 1 may be in flight)
@@ -231,15 +279,80 @@ __global__ void __launch_bounds__(kWgThreads, 1) wgmmaAttentionKernel(Params p) 
     if (!active) continue;
     const uint32_t kAddr = stagesAddr + (t % kWgStages) * S::kStageBytes, vAddr = kAddr + S::kTileBytes;
 
-    // S = Q Kᵀ: K-major B, 16 values of d per step (32 bytes within a 128-byte panel row)
-    float s[kWgKeys / 8][4];
-    wgmmaFence();
+    // S = Q Kᵀ: K-major B (and DCA: K-major A), 16 values of d per step (32 bytes within a 128-byte panel
+    // row). The first wait also covers the previous tile's P·V, so o may be rescaled below.
+    // Plain: q's A fragments are loaded again for every tile, after the previous tile's P·V is done (that
+    // wgmma reads P from registers). Held in registers across the loop, ptxas (CUDA 13.0, headDim 64) gave P's
+    // fragments the same registers while the next tile still read them as q.
+    uint32_t qa[DCA ? 1 : KS][4];
+    if constexpr (!DCA) {
+      wgmmaWaitAll();
 #pragma unroll
-    for (int ks = 0; ks < KS; ++ks)
-      wgmmaKm64(s, qa[ks], sw128Desc(kAddr + (ks / 4) * S::kPanelBytes + (ks % 4) * 32, 16, 1024), ks > 0);
-    wgmmaCommit();
-    wgmmaWaitAll();  // S, and the previous tile's P·V (so o may be rescaled)
-    if constexpr (KEEP_PA) keepAlive(pa);
+      for (int ks = 0; ks < KS; ++ks) ldmatrixX4(qa[ks], Qs + (16 * warp + (lane & 15)) * S::kLdQ + 8 * (lane >> 4) + 16 * ks);
+    }
+    auto computeS = [&](int var, float (&sd)[kWgKeys / 8][4]) {
+      wgmmaFence();
+#pragma unroll
+      for (int ks = 0; ks < KS; ++ks) {
+        const uint64_t descB = sw128Desc(kAddr + (ks / 4) * S::kPanelBytes + (ks % 4) * 32, 16, 1024);
+        if constexpr (DCA)
+          wgmmaKm64SS(sd, sw128Desc(qAddr + var * S::kQVarBytes + (ks / 4) * S::kQPanelBytes + wg * 64 * 128 + (ks % 4) * 32, 16, 1024),
+                      descB, ks > 0);
+        else wgmmaKm64(sd, qa[ks], descB, ks > 0);
+      }
+      wgmmaCommit();
+      wgmmaWaitAll();
+    };
+    float s[kWgKeys / 8][4];
+    if constexpr (DCA) {
+      // the variants some (row, key) pair of this warpgroup and tile may need: 0 key >= cs, 1 cs - L <= key < cs,
+      // 2 key < cs - L, over the rows' chunk starts cs in [csLo, csHi]; usually one
+      const int last = min(k0 + kWgKeys, kStop) - 1;
+      unsigned need = (last >= csLo ? 1u : 0u) | (k0 < csHi && last >= csLo - p.dcaL ? 2u : 0u) | (k0 < csHi - p.dcaL ? 4u : 0u);
+      if (need == 0) need = 1;
+      if ((need & (need - 1)) == 0) {
+        computeS(__ffs(need) - 1, s);
+      } else {
+        // Per element, the variant of the row's own chunk (a pair of no needed variant is masked below). This
+        // rare tile (its keys straddle some row's chunk boundary) runs on mma.sync, warp by warp, from the same
+        // swizzled q and K tiles: wgmma accumulators read between variants would serialize every wgmma.
+        wgmmaWaitAll();  // the previous tile's P·V
+#pragma unroll
+        for (int j = 0; j < kWgKeys / 8; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+        const unsigned char* Kt = stages + (t % kWgStages) * S::kStageBytes;
+#pragma unroll 1
+        for (int var = 0; var < 3; ++var) {
+          if (!((need >> var) & 1u)) continue;
+          float sv[kWgKeys / 8][4];
+#pragma unroll
+          for (int j = 0; j < kWgKeys / 8; ++j) sv[j][0] = sv[j][1] = sv[j][2] = sv[j][3] = 0.f;
+          const int qr = 16 * warp + (lane & 15);
+#pragma unroll
+          for (int ks = 0; ks < KS; ++ks) {
+            uint32_t a[4];
+            const int qc = (2 * ks + (lane >> 4)) & 7;  // 16-byte chunk of the 128-byte panel row
+            ldmatrixX4(a, qBase + var * S::kQVarBytes + (ks / 4) * S::kQPanelBytes + qr * 128 + ((qc ^ (qr & 7)) << 4));
+#pragma unroll
+            for (int j = 0; j < kWgKeys / 8; j += 2) {
+              uint32_t b[4];
+              const int kr = 8 * j + (lane & 7) + 8 * (lane >> 4), kc = (2 * ks + ((lane >> 3) & 1)) & 7;
+              ldmatrixX4(b, Kt + (ks / 4) * S::kPanelBytes + kr * 128 + ((kc ^ (kr & 7)) << 4));
+              mma16816(sv[j], a[0], a[1], a[2], a[3], b[0], b[1]);
+              mma16816(sv[j + 1], a[0], a[1], a[2], a[3], b[2], b[3]);
+            }
+          }
+#pragma unroll
+          for (int j = 0; j < kWgKeys / 8; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+              const int key = k0 + 8 * j + 2 * tig + (e & 1);
+              s[j][e] = dcaVariant(key, rcs[e >> 1], p.dcaL) == var ? sv[j][e] : s[j][e];
+            }
+        }
+      }
+    } else {
+      computeS(0, s);
+    }
 
     // masks and the online softmax per row (v5's arithmetic)
 #pragma unroll
@@ -263,7 +376,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) wgmmaAttentionKernel(Params p) 
       float mx = t8[0];
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      const float mNew = fmaxf(m[r], mx * c2);
+      const float mNew = fmaxf(m[r], mx * c2[r]);
       const float mUse = mNew == -INFINITY ? 0.f : mNew;
       const float alpha = m[r] == mNew ? 1.f : exp2Ftz(m[r] - mUse);
       const float negM = -mUse;
@@ -272,7 +385,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) wgmmaAttentionKernel(Params p) 
       for (int j = 0; j < kWgKeys / 8; ++j)
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
-          const float pj = exp2Ftz(fmaf(s[j][2 * r + e], c2, negM));
+          const float pj = exp2Ftz(fmaf(s[j][2 * r + e], c2[r], negM));
           s[j][2 * r + e] = pj;
           part[(2 * j + e) & 3] += pj;
         }
@@ -287,6 +400,7 @@ __global__ void __launch_bounds__(kWgThreads, 1) wgmmaAttentionKernel(Params p) 
     }
 
     // O += P V: P (bf16) from the S registers; V N-major, 16 keys per step (2048 bytes)
+    uint32_t pa[kWgKeys / 16][4];
 #pragma unroll
     for (int ks = 0; ks < kWgKeys / 16; ++ks) {
       pa[ks][0] = packBf16(s[2 * ks][0], s[2 * ks][1]);
@@ -302,10 +416,8 @@ __global__ void __launch_bounds__(kWgThreads, 1) wgmmaAttentionKernel(Params p) 
       else wgmmaNm64(o, pa[ks], desc, 1);
     }
     wgmmaCommit();
-    if constexpr (SYNC_PV) wgmmaWaitAll();
   }
   wgmmaWaitAll();
-  if constexpr (KEEP_PA) keepAlive(pa);
   cpAsyncWait<0>();
 
   if (!active) return;
@@ -338,31 +450,19 @@ __global__ void __launch_bounds__(kWgThreads, 1) wgmmaAttentionKernel(Params p) 
 
 #else  // not sm_90a: never launched (wgmmaAttentionAvailable says so on the host)
 
-template <int D, bool SYNC_PV, bool KEEP_PA>
+template <int D, bool DCA>
 __global__ void wgmmaAttentionKernel(Params) {}
 
 #endif
 
-// LONGCTX_WGMMA_DEBUG (diagnostics): bit 0 waits for each tile's P·V before the next tile; bit 1 asks for
-// enough shared memory that one CTA fills an SM; bit 2 keeps P's registers in use until the next wait.
-int wgmmaDebug() {
-  static const int v = [] {
-    const char* e = std::getenv("LONGCTX_WGMMA_DEBUG");
-    return e != nullptr ? std::atoi(e) : 0;
-  }();
-  return v;
-}
-
-template <int D>
+template <int D, bool DCA>
 void launchWg(cudaStream_t s, const Params& p, unsigned numTiles) {
-  const size_t smem = (wgmmaDebug() & 2) ? std::max<size_t>(SmemWg<D>::kBytes, 200 * 1024) : SmemWg<D>::kBytes;
-  const int dbg = wgmmaDebug();
-  auto kernel = (dbg & 1) ? wgmmaAttentionKernel<D, true, false>
-                : (dbg & 4) ? wgmmaAttentionKernel<D, false, true> : wgmmaAttentionKernel<D, false, false>;
+  constexpr size_t smem = SmemWg<D, DCA>::kBytes;
+  auto kernel = wgmmaAttentionKernel<D, DCA>;
   LCUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
   const dim3 grid(numTiles, static_cast<unsigned>(p.numKvHeads), static_cast<unsigned>(p.numSplits));
   kernel<<<grid, kWgThreads, smem, s>>>(p);
-  LCUDA_LAUNCHED("wgmmaAttentionKernel", s);
+  LCUDA_LAUNCHED(DCA ? "wgmmaAttentionKernel<dca>" : "wgmmaAttentionKernel", s);
 }
 
 }  // namespace
@@ -378,9 +478,9 @@ bool wgmmaAttentionAvailable() {
   return cc == 90;  // the sm_90a image; other devices run the mma.sync kernels
 }
 
-void launchWgmmaAttention(cudaStream_t s, const Params& p, unsigned numTiles) {
-  if (p.headDim == 128) launchWg<128>(s, p, numTiles);
-  else if (p.headDim == 64) launchWg<64>(s, p, numTiles);
+void launchWgmmaAttention(cudaStream_t s, const Params& p, unsigned numTiles, bool dca) {
+  if (p.headDim == 128) dca ? launchWg<128, true>(s, p, numTiles) : launchWg<128, false>(s, p, numTiles);
+  else if (p.headDim == 64) dca ? launchWg<64, true>(s, p, numTiles) : launchWg<64, false>(s, p, numTiles);
   else throw CudaError("wgmma attention: headDim must be 64 or 128");
 }
 

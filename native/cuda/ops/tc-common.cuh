@@ -1,5 +1,5 @@
 // Device helpers shared by the tensor-core prefill kernels (attention-tc.cu: mma.sync; attention-wgmma.cu:
-// wgmma): asynchronous 16-byte copies, bf16 packing, ldmatrix, the paged K/V offsets of a key tile, exp2.
+// wgmma): asynchronous 16-byte copies, bf16 packing, mma.sync, ldmatrix, the paged K/V offsets of a key tile, exp2.
 #pragma once
 #include <cuda_bf16.h>
 
@@ -19,6 +19,15 @@ __device__ __forceinline__ void cpAsyncWaitAll() { asm volatile("cp.async.wait_a
 __device__ __forceinline__ uint32_t packBf16(float lo, float hi) {
   const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x (low 16 bits) = lo
   return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+// d[0..3] += A (16x16 bf16, row) x B (16x8 bf16, col), fp32.
+__device__ __forceinline__ void mma16816(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                         uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
 __device__ __forceinline__ void ldmatrixX4(uint32_t (&r)[4], const void* smem) {
