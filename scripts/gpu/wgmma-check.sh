@@ -3,7 +3,7 @@
 # build; the kernels' SASS (sass.txt: which registers each HGMMA reads); bench/gpu/run.sh --tc-compare at $LENGTHS
 # (default 4096 16384 65536 131072: v4, v5, v6 and v3 on a bf16 cache, DCA on v3 and v6, each with its largest
 # difference from the first version's output, PyTorch SDPA bf16 beside them); cuda-attention-tc.test.ts on the
-# default kernels; then the files in $TESTS (default: golden, memory) and `longctx bench` of the 7B-1M shape at
+# default kernels; then the files in $TESTS (default: golden, memory; none: skipped) and `longctx bench` of the 7B-1M shape at
 # $BENCH_LENGTHS (default 32768,131072; none when empty) in what is left of $BUDGET seconds (default 560).
 # Carry [".gpu"]. Files: build.log, sass.txt, bench-*.{jsonl,txt}, tc.log, tests.log, e2e.jsonl.
 set -uo pipefail
@@ -21,7 +21,7 @@ grep -E '^  ✖|worst at' "$out/tc.log" | cut -c1-240 | head -12
 stamp tc
 left=$(( ${BUDGET:-560} - ($(date +%s) - t0) ))
 tests=${TESTS:-test/native/cuda-golden.test.ts test/native/cuda-memory.test.ts}
-if [ -n "$tests" ] && [ $left -gt 30 ]; then
+if [ "$tests" != none ] && [ $left -gt 30 ]; then
   timeout $left node --import tsx --test --test-concurrency="${JOBS:-2}" --test-reporter=spec $tests > "$out/tests.log" 2>&1
   echo "tests rc $? (limit $left s): $(grep -E '^ℹ (tests|pass|fail|skipped|cancelled)' "$out/tests.log" | tr '\n' ' ')"
   grep -E '^  ✖' "$out/tests.log" | head -12

@@ -281,12 +281,13 @@ __global__ void __launch_bounds__(kWgThreads, 1) wgmmaAttentionKernel(Params p) 
 
     // S = Q Kᵀ: K-major B (and DCA: K-major A), 16 values of d per step (32 bytes within a 128-byte panel
     // row). The first wait also covers the previous tile's P·V, so o may be rescaled below.
-    // Plain: q's A fragments are loaded again for every tile, after the previous tile's P·V is done (that
-    // wgmma reads P from registers). Held in registers across the loop, ptxas (CUDA 13.0, headDim 64) gave P's
-    // fragments the same registers while the next tile still read them as q.
+    // Plain: q's A fragments are loaded again for every tile. Held in registers across the loop, ptxas (CUDA
+    // 13.0, headDim 64) gave P's fragments the same registers while the next tile still read them as q. At
+    // headDim 64 the load also waits for the previous tile's P·V (which reads P from registers): ptxas puts q
+    // where P was and would otherwise serialize every wgmma; at 128 it keeps them apart and the P·V overlaps.
     uint32_t qa[DCA ? 1 : KS][4];
     if constexpr (!DCA) {
-      wgmmaWaitAll();
+      if constexpr (D == 64) wgmmaWaitAll();
 #pragma unroll
       for (int ks = 0; ks < KS; ++ks) ldmatrixX4(qa[ks], Qs + (16 * warp + (lane & 15)) * S::kLdQ + 8 * (lane >> 4) + 16 * ks);
     }
