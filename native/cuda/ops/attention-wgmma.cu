@@ -164,6 +164,10 @@ __device__ __forceinline__ void issueTileSw(const Params& p, const int32_t* tabl
   }
 }
 
+// Whether the plain kernel loads q's fragments for every tile (see the kernel).
+template <int D, bool DCA>
+constexpr bool kReloadQ = !DCA && D == 64;
+
 template <int D, bool DCA>
 __global__ void __launch_bounds__(kWgThreads, 1) wgmmaAttentionKernel(Params p) {
   using S = SmemWg<D, DCA>;
@@ -233,6 +237,14 @@ __global__ void __launch_bounds__(kWgThreads, 1) wgmmaAttentionKernel(Params p) 
     }
     __syncthreads();
   }
+  // Plain: q's A fragments, loaded once at headDim 128 (ptxas keeps them apart from P's, checked in the SASS of
+  // CUDA 13.0: q in R120-R151, P in R152-R167) and per tile at headDim 64, where ptxas gave P the registers of
+  // loop-held q while the next tile still read them as q (wrong output from the second key tile on).
+  uint32_t qa[DCA ? 1 : KS][4];
+  if constexpr (!DCA && !kReloadQ<D, DCA>) {
+#pragma unroll
+    for (int ks = 0; ks < KS; ++ks) ldmatrixX4(qa[ks], Qs + (16 * warp + (lane & 15)) * S::kLdQ + 8 * (lane >> 4) + 16 * ks);
+  }
 
   // This thread's two rows: vector 16w + g + 8r.
   // The softmax runs in the exp2 domain with c2 = |c|·log2(e) (at least FLT_MIN, so a masked -inf stays -inf).
@@ -281,13 +293,8 @@ __global__ void __launch_bounds__(kWgThreads, 1) wgmmaAttentionKernel(Params p) 
 
     // S = Q Kᵀ: K-major B (and DCA: K-major A), 16 values of d per step (32 bytes within a 128-byte panel
     // row). The first wait also covers the previous tile's P·V, so o may be rescaled below.
-    // Plain: q's A fragments are loaded again for every tile. Held in registers across the loop, ptxas (CUDA
-    // 13.0, headDim 64) gave P's fragments the same registers while the next tile still read them as q. At
-    // headDim 64 the load also waits for the previous tile's P·V (which reads P from registers): ptxas puts q
-    // where P was and would otherwise serialize every wgmma; at 128 it keeps them apart and the P·V overlaps.
-    uint32_t qa[DCA ? 1 : KS][4];
-    if constexpr (!DCA) {
-      if constexpr (D == 64) wgmmaWaitAll();
+    if constexpr (kReloadQ<D, DCA>) {  // (see qa above) after the previous tile's P·V, which reads P's registers
+      wgmmaWaitAll();
 #pragma unroll
       for (int ks = 0; ks < KS; ++ks) ldmatrixX4(qa[ks], Qs + (16 * warp + (lane & 15)) * S::kLdQ + 8 * (lane >> 4) + 16 * ks);
     }
