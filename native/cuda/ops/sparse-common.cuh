@@ -93,6 +93,10 @@ void launchIndex(cudaStream_t s, const SparseParams& p, bool serial);
 
 // The tensor-core attention over the index (sparse-tc.cu); headDim 64 or 128.
 void launchSparseTensorCore(cudaStream_t s, const SparseParams& p, bool bf16Kv);
+// The wgmma kernel (sparse-wgmma.cu) for a bf16 cache: whether it runs (Hopper, and LONGCTX_SPARSE_TC is not
+// "mma"), and its launch (same grid and output as the one above).
+bool sparseWgmmaEnabled();
+void launchSparseWgmma(cudaStream_t s, const SparseParams& p);
 
 // The estimation's two passes on the tensor cores (sparse-est-tc.cu: split-bf16 products, fp32 accumulate):
 // pass 1 writes part (as estStatsKernel), pass 2 scores (as estScoresKernel, from rowStats); headDim 64 or 128.

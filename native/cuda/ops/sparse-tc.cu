@@ -17,13 +17,13 @@
 #include <cfloat>
 #include <climits>
 
-#include "sparse-common.cuh"
+#include "sparse-tc-common.cuh"
 
 namespace lcuda::sparse {
 
 namespace {
 
-constexpr int kWarps = 4, kRows = 64, kKeys = 64, kThreads = kWarps * 32;
+using namespace tcs;
 
 __device__ __forceinline__ void cpAsync16(void* smem, const void* gmem, int srcBytes) {
   const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
@@ -59,7 +59,7 @@ __device__ __forceinline__ void ldmatrixX4Trans(uint32_t (&r)[4], const void* sm
 
 template <int D>
 struct Smem {
-  static constexpr int kLd = D + 8;
+  static constexpr int kLd = kQLd<D>;
   // Q [64][kLd] bf16 (the current tile's variant); bf16 cache: two K/V pairs; f32 cache: one pair + fp32
   // staging [2][64][D]; then the keys [2][64] and variants [2] of the two buffered tiles, inverse frequencies.
   static size_t bytes(bool bf16Kv) {
@@ -69,45 +69,9 @@ struct Smem {
   }
 };
 
-// The rows of the tile stream this thread copies: rows j0 + it·kStep, it < kIters, 16 bytes (E elements)
-// at element E·ce of each K and V row.
-template <int D, bool BF16KV>
-struct Lanes {
-  static constexpr int E = BF16KV ? 8 : 4, DE = D / E, kStep = kThreads / DE, kIters = kKeys / kStep;
-  static_assert(kThreads % DE == 0 && kKeys % kStep == 0, "whole iterations");
-};
 
-// The tile stream of one (head, block): descriptors (x, count << 3 | isColumn << 2 | variant).
-struct Stream {
-  int numTiles;
-  const int2* tiles;
-  const int32_t* cols;
-  __device__ __forceinline__ int2 desc(int t) const { return t < numTiles ? tiles[t] : make_int2(0, 0); }
-};
 
-// Keys of this thread's rows of the tile with descriptor d (INT_MAX past its keys).
-template <int D, bool BF16KV>
-__device__ __forceinline__ void tileKeys(const Stream& st, int2 d, int (&key)[Lanes<D, BF16KV>::kIters]) {
-  using Ln = Lanes<D, BF16KV>;
-  const int j0 = threadIdx.x / Ln::DE, count = d.y >> 3;
-  const bool col = (d.y & 4) != 0;
-#pragma unroll
-  for (int it = 0; it < Ln::kIters; ++it) {
-    const int j = j0 + it * Ln::kStep;
-    key[it] = j < count ? (col ? st.cols[d.x + j] : d.x + j) : INT_MAX;
-  }
-}
 
-// Cache slots of those keys (block-table lookups; 0 for INT_MAX).
-template <int D, bool BF16KV>
-__device__ __forceinline__ void tileSlots(const SparseParams& p, const int (&key)[Lanes<D, BF16KV>::kIters],
-                                          int (&slot)[Lanes<D, BF16KV>::kIters]) {
-#pragma unroll
-  for (int it = 0; it < Lanes<D, BF16KV>::kIters; ++it) {
-    const int k = key[it];
-    slot[it] = k != INT_MAX ? p.table[k / p.blockSize] * p.blockSize + k % p.blockSize : 0;
-  }
-}
 
 // Starts the copies of one tile from its keys and slots: K and V rows (bf16: into kv = K [64][kLd] then V;
 // f32: into the fp32 staging K [64][D] then V, zero-filled past the keys) and its keys into keyS [64].
@@ -137,22 +101,6 @@ __device__ __forceinline__ void issueTile(const SparseParams& p, int kvh, const 
   cpAsyncCommit();
 }
 
-// Qs [64][kLd] = the block's rows rotated for DCA variant var (dcaQueryValue), with the sign of the row's
-// logit multiplier, rounded to bf16.
-template <int D>
-__device__ __forceinline__ void stageQuery(const SparseParams& p, const attn::Params& ap, const attn::Tile& tile, int kvh,
-                                           int var, const float* invF, __nv_bfloat16* Qs) {
-  constexpr int kLd = Smem<D>::kLd;
-  for (int idx = threadIdx.x; idx < kRows * D; idx += blockDim.x) {
-    const int vi = idx / D, d = idx - vi * D;
-    float x = 0.f;
-    if (vi < tile.numRows) {
-      x = attn::dcaQueryValue(ap, tile, kvh, vi, var, d, invF, 0, INT_MAX);
-      if (p.scale * p.rowScale[tile.firstRow - p.row0 + vi] < 0.f) x = -x;
-    }
-    Qs[vi * kLd + d] = __float2bfloat16_rn(x);
-  }
-}
 
 // Software pipeline over the tile stream, per iteration ti: the copies of tile ti + 1 start (their keys and
 // slots were resolved during ti - 1), the block-table lookups of tile ti + 2, the key loads of tile ti + 3

@@ -696,7 +696,9 @@ void sparseDcaAttention(cudaStream_t s, AttentionScratch& attnScratch, SparseScr
       if (sc.mark != nullptr) sc.mark(sc.user, 2);
       launchIndex(s, p, serialIndex);
       if (sc.mark != nullptr) sc.mark(sc.user, 3);
-      if (tc) {
+      if (tc && bf16Kv && sparse::sparseWgmmaEnabled()) {
+        sparse::launchSparseWgmma(s, p);
+      } else if (tc) {
         sparse::launchSparseTensorCore(s, p, bf16Kv);
       } else if (bf16Kv) {
         launchSparseFp32ForHeadDim<uint16_t>(s, p);
