@@ -42,12 +42,6 @@ static_assert(kWarps * kRowsPerWarp == kTcVectors, "CTA vectors");
 
 
 
-__device__ __forceinline__ void ldmatrixX4Trans(uint32_t (&r)[4], const void* smem) {
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(s));
-}
 
 template <int D>
 struct Smem {

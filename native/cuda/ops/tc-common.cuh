@@ -37,6 +37,13 @@ __device__ __forceinline__ void ldmatrixX4(uint32_t (&r)[4], const void* smem) {
                : "r"(s));
 }
 
+__device__ __forceinline__ void ldmatrixX4Trans(uint32_t (&r)[4], const void* smem) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(s));
+}
+
 // Element offsets (row `kvh` of each key's cache slot, plus `col`) of keys k0 + j0 + it·kStep that are below
 // kStop, and the bytes to copy (16, or 0 past kStop: cp.async zero-fills). The block-table lookups are all
 // issued first (independent loads, one latency). A power-of-two block size (the usual case) is a shift and
