@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every CUDA test file on the GPU machine, in groups whose results are printed as each group ends (a cut-off
-# call keeps the groups before it): 1. cuda-attention-tc.test.ts on the default kernels (v5 for a bf16 cache); 2. the
-# same file's bf16-cache cases with LONGCTX_PREFILL_TC=3, then =4; 3. the decode, sparse, sampling, graph and
+# call keeps the groups before it): 1. cuda-attention-tc.test.ts on the default kernels (wgmma on Hopper for a bf16
+# cache); 2. the same file's bf16-cache cases with LONGCTX_PREFILL_TC=3, =4, then =5; 3. the decode, sparse, sampling, graph and
 # fused-op files; 4. conformance, golden, memory and bf16-GEMM files (the longest, last). Each group runs its files $JOBS at a time (default 4)
 # under $GROUP_LIMIT seconds (default 240). Carry [".gpu"]. Two files come back: build.log and tests.log (the
 # device returns at most 8).
@@ -21,5 +21,6 @@ group() { # name, env assignment or -, then test arguments
 group "tc prefill (default kernels)" - test/native/cuda-attention-tc.test.ts
 group "tc prefill, v3" LONGCTX_PREFILL_TC=3 --test-name-pattern "bf16 cache" test/native/cuda-attention-tc.test.ts
 group "tc prefill, v4" LONGCTX_PREFILL_TC=4 --test-name-pattern "bf16 cache" test/native/cuda-attention-tc.test.ts
+group "tc prefill, v5" LONGCTX_PREFILL_TC=5 --test-name-pattern "bf16 cache" test/native/cuda-attention-tc.test.ts
 group "decode, sparse, sampling, graphs, fused ops" - test/native/cuda-decode-tc.test.ts test/native/cuda-sparse.test.ts test/native/cuda-sampling.test.ts test/native/cuda-graphs.test.ts test/native/cuda-fused-ops.test.ts
 group "conformance, golden, memory, GEMM" - test/native/cuda-conformance.test.ts test/native/cuda-golden.test.ts test/native/cuda-memory.test.ts test/native/cuda-matmul-bf16.test.ts

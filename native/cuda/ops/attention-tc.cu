@@ -15,10 +15,10 @@
 //    accumulated in fp32 registers. The split-K partial max goes out in natural units (m·ln 2).
 // DCA: each warp ORs the variants its valid (row, key) pairs need in this tile; usually one, and S is
 // computed once per needed variant and selected per element.
-// v4 (plain attention over a bf16 cache; the default is v5, v4 with exp2Ftz; LONGCTX_PREFILL_TC=3 or 4 selects
-// the others): 4 warps x 32 vectors per CTA, two MMA row blocks
-// per warp sharing every K/V fragment, 2 CTAs per SM (see launchV4). DCA and the f32 cache always run v3
-// (8 warps x 16 vectors).
+// v4 (plain attention over a bf16 cache; v5 is v4 with exp2Ftz, the default where attention-wgmma.cu does not
+// run; LONGCTX_PREFILL_TC=3, 4 or 5 selects one on Hopper too): 4 warps x 32 vectors per CTA, two MMA row blocks
+// per warp sharing every K/V fragment, 2 CTAs per SM (see launchV4). The f32 cache always runs v3 (8 warps x 16
+// vectors), and so does DCA where the wgmma kernel does not run.
 // Error: bf16 rounding of q, k, v and p (relative 2^-8 each) on top of fp32 arithmetic; the tolerance the
 // tests derive from that is in test/native/cuda-attention-tc.test.ts.
 #include <cuda_bf16.h>

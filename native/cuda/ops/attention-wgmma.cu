@@ -1,16 +1,17 @@
-// Paged causal GQA prefill attention on Hopper's warpgroup MMA (wgmma, sm_90a): the plain path over a bf16
-// cache (LONGCTX_PREFILL_TC=6). Same work unit (a 128-vector tile of one KV head), split plan, partial
-// format and per-row softmax as the mma.sync kernels of attention-tc.cu; what differs is who multiplies:
+// Paged causal GQA prefill attention on Hopper's warpgroup MMA (wgmma, sm_90a) over a bf16 cache, plain and
+// DCA: the default there (LONGCTX_PREFILL_TC=3|4|5 selects an mma.sync kernel of attention-tc.cu instead). Same
+// work unit (a 128-vector tile of one KV head), split plan, partial format and per-row softmax as those
+// kernels; what differs is who multiplies:
 //  - a CTA is 2 warpgroups x 64 query vectors (warp w owns vectors 16w..16w+15, as v3); each warpgroup
-//    computes S = Q·Kᵀ for a 64-key tile as 64x64 wgmma (A = its q rows, bf16, held in registers for the
-//    whole CTA; B = the K tile in shared memory) and O += P·V as 64xD wgmma (A = P rounded to bf16 from
-//    the S registers; B = the V tile, read N-major);
+//    computes S = Q·Kᵀ for a 64-key tile as 64x64 wgmma (plain: A = its q rows, bf16, in registers; DCA: A =
+//    the tile's q rotation in shared memory; B = the K tile in shared memory) and O += P·V as 64xD wgmma
+//    (A = P rounded to bf16 from the S registers; B = the V tile, read N-major);
 //  - K and V rows are copied with cp.async straight from the paged bf16 cache into the 128-byte-swizzled
 //    layout wgmma reads (panels of 64 values per row, the 16-byte chunk c of row r stored at c ^ (r mod 8)),
 //    four stages deep and two tiles ahead, one barrier per tile;
 //  - the softmax is v5's (exp2 with |c|·log2 e folded, flush-to-zero exp2, fp32 statistics).
-// Error: the bound of attention-tc.cu (bf16 q, k, v, p; fp32 accumulation in another order); the tests
-// check it against float64 (test/native/cuda-attention-tc.test.ts under LONGCTX_PREFILL_TC=6).
+// Error: the bound of attention-tc.cu (bf16 q, k, v, p; fp32 accumulation; the bits have equalled v4's and
+// v3's on the device); the tests check it against float64 (test/native/cuda-attention-tc.test.ts).
 #include <cuda_bf16.h>
 
 #include <cfloat>
