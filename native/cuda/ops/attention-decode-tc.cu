@@ -32,6 +32,7 @@
 #include <cmath>
 
 #include "attention-common.cuh"
+#include "tc-common.cuh"
 
 namespace lcuda::attn {
 
@@ -63,18 +64,10 @@ __device__ __forceinline__ void ldsmX4T(uint32_t (&r)[4], const void* smem) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a) : "memory");
 }
-// c += A·B, A 16x16 (a0: rows 0-7 / k 0-7, a1: rows 8-15 / k 0-7, a2: rows 0-7 / k 8-15, a3: rows 8-15 / k 8-15),
-// B 16x8 (b0: k 0-7, b1: k 8-15), bf16 operands, fp32 accumulator.
-__device__ __forceinline__ void mma16816(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
-                                         uint32_t b1) {
-  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-               : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-               : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-__device__ __forceinline__ uint32_t packBf16(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x (low 16 bits) = lo, round to nearest even
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
+// mma16816 (c += A·B, A 16x16 bf16 in four 8x8 fragments a0-a3, B 16x8 in b0-b1, fp32 accumulator) and packBf16
+// (round to nearest even, lo in the low 16 bits) come from tc-common.cuh.
+using tc::mma16816;
+using tc::packBf16;
 
 template <int D>
 struct TcGeo {
