@@ -23,36 +23,25 @@
 #include <cfloat>
 
 #include "sparse-common.cuh"
+#include "tc-common.cuh"
 
 namespace lcuda::sparse {
 
 namespace {
 
+using attn::tc::cpAsync16;
+using attn::tc::cpAsyncCommit;
+using attn::tc::cpAsyncWait;
+using attn::tc::ldmatrixX4;
+
 constexpr int kWarps = 4, kThreads = kWarps * 32, kKeys = 64;
 constexpr int kScoreCols = 192, kScoreWin = kScoreCols + 64, kPld = kScoreWin + 4;  // as sparse.cu's pass 2
-
-__device__ __forceinline__ void cpAsync16(void* smem, const void* gmem, int srcBytes) {
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(srcBytes));
-}
-__device__ __forceinline__ void cpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void cpAsyncWait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
 
 __device__ __forceinline__ uint32_t packBf16(__nv_bfloat16 lo, __nv_bfloat16 hi) {
   return static_cast<uint32_t>(__bfloat16_as_ushort(lo)) | (static_cast<uint32_t>(__bfloat16_as_ushort(hi)) << 16);
 }
 __device__ __forceinline__ void mma16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-__device__ __forceinline__ void ldmatrixX4(uint32_t (&r)[4], const void* smem) {
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(s));
+  attn::tc::mma16816(d, a[0], a[1], a[2], a[3], b0, b1);
 }
 
 // hi = bf16(x), lo = bf16(x - hi).
